@@ -1,0 +1,1 @@
+//! Edge worker (work in progress).

@@ -1,0 +1,2 @@
+//! `static-sync`: the release engineer's tool around `wrangler`.
+fn main() {}
