@@ -31,6 +31,12 @@ impl Backend {
         }
     }
 
+    /// A healthy backend outside any pool, for tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(addr: SocketAddr) -> Self {
+        Backend::new(addr)
+    }
+
     /// Whether selection may pick it.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)

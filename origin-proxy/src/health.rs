@@ -64,13 +64,14 @@ async fn run_pool(pool: Arc<Pool>, hc: HealthCheckConfig, mut shutdown: Shutdown
             } else {
                 backend.record_failure(hc.fall)
             };
-            if changed {
-                tracing::warn!(
-                    pool = %pool.name,
-                    backend = %backend.addr,
-                    healthy = ok,
-                    "backend health changed"
-                );
+            match (changed, ok) {
+                (true, true) => {
+                    tracing::warn!(pool = %pool.name, backend = %backend.addr, by = "health check", "backend back in the pool")
+                }
+                (true, false) => {
+                    tracing::warn!(pool = %pool.name, backend = %backend.addr, by = "health check", "backend taken out of the pool")
+                }
+                _ => {}
             }
         }
     }
@@ -88,5 +89,68 @@ impl BackgroundService for HealthChecker {
         for t in tasks {
             let _ = t.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    fn hc() -> HealthCheckConfig {
+        HealthCheckConfig {
+            path: "/healthz".into(),
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(500),
+            rise: 1,
+            fall: 1,
+        }
+    }
+
+    async fn serve_once(answer: &'static [u8]) -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(answer).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_2xx_answer_is_healthy_anything_else_is_not() {
+        let ok = serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+        assert!(check(&Backend::for_test(ok), &hc()).await);
+        let bad = serve_once(b"HTTP/1.1 503 Service Unavailable\r\n\r\n").await;
+        assert!(!check(&Backend::for_test(bad), &hc()).await);
+        let junk = serve_once(b"SSH-2.0-OpenSSH\r\n").await;
+        assert!(!check(&Backend::for_test(junk), &hc()).await);
+        // Nothing listens on a port we just released.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        assert!(!check(&Backend::for_test(closed), &hc()).await);
+    }
+
+    #[tokio::test]
+    async fn a_silent_backend_times_out() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let _keep = tokio::spawn(async move {
+            let (_s, _) = l.accept().await.expect("accept");
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        });
+        let start = std::time::Instant::now();
+        assert!(!check(&Backend::for_test(addr), &hc()).await);
+        assert!(start.elapsed() < Duration::from_secs(5));
     }
 }

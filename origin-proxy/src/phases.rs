@@ -148,7 +148,7 @@ fn note_failed_attempt(ctx: &mut RequestCtx, passive: bool) -> bool {
         if passive {
             let fall = pool.config.health_check.as_ref().map_or(1, |h| h.fall);
             if pool.backends[idx].record_failure(fall) {
-                tracing::warn!(pool = %pool.name, backend = %pool.backends[idx].addr, "backend taken out after failed connects");
+                tracing::warn!(pool = %pool.name, backend = %pool.backends[idx].addr, by = "failed connects", "backend taken out of the pool");
             }
         }
     }

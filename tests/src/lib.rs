@@ -1,1 +1,398 @@
-//! End-to-end tests.
+//! The end-to-end harness: starts the real pieces as processes on 127.0.0.1 — the demo shop,
+//! the Pingora origin proxy, the Rust worker in workerd through `wrangler dev` — waits until
+//! each answers, and tears every one down when dropped (the whole process group, so that
+//! wrangler's workerd children go too).
+//!
+//! The binaries must be built first (`scripts/test.sh` does it): `target/debug/demo-shop`,
+//! `target/debug/origin-proxy` and the worker in `edge-worker/build/`. The harness never builds
+//! anything itself, so that a test cannot hang on cargo's build lock.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where cargo put the binaries of this test build.
+pub fn bin(name: &str) -> Result<PathBuf> {
+    let dir = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => root().join("target"),
+    };
+    let path = dir.join("debug").join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it first with `cargo build -p {name}` (scripts/test.sh does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A directory for one test's logs and files, emptied first: `target/e2e/<name>`.
+pub fn scratch_dir(name: &str) -> Result<PathBuf> {
+    let dir = root().join("target").join("e2e").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("binding a probe port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Waits until `addr` accepts TCP connections or `timeout` passes.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration, what: &str) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} did not start listening on {addr} within {timeout:?}")
+}
+
+/// A child process in its own process group, killed (group and all) on drop.
+pub struct Proc {
+    child: Child,
+    /// What it is, for messages.
+    pub name: String,
+    /// Its standard output, captured to a file.
+    pub stdout: PathBuf,
+    /// Its standard error, captured to a file.
+    pub stderr: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `cmd` with output captured under `dir`.
+    pub fn spawn(mut cmd: Command, name: &str, dir: &Path) -> Result<Proc> {
+        let stdout = dir.join(format!("{name}.out"));
+        let stderr = dir.join(format!("{name}.err"));
+        cmd.stdin(Stdio::null())
+            .stdout(File::create(&stdout)?)
+            .stderr(File::create(&stderr)?)
+            .process_group(0);
+        let child = cmd.spawn().with_context(|| format!("spawning {name}"))?;
+        Ok(Proc {
+            child,
+            name: name.to_owned(),
+            stdout,
+            stderr,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process group at once (SIGKILL), as a crash would.
+    pub fn kill_now(&mut self) {
+        signal_group(self.child.id(), libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// Standard output so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// Standard error so far.
+    pub fn errors(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Fails with the process's stderr if it has exited.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited with {status}:\n{}", self.name, self.errors());
+        }
+        Ok(())
+    }
+}
+
+fn signal_group(pid: u32, sig: i32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // kill(2) on our own child's process group; an error (already gone) is ignored.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(-pid, sig);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            signal_group(self.child.id(), libc::SIGKILL);
+            return;
+        }
+        signal_group(self.child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                signal_group(self.child.id(), libc::SIGKILL);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        signal_group(self.child.id(), libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// One demo-shop instance.
+pub struct Shop {
+    /// The process.
+    pub proc: Proc,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Shop {
+    /// Starts an instance on a free port.
+    pub fn start(name: &str, dir: &Path) -> Result<Shop> {
+        let port = free_port()?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut cmd = Command::new(bin("demo-shop")?);
+        cmd.args(["--listen", &addr.to_string(), "--name", name]);
+        let proc = Proc::spawn(cmd, name, dir)?;
+        wait_for_port(addr, Duration::from_secs(20), name)?;
+        Ok(Shop { proc, addr })
+    }
+
+    /// The shop's own counters (`GET /__demo/stats`).
+    pub fn stats(&self) -> Result<serde_json::Value> {
+        let mut s = TcpStream::connect(self.addr)?;
+        use std::io::{Read, Write};
+        write!(
+            s,
+            "GET /__demo/stats HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .context("no body")?;
+        serde_json::from_str(body).with_context(|| format!("stats body: {body}"))
+    }
+
+    /// Requests counted so far (health checks and stats excluded).
+    pub fn requests(&self) -> Result<u64> {
+        self.stats()?["requests"].as_u64().context("requests count")
+    }
+}
+
+/// A 32-byte hex key for a test run.
+pub fn test_key() -> String {
+    let mut bytes = [0u8; 32];
+    use ring::rand::SecureRandom;
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("randomness");
+    hex::encode(bytes)
+}
+
+/// Settings of the proxy config a test writes.
+pub struct ProxySettings<'a> {
+    /// Backends of the one pool.
+    pub backends: &'a [SocketAddr],
+    /// Health check interval in ms.
+    pub hc_interval_ms: u64,
+}
+
+/// The origin proxy.
+pub struct Proxy {
+    /// The process.
+    pub proc: Proc,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Proxy {
+    /// Writes a config for these settings and starts the proxy with `key` as its signing key.
+    pub fn start(settings: &ProxySettings<'_>, key: &str, dir: &Path) -> Result<Proxy> {
+        let port = free_port()?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let backends: Vec<String> = settings
+            .backends
+            .iter()
+            .map(|b| format!("\"{b}\""))
+            .collect();
+        let config = format!(
+            r#"listen = "{addr}"
+threads = 2
+[edge-auth]
+signing-key-env = "EDGE_SIGNING_KEY"
+max-skew-secs = 60
+[pools.shop]
+backends = [{backends}]
+connect-timeout-ms = 500
+read-timeout-ms = 5000
+retries = 2
+[pools.shop.health-check]
+path = "/healthz"
+interval-ms = {interval}
+timeout-ms = 300
+rise = 2
+fall = 2
+[[routes]]
+path-prefix = "/"
+pool = "shop"
+"#,
+            backends = backends.join(", "),
+            interval = settings.hc_interval_ms,
+        );
+        let path = dir.join("proxy.toml");
+        std::fs::write(&path, config)?;
+        let mut cmd = Command::new(bin("origin-proxy")?);
+        cmd.arg("--config")
+            .arg(&path)
+            .env("EDGE_SIGNING_KEY", key)
+            .env("RUST_LOG", "info");
+        let mut proc = Proc::spawn(cmd, "origin-proxy", dir)?;
+        wait_for_port(addr, Duration::from_secs(20), "origin-proxy").map_err(|e| {
+            let _ = proc.ensure_running();
+            e.context(proc.errors())
+        })?;
+        Ok(Proxy { proc, addr })
+    }
+
+    /// The access-log lines written so far, parsed.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        let Ok(f) = File::open(&self.proc.stdout) else {
+            return Vec::new();
+        };
+        BufReader::new(f)
+            .lines()
+            .map_while(|l| l.ok())
+            .filter_map(|l| serde_json::from_str(&l).ok())
+            .collect()
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// The edge worker in workerd, through `wrangler dev`.
+pub struct Edge {
+    /// The wrangler process (its group holds workerd).
+    pub proc: Proc,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Edge {
+    /// Starts `wrangler dev` on the prebuilt worker with `origin` as `ORIGIN_URL` and `key` as
+    /// the signing secret (from an env file in `dir`, never on the command line).
+    pub fn start(origin: &str, key: &str, dir: &Path) -> Result<Edge> {
+        let worker_dir = root().join("edge-worker");
+        if !worker_dir.join("build/index.js").exists() {
+            bail!(
+                "edge-worker/build is missing: run scripts/build-worker.sh (scripts/test.sh does)"
+            );
+        }
+        let wrangler = root().join("node_modules/.bin/wrangler");
+        if !wrangler.exists() {
+            bail!(
+                "{} is missing: run `npm ci` (scripts/bootstrap.sh does)",
+                wrangler.display()
+            );
+        }
+        let port = free_port()?;
+        let inspector = free_port()?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let env_file = dir.join("edge.env");
+        std::fs::write(&env_file, format!("EDGE_SIGNING_KEY={key}\n"))?;
+        let mut cmd = Command::new(wrangler);
+        cmd.current_dir(&worker_dir)
+            .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--inspector-port", &inspector.to_string()])
+            .arg("--env-file")
+            .arg(&env_file)
+            .arg("--persist-to")
+            .arg(dir.join("state"))
+            .args(["--var", &format!("ORIGIN_URL:{origin}")])
+            .args([
+                "--show-interactive-dev-session=false",
+                "--log-level",
+                "info",
+            ])
+            .env("FLASHEDGE_WORKER_PREBUILT", "1")
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CI", "true");
+        let mut proc = Proc::spawn(cmd, "wrangler", dir)?;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(status) = http_status(addr, "/__edge/health") {
+                if status == 200 {
+                    break;
+                }
+            }
+            proc.ensure_running()?;
+            if Instant::now() > deadline {
+                bail!(
+                    "wrangler dev did not answer /__edge/health on {addr}:\n{}",
+                    proc.errors()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(Edge { proc, addr })
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Status of a plain `GET path` (blocking, for readiness checks).
+pub fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf)?;
+    let text = std::str::from_utf8(&buf)?;
+    Ok(text.get(9..12).context("short status line")?.parse()?)
+}
+
+/// Signs a request as the edge would, for tests that talk to the proxy directly.
+pub fn sign(
+    key: &str,
+    method: &str,
+    path_and_query: &str,
+    request_id: &str,
+    unix_secs: u64,
+) -> String {
+    edge_signature::SigningKey::new(key.as_bytes())
+        .expect("test keys are long enough")
+        .sign(method, path_and_query, unix_secs, request_id)
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
