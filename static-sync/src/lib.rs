@@ -42,3 +42,9 @@ pub mod html;
 pub mod refs;
 #[cfg(feature = "cli")]
 pub mod site;
+#[cfg(feature = "cli")]
+pub mod push;
+#[cfg(feature = "cli")]
+pub mod store;
+#[cfg(feature = "cli")]
+pub mod verify;
