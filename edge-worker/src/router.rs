@@ -1,20 +1,30 @@
 //! Dispatch: the edge's own endpoints, then everything else to the origin.
 
-use worker::{Env, Request, Response, Result};
+use worker::{Context, Env, Request, Response, Result};
 
 use crate::config::EdgeConfig;
-use crate::forward;
+use crate::{forward, pages};
 
 /// Prefix of the edge's own endpoints; never forwarded.
 pub const EDGE_PREFIX: &str = "/__edge/";
 
-/// Handles one request that static assets did not answer.
-pub async fn handle(req: Request, _env: &Env, cfg: &EdgeConfig, now_ms: u64) -> Result<Response> {
+/// Handles one request: the edge's endpoints, then sale pages (released version or static
+/// assets), then the origin.
+pub async fn handle(
+    req: Request,
+    env: &Env,
+    ctx: &Context,
+    cfg: &EdgeConfig,
+    now_ms: u64,
+) -> Result<Response> {
     let path = req.path();
     if let Some(endpoint) = path.strip_prefix(EDGE_PREFIX) {
         return edge_endpoint(endpoint);
     }
-    forward::to_origin(req, cfg, now_ms).await
+    if let Some(page) = pages::serve(&req, env, now_ms).await? {
+        return Ok(page);
+    }
+    forward::to_origin(req, env, ctx, cfg, now_ms).await
 }
 
 fn edge_endpoint(endpoint: &str) -> Result<Response> {
