@@ -375,6 +375,14 @@ impl RuleSet {
         self.rule_count
     }
 
+    /// The paranoia level of a loaded rule (from its `paranoia-level/N` tag).
+    pub fn rule_paranoia(&self, id: u32) -> Option<u8> {
+        self.phases.iter().flatten().find_map(|it| match it {
+            Item::Rule(r) if r.id == id => Some(r.paranoia),
+            _ => None,
+        })
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &WafConfig {
         &self.config

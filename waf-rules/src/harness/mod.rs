@@ -119,3 +119,109 @@ pub fn parse_jsonl<T: for<'de> Deserialize<'de>>(text: &str) -> Result<Vec<T>, S
     }
     Ok(out)
 }
+
+/// The result of one regression test.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Test id, e.g. `920100-4` (rule id and test number, as go-ftw names them).
+    pub id: String,
+    /// The rule under test.
+    pub rule_id: u32,
+    /// That rule's paranoia level.
+    pub paranoia: u8,
+    /// `Ok` when passed, otherwise why not.
+    pub result: Result<(), String>,
+}
+
+/// Runs the CRS regression tests given as JSON Lines (`crs.jsonl` + `crs_meta.jsonl`).
+pub fn run_crs_corpus(
+    rs: &crate::RuleSet,
+    config: &WafConfig,
+    corpus: &[CorpusEntry],
+    meta: &[CrsMeta],
+) -> Vec<Outcome> {
+    let by_id: std::collections::HashMap<&str, &CorpusEntry> =
+        corpus.iter().map(|e| (e.id.as_str(), e)).collect();
+    let mut out = Vec::new();
+    for m in meta {
+        let Some(entry) = by_id.get(m.id.as_str()) else {
+            continue;
+        };
+        let mut req = entry.to_request();
+        if let Some(v) = &m.version {
+            req.version = v.clone();
+        }
+        let v = rs.evaluate_with(&req, config);
+        out.push(Outcome {
+            id: format!("{}-{}", m.rule_id, m.test_id),
+            rule_id: m.rule_id,
+            paranoia: m
+                .paranoia_level
+                .or_else(|| rs.rule_paranoia(m.rule_id))
+                .unwrap_or(1),
+            result: judge(&v, &m.expect_ids, &m.no_expect_ids),
+        });
+    }
+    out
+}
+
+/// A printable summary: per rule family (`920`, `942`, ...) and per paranoia level, the
+/// failing test ids, and the closing `N passed, N failed` line.
+pub fn summary(outcomes: &[Outcome], skipped: usize) -> String {
+    use std::collections::BTreeMap;
+    use std::fmt::Write;
+    let mut fam: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
+    let mut pl: BTreeMap<u8, (usize, usize)> = BTreeMap::new();
+    for o in outcomes {
+        let f = fam.entry(o.rule_id / 1000).or_default();
+        let p = pl.entry(o.paranoia).or_default();
+        if o.result.is_ok() {
+            f.0 += 1;
+            p.0 += 1;
+        } else {
+            f.1 += 1;
+            p.1 += 1;
+        }
+    }
+    let pct = |a: usize, b: usize| {
+        if a + b == 0 {
+            100.0
+        } else {
+            100.0 * a as f64 / (a + b) as f64
+        }
+    };
+    let mut s = String::new();
+    let _ = writeln!(s, "per rule family:");
+    for (f, (a, b)) in &fam {
+        let _ = writeln!(s, "  {f}: {a} passed, {b} failed ({:.1}%)", pct(*a, *b));
+    }
+    let _ = writeln!(s, "per paranoia level:");
+    for (p, (a, b)) in &pl {
+        let _ = writeln!(s, "  PL{p}: {a} passed, {b} failed ({:.1}%)", pct(*a, *b));
+    }
+    let failing: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    if !failing.is_empty() {
+        let _ = writeln!(s, "failing tests:");
+        for o in &failing {
+            let _ = writeln!(
+                s,
+                "  {} ({})",
+                o.id,
+                o.result.as_ref().err().map(String::as_str).unwrap_or("")
+            );
+        }
+    }
+    let passed = outcomes.len() - failing.len();
+    if skipped > 0 {
+        let _ = writeln!(
+            s,
+            "{passed} passed, {} failed, {skipped} skipped",
+            failing.len()
+        );
+    } else {
+        let _ = writeln!(s, "{passed} passed, {} failed", failing.len());
+    }
+    s
+}
+
+pub mod ftw;
