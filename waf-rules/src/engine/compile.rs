@@ -485,10 +485,11 @@ impl<'a> Builder<'a> {
                 "deny" | "drop" | "block" | "pass" | "allow" | "redirect" | "proxy" => {
                     disruptive = disruptive_from(&ac.name)
                 }
+                "multimatch" => r.multi_match = true,
                 "auditlog" | "noauditlog" | "ver" | "rev" | "maturity" | "accuracy" | "status"
-                | "multimatch" | "initcol" | "expirevar" | "setuid" | "setsid"
-                | "sanitisematched" | "sanitizematched" | "sanitisearg" | "sanitizearg"
-                | "xmlns" | "deprecatevar" | "setrsc" | "setenv" => {}
+                | "initcol" | "expirevar" | "setuid" | "setsid" | "sanitisematched"
+                | "sanitizematched" | "sanitisearg" | "sanitizearg" | "xmlns" | "deprecatevar"
+                | "setrsc" | "setenv" => {}
                 other => note(format!("action `{other}` is not supported")),
             }
         }
@@ -780,6 +781,7 @@ impl Rule {
             setvars: Vec::new(),
             ctls: Vec::new(),
             capture: false,
+            multi_match: false,
             log: true,
             disruptive: Disruptive::Pass,
             skip_after: None,

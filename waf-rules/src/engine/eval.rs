@@ -366,16 +366,6 @@ impl Ev<'_> {
     fn actions(&mut self, head: &Rule) {
         self.st.rule_id = head.id;
         self.st.rule_msg = head.msg_raw.clone();
-        let mut link = Some(head);
-        while let Some(r) = link {
-            for sv in &r.setvars {
-                self.setvar(sv);
-            }
-            for c in &r.ctls {
-                self.ctl(c);
-            }
-            link = r.chain.as_deref();
-        }
         if head.log {
             let (req, st) = (&self.req, &self.st);
             let res = |n: &str, k: Option<&str>| resolve(req, st, n, k);
@@ -571,6 +561,12 @@ impl Ev<'_> {
     /// Runs one rule (and its chain). Returns whether the whole chain matched.
     fn run_rule(&mut self, head: &Rule, r: &Rule) -> bool {
         if r.is_action {
+            for sv in &r.setvars {
+                self.setvar(sv);
+            }
+            for c in &r.ctls {
+                self.ctl(c);
+            }
             return match &r.chain {
                 Some(next) => self.run_rule(head, next),
                 None => true,
@@ -614,14 +610,38 @@ impl Ev<'_> {
                 owned = chain_apply(nodes, r.tnode, &raw);
                 &owned
             };
-            let found = {
-                let st: &St = st;
-                let req: &Request = req;
-                let res = |n: &str, k: Option<&str>| resolve(req, st, n, k);
-                let expand = |m: &Macro| m.expand(&res);
-                r.op.run(tv, r.capture, &expand)
-            };
-            let hit = found.is_some() != r.negated;
+            let st_ro: &St = st;
+            let req_ro: &Request = req;
+            let res = |n: &str, k: Option<&str>| resolve(req_ro, st_ro, n, k);
+            let expand = |m: &Macro| m.expand(&res);
+            let mut found = r.op.run(tv, r.capture, &expand);
+            let mut hit = found.is_some() != r.negated;
+            let mut multi_hit: Option<Vec<u8>> = None;
+            if !hit && r.multi_match && r.tnode != 0 {
+                // multiMatch: the operator also runs on the raw value and after every step.
+                let mut steps = Vec::new();
+                let mut n = r.tnode;
+                while n != 0 {
+                    let (p, t) = nodes[n as usize];
+                    steps.push(t);
+                    n = p;
+                }
+                let mut cur = raw.to_vec();
+                let mut candidates = vec![cur.clone()];
+                for t in steps.iter().rev() {
+                    cur = t.apply(&cur);
+                    candidates.push(cur.clone());
+                }
+                for c in candidates {
+                    let f = r.op.run(&c, r.capture, &expand);
+                    if f.is_some() != r.negated {
+                        found = f;
+                        hit = true;
+                        multi_hit = Some(c);
+                        break;
+                    }
+                }
+            }
             if hit {
                 if r.capture {
                     if let Some(f) = found {
@@ -630,7 +650,7 @@ impl Ev<'_> {
                         }
                     }
                 }
-                hits.push((vi, tv.to_vec()));
+                hits.push((vi, multi_hit.unwrap_or_else(|| tv.to_vec())));
                 if stop_at_first {
                     break;
                 }
@@ -653,6 +673,16 @@ impl Ev<'_> {
             self.st.matched_var = v.clone();
         }
         self.st.matched_vars = mv;
+        // Non-disruptive actions run as soon as this link matches, before the next link is
+        // evaluated (CRS chains read TX values their head just set); logging and the
+        // disruptive action wait for the whole chain.
+        self.st.rule_id = head.id;
+        for sv in &r.setvars {
+            self.setvar(sv);
+        }
+        for c in &r.ctls {
+            self.ctl(c);
+        }
         match &r.chain {
             Some(next) => self.run_rule(head, next),
             None => true,

@@ -282,6 +282,7 @@ pub(crate) struct Rule {
     setvars: Vec<SetVar>,
     ctls: Vec<Ctl>,
     capture: bool,
+    multi_match: bool,
     log: bool,
     disruptive: Disruptive,
     skip_after: Option<String>,

@@ -135,3 +135,11 @@ fn ruleset_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<RuleSet>();
 }
+
+#[test]
+fn multi_match_checks_every_step() {
+    let r = rs(
+        r#"SecRule ARGS "@rx ^while\(!false\)$" "id:1,phase:2,deny,t:none,t:base64Decode,multiMatch""#,
+    );
+    assert_eq!(r.evaluate(&get("/?a=while(!false)")).action, Action::Block);
+}
