@@ -343,14 +343,11 @@ impl Request {
                 let l = lossy(line);
                 if let Some((hn, hv)) = l.split_once(':') {
                     if hn.trim().eq_ignore_ascii_case("content-disposition") {
-                        for p in hv.split(';').skip(1) {
-                            if let Some((k, v)) = p.trim().split_once('=') {
-                                let v = v.trim().trim_matches('"').to_string();
-                                match k.trim().to_ascii_lowercase().as_str() {
-                                    "name" => name = Some(v),
-                                    "filename" | "filename*" => filename = Some(v),
-                                    _ => {}
-                                }
+                        for (k, v) in disposition_params(hv) {
+                            match k.to_ascii_lowercase().as_str() {
+                                "name" => name = Some(v),
+                                "filename" | "filename*" => filename = Some(v),
+                                _ => {}
                             }
                         }
                     }
@@ -443,6 +440,51 @@ impl Request {
             })
             .sum()
     }
+}
+
+/// `form-data; name="a;b"; filename="x"` → [(name, a;b), (filename, x)]; quotes may hold `;`.
+fn disposition_params(v: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let b = v.as_bytes();
+    let mut i = match v.find(';') {
+        Some(p) => p + 1,
+        None => return out,
+    };
+    while i < b.len() {
+        while i < b.len() && (b[i] == b' ' || b[i] == b'\t' || b[i] == b';') {
+            i += 1;
+        }
+        let ks = i;
+        while i < b.len() && b[i] != b'=' && b[i] != b';' {
+            i += 1;
+        }
+        let key = v[ks..i].trim().to_string();
+        if i >= b.len() || b[i] == b';' {
+            continue;
+        }
+        i += 1;
+        let mut val = String::new();
+        if i < b.len() && b[i] == b'"' {
+            i += 1;
+            let vs = i;
+            while i < b.len() && b[i] != b'"' {
+                if b[i] == b'\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            val.push_str(&v[vs..i.min(b.len())]);
+            i += 1;
+        } else {
+            let vs = i;
+            while i < b.len() && b[i] != b';' {
+                i += 1;
+            }
+            val.push_str(v[vs..i].trim());
+        }
+        out.push((key, val));
+    }
+    out
 }
 
 fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
@@ -578,6 +620,10 @@ mod tests {
         assert_eq!(r.args[0], ("a".into(), b"hello".to_vec()));
         assert_eq!(r.files[0], ("f".into(), b"x.php".to_vec()));
         assert_eq!(r.multipart_part_headers.len(), 3);
+        assert_eq!(
+            disposition_params(r#"form-data; name="a;b"; filename="x""#),
+            vec![("name".into(), "a;b".into()), ("filename".into(), "x".into())]
+        );
         assert!(!r.body_error);
     }
 }

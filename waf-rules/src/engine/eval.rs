@@ -574,8 +574,7 @@ impl Ev<'_> {
         }
         let vals = self.collect(head, r);
         let nodes = &self.rs.nodes;
-        let mut hits: Vec<(usize, Vec<u8>)> = Vec::new();
-        let mut captures: Option<Vec<Vec<u8>>> = None;
+        let mut hits: Vec<(usize, Vec<u8>, Option<Vec<Vec<u8>>>)> = Vec::new();
         let stop_at_first = r.chain.is_none();
         for (vi, v) in vals.iter().enumerate() {
             let Ev { req, st, cache, .. } = self;
@@ -643,14 +642,12 @@ impl Ev<'_> {
                 }
             }
             if hit {
-                if r.capture {
-                    if let Some(f) = found {
-                        if !f.captures.is_empty() {
-                            captures = Some(f.captures);
-                        }
-                    }
-                }
-                hits.push((vi, multi_hit.unwrap_or_else(|| tv.to_vec())));
+                let caps = if r.capture {
+                    found.map(|f| f.captures).filter(|c| !c.is_empty())
+                } else {
+                    None
+                };
+                hits.push((vi, multi_hit.unwrap_or_else(|| tv.to_vec()), caps));
                 if stop_at_first {
                     break;
                 }
@@ -659,27 +656,31 @@ impl Ev<'_> {
         if hits.is_empty() {
             return false;
         }
-        if let Some(caps) = captures {
-            for (i, c) in caps.into_iter().enumerate() {
-                self.st.tx.insert(i.to_string(), c);
-            }
-        }
-        let mut mv = Vec::with_capacity(hits.len());
-        for (vi, tv) in hits {
-            mv.push((self.val_name(&vals[vi]), tv));
-        }
-        if let Some((n, v)) = mv.last() {
-            self.st.matched_var_name = n.clone();
-            self.st.matched_var = v.clone();
-        }
-        self.st.matched_vars = mv;
         // Non-disruptive actions run as soon as this link matches, before the next link is
         // evaluated (CRS chains read TX values their head just set); logging and the
-        // disruptive action wait for the whole chain.
+        // disruptive action wait for the whole chain. A capturing rule runs its setvars once
+        // per matched value (CRS 920450 records every restricted header that way).
         self.st.rule_id = head.id;
-        for sv in &r.setvars {
-            self.setvar(sv);
+        let per_match = r.capture && hits.len() > 1;
+        let mut mv = Vec::with_capacity(hits.len());
+        let n_hits = hits.len();
+        for (k, (vi, tv, caps)) in hits.into_iter().enumerate() {
+            if let Some(caps) = caps {
+                for (i, c) in caps.into_iter().enumerate() {
+                    self.st.tx.insert(i.to_string(), c);
+                }
+            }
+            let name = self.val_name(&vals[vi]);
+            self.st.matched_var_name = name.clone();
+            self.st.matched_var = tv.clone();
+            mv.push((name, tv));
+            if per_match || k + 1 == n_hits {
+                for sv in &r.setvars {
+                    self.setvar(sv);
+                }
+            }
         }
+        self.st.matched_vars = mv;
         for c in &r.ctls {
             self.ctl(c);
         }
