@@ -735,7 +735,7 @@ fn parse_ctl(v: &str) -> Result<Option<Ctl>, String> {
             Ctl::RemoveTarget(rs, targets)
         }
         "requestbodyprocessor" => Ctl::BodyProcessor(val.to_ascii_uppercase()),
-        "forcerequestbodyvariable" => return Ok(None),
+        "forcerequestbodyvariable" => Ctl::ForceBodyVariable(val.eq_ignore_ascii_case("on")),
         "ruleengine" => Ctl::RuleEngine(match val.to_ascii_lowercase().as_str() {
             "on" => Mode::Block,
             "off" => Mode::Off,

@@ -45,6 +45,7 @@ struct St {
     removed_tags: Vec<String>,
     removed_targets: Vec<(RuleSel, Target)>,
     body_proc: Option<String>,
+    force_body: bool,
     mode: Mode,
     stop: bool,
     blocked: bool,
@@ -105,7 +106,12 @@ fn scalar<'a>(req: &'a Request, st: &'a St, var: Var) -> Cow<'a, [u8]> {
         Var::RequestMethod => Cow::Borrowed(&req.method),
         Var::RequestProtocol => Cow::Borrowed(&req.protocol),
         Var::QueryString => Cow::Borrowed(&req.query),
-        Var::RequestBody => Cow::Borrowed(&req.body),
+        // As ModSecurity: only the URL-encoded processor (or `forceRequestBodyVariable`)
+        // exposes the raw body; JSON, XML and multipart bodies are inspected through ARGS/FILES.
+        Var::RequestBody if st.force_body || req.body_processor == "URLENCODED" => {
+            Cow::Borrowed(&req.body)
+        }
+        Var::RequestBody => Cow::Borrowed(b""),
         Var::RequestBodyLength => Cow::Owned(req.body.len().to_string().into_bytes()),
         Var::FullRequestLength => Cow::Owned(
             (req.request_line.len()
@@ -430,6 +436,7 @@ impl Ev<'_> {
                 }
             }
             Ctl::BodyProcessor(p) => self.st.body_proc = Some(p.clone()),
+            Ctl::ForceBodyVariable(on) => self.st.force_body = *on,
             Ctl::RuleEngine(m) => {
                 self.st.mode = *m;
                 if *m == Mode::Off {

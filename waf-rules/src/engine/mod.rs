@@ -261,6 +261,7 @@ pub(crate) enum Ctl {
     RemoveByTag(String),
     RemoveTarget(RuleSel, Vec<Target>),
     BodyProcessor(String),
+    ForceBodyVariable(bool),
     RuleEngine(Mode),
 }
 
