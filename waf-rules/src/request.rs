@@ -622,7 +622,10 @@ mod tests {
         assert_eq!(r.multipart_part_headers.len(), 3);
         assert_eq!(
             disposition_params(r#"form-data; name="a;b"; filename="x""#),
-            vec![("name".into(), "a;b".into()), ("filename".into(), "x".into())]
+            vec![
+                ("name".into(), "a;b".into()),
+                ("filename".into(), "x".into())
+            ]
         );
         assert!(!r.body_error);
     }
