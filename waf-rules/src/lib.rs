@@ -8,3 +8,4 @@
 pub mod input;
 
 pub use input::HttpRequest;
+pub mod expr;
