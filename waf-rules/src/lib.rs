@@ -9,3 +9,4 @@ pub mod input;
 
 pub use input::HttpRequest;
 pub mod expr;
+pub mod ratelimit;
