@@ -8,5 +8,6 @@
 pub mod input;
 
 pub use input::HttpRequest;
+pub mod custom;
 pub mod expr;
 pub mod ratelimit;
