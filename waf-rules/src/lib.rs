@@ -11,3 +11,5 @@ pub use input::HttpRequest;
 pub mod custom;
 pub mod expr;
 pub mod ratelimit;
+pub use custom::{CustomAction, CustomRules, CustomVerdict};
+pub use ratelimit::{LimitStore, RateLimiter};
