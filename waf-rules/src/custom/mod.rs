@@ -14,6 +14,48 @@
 //! custom rules, the rate limits and the managed rules (CRS: see [`CustomVerdict::skip_managed`]) are
 //! skipped for that request.
 //!
+//! # Use from a host
+//!
+//! ```
+//! use waf_rules::{CustomAction, CustomRules, HttpRequest, RateLimiter};
+//!
+//! let text = r#"
+//! [[rule]]
+//! id = "login-brute-force"
+//! expression = 'http.request.method eq "POST" and http.request.uri.path eq "/login"'
+//! action = "rate_limit"
+//! [rule.rate-limit]
+//! key = ["ip"]
+//! requests = 5
+//! period = 60
+//! "#;
+//! // Load once per ruleset version; on error keep the last good ruleset and log `e`
+//! // (it reads `file:line:column: ...`).
+//! let rules = CustomRules::from_toml("shop.toml", text).expect("valid rules");
+//! // One limiter per process (origin) or isolate (edge), shared by every request.
+//! let limiter = RateLimiter::new(100_000);
+//! let req = HttpRequest {
+//!     method: "POST".into(),
+//!     uri: "/login".into(),
+//!     client_ip: "203.0.113.5".parse().ok(),
+//!     ..Default::default()
+//! };
+//! let now_ms = 1_790_000_000_000; // the host's clock, Unix milliseconds
+//! for _ in 0..5 {
+//!     assert_eq!(rules.evaluate(&req, now_ms, &limiter).action, CustomAction::Pass);
+//! }
+//! let verdict = rules.evaluate(&req, now_ms, &limiter);
+//! assert_eq!(verdict.action.status(), Some(429));
+//! if let CustomAction::RateLimited { retry_after_secs, .. } = verdict.action {
+//!     assert_eq!(retry_after_secs, 12); // answer 429 with `Retry-After: 12`
+//! }
+//! // Count every match for metrics: waf_matches_total{rule, action, mode}.
+//! for m in &verdict.matches {
+//!     let _labels = (&*m.rule_id, m.action.as_str(), m.mode.as_str());
+//! }
+//! // `verdict.skip_managed` tells the host to skip CRS (an `allow` exception matched).
+//! ```
+//!
 //! # The file format
 #![doc = "```toml"]
 #![doc = include_str!("../../examples/shop-rules.toml")]
