@@ -11,17 +11,22 @@
 
 pub mod config;
 pub mod crs;
+pub mod custom;
 pub mod engine;
 pub mod error;
+pub mod expr;
 pub mod harness;
 pub mod input;
 pub mod macros;
 pub mod operator;
+pub mod ratelimit;
 pub mod request;
 pub mod seclang;
 pub mod transform;
 
 pub use config::{Limits, Mode, WafConfig};
+pub use custom::{CustomAction, CustomRules, CustomVerdict};
 pub use engine::{Action, RuleMatch, RuleSet, Severity, Verdict};
 pub use error::{LoadError, Location};
 pub use input::HttpRequest;
+pub use ratelimit::{LimitStore, RateLimiter};
