@@ -329,6 +329,12 @@ impl RoomConfig {
         validate(&ctx, file)
     }
 
+    /// When a ticket cookie should expire (Unix ms): the sale end, after which the room
+    /// answers every ticket with `Closed`.
+    pub fn ticket_expires_at(&self) -> u64 {
+        self.sale_ends_ms
+    }
+
     /// Whether the room guards this request path (ASCII case-insensitive; the query string,
     /// if any, is ignored).
     pub fn guards(&self, path: &str) -> bool {
@@ -794,5 +800,24 @@ sale-ends = "2026-11-27T10:00:00Z"
         let json = serde_json::to_string(&c).unwrap();
         let back: RoomConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, c);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_text(text in "\\PC{0,400}") {
+            let _ = RoomConfig::from_toml("fuzz.toml", &text);
+        }
+
+        #[test]
+        fn never_panics_on_mutated_example(line in 0usize..80, junk in "[ -~]{0,12}") {
+            let mut lines: Vec<&str> = EXAMPLE.lines().collect();
+            let i = line % lines.len();
+            let mutated = format!("{}{junk}", lines[i]);
+            lines[i] = &mutated;
+            let text = lines.join("\n");
+            if let Err(e) = RoomConfig::from_toml("flash-sale.toml", &text) {
+                proptest::prop_assert!(e.to_string().starts_with("flash-sale.toml:"));
+            }
+        }
     }
 }

@@ -15,6 +15,50 @@
 //! - [`page`]: the waiting page (HTML with JavaScript polling and a meta-refresh fallback) and
 //!   its JSON twin.
 //!
+//! # The flow at the edge and at the origin
+//!
+//! ```
+//! use waiting_room::token::{self, Keys};
+//! use waiting_room::page::{render_waiting_page, WaitingStatus};
+//! use waiting_room::{PollOutcome, Room, RoomConfig, RoomState};
+//!
+//! let config = RoomConfig::from_toml(
+//!     "flash-sale.toml",
+//!     include_str!("../examples/flash-sale.toml"),
+//! )?;
+//! let keys = Keys::new(("2026-11", &[7u8; 32]), None)?;
+//! let start = config.sale_starts_ms;
+//!
+//! // In the Durable Object: one Room, persisted as JSON after every call.
+//! let mut room = Room::new(&config, /* seed from crypto.getRandomValues */ 0x5eed, start - 60_000);
+//!
+//! // A shopper without a ticket: join, and set the ticket cookie.
+//! let ticket = room.join(start - 30_000)?;
+//! let cookie = keys.sign_ticket(&ticket, config.ticket_expires_at());
+//! let set_cookie = token::set_cookie(token::TICKET_COOKIE, &cookie, 3600);
+//!
+//! // Later polls carry the cookie: verify it, then ask the room.
+//! let ticket = keys.verify_ticket(&cookie, &config.id, start + 1_000)?;
+//! match room.poll(&ticket, start + 1_000)? {
+//!     PollOutcome::Admitted { session_expires_at } => {
+//!         let admission = keys.sign_admission(&config.id, ticket.seq, session_expires_at);
+//!         // Set it as a cookie; the origin proxy checks it on every guarded request:
+//!         assert!(keys.verify_admission(&admission, &config.id, start + 2_000).is_ok());
+//!     }
+//!     other => {
+//!         let status = WaitingStatus::new(&config, &other);
+//!         let _json = status.to_json(); // for Accept: application/json
+//!         let _html = render_waiting_page(&config, &status);
+//!     }
+//! }
+//!
+//! // Persist and restore.
+//! let saved = serde_json::to_string(room.state())?;
+//! let room = Room::restore(&config, serde_json::from_str::<RoomState>(&saved)?)?;
+//! # let _ = (room, set_cookie);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # How admission works
 //!
 //! Shoppers get a **ticket** with a sequence number `seq` in joining order. When the sale

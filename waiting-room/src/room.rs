@@ -1029,4 +1029,94 @@ mod tests {
         };
         assert_eq!(r.observe_origin(bad, START), 600);
     }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Join,
+        Poll(usize),
+        Advance(u64),
+        Observe(u32),
+        SaveRestore,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => Just(Op::Join),
+            5 => any::<usize>().prop_map(Op::Poll),
+            3 => (0u64..20_000).prop_map(Op::Advance),
+            1 => (0u32..2000).prop_map(Op::Observe),
+            1 => Just(Op::SaveRestore),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn invariants_hold_under_any_sequence(
+            ops in proptest::collection::vec(op(), 1..300),
+            shuffle: bool,
+            seed: u64,
+        ) {
+            let cl = "[closed-loop]\nmin-admitted-per-minute = 60\nmax-admitted-per-minute = 1200\n\
+                      target-p99-latency-ms = 1000\nmax-error-rate = 0.05\n";
+            let c = config(|s| {
+                let s = s.replace("max-active = 1000", "max-active = 7") + cl;
+                if shuffle { s.replace("\"fifo\"", "\"pre-queue-shuffle\"") } else { s }
+            });
+            let mut r = Room::new(&c, seed, PRE - 1000);
+            let mut now = START - 30_000;
+            let mut tickets: Vec<Ticket> = Vec::new();
+            let mut last_position: Vec<Option<u64>> = Vec::new();
+            let mut ever_admitted: Vec<bool> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Join => {
+                        if let Ok(t) = r.join(now) {
+                            tickets.push(t);
+                            last_position.push(None);
+                            ever_admitted.push(false);
+                        }
+                    }
+                    Op::Poll(i) if !tickets.is_empty() => {
+                        let i = i % tickets.len();
+                        let out = r.poll(&tickets[i], now).unwrap();
+                        match out {
+                            PollOutcome::Waiting { position, progress_permille, .. } => {
+                                proptest::prop_assert!(!ever_admitted[i]);
+                                proptest::prop_assert!(progress_permille <= 1000);
+                                if let Some(p) = last_position[i] {
+                                    proptest::prop_assert!(position <= p, "position went up");
+                                }
+                                last_position[i] = Some(position);
+                            }
+                            PollOutcome::Admitted { session_expires_at } => {
+                                proptest::prop_assert!(session_expires_at > now);
+                                proptest::prop_assert!(session_expires_at <= now + c.session_ms);
+                                ever_admitted[i] = true;
+                            }
+                            _ => {}
+                        }
+                    }
+                    Op::Poll(_) => {}
+                    Op::Advance(dt) => now += dt,
+                    Op::Observe(p99) => {
+                        let h = OriginHealth { p99_latency_ms: p99, error_rate_5xx: 0.0, shed_count: 0 };
+                        let rate = r.observe_origin(h, now);
+                        proptest::prop_assert!((60..=1200).contains(&rate));
+                    }
+                    Op::SaveRestore => {
+                        let json = serde_json::to_string(r.state()).unwrap();
+                        let back: RoomState = serde_json::from_str(&json).unwrap();
+                        r = Room::restore(&c, back).unwrap();
+                    }
+                }
+                let st = r.stats(now);
+                proptest::prop_assert!(st.active + st.pending <= c.max_active);
+                proptest::prop_assert!(st.called_through <= st.issued);
+                proptest::prop_assert_eq!(st.admitted + st.forfeited + st.pending, st.called_through);
+                let elapsed = now.saturating_sub(START);
+                proptest::prop_assert!(st.admitted <= 1200 * elapsed / 60_000, "{:?}", st);
+            }
+        }
+    }
 }
