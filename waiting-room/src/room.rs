@@ -108,6 +108,9 @@ pub enum PollError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RestoreError {
+    /// The saved text is not a room state.
+    #[error("saved room state is unreadable: {0}")]
+    Corrupt(String),
     /// The state belongs to another room id.
     #[error("saved state is for room `{saved}`, config is for `{config}`")]
     WrongRoom {
@@ -218,11 +221,57 @@ struct Batch {
     first_claim_at: Option<u64>,
 }
 
-/// One bit per rank in `[base, base + 64 * words.len())`: claimed or not.
+/// One bit per rank in `[base, base + 64 * words.len())`: claimed or not. Persisted as
+/// `{ "base": n, "bits": "<base64 of little-endian words>" }` to keep the stored value small
+/// (at most 32 KiB of bits, 43 KiB of text).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "BitWindowRepr", try_from = "BitWindowRepr")]
 struct BitWindow {
     base: u64,
     words: VecDeque<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BitWindowRepr {
+    base: u64,
+    bits: String,
+}
+
+impl From<BitWindow> for BitWindowRepr {
+    fn from(w: BitWindow) -> Self {
+        use base64::Engine as _;
+        let bytes: Vec<u8> = w.words.iter().flat_map(|x| x.to_le_bytes()).collect();
+        BitWindowRepr {
+            base: w.base,
+            bits: base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes),
+        }
+    }
+}
+
+impl TryFrom<BitWindowRepr> for BitWindow {
+    type Error = String;
+
+    fn try_from(r: BitWindowRepr) -> Result<Self, String> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(r.bits)
+            .map_err(|e| format!("claimed bits: {e}"))?;
+        if bytes.len() % 8 != 0 || bytes.len() as u64 > MAX_PENDING_RANKS / 8 + 16 {
+            return Err("claimed bits: bad length".to_string());
+        }
+        let words = bytes
+            .chunks_exact(8)
+            .map(|c| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(c);
+                u64::from_le_bytes(w)
+            })
+            .collect();
+        Ok(BitWindow {
+            base: r.base,
+            words,
+        })
+    }
 }
 
 impl BitWindow {
@@ -288,7 +337,7 @@ impl ActiveRing {
             if (b + 1).saturating_mul(self.bucket_ms) > now {
                 break;
             }
-            self.total -= count;
+            self.total = self.total.saturating_sub(count);
             self.buckets.pop_front();
         }
     }
@@ -388,6 +437,22 @@ impl Room {
                 config: config.id.clone(),
             });
         }
+        let consistent = state.next_seq >= 1
+            && state.called_through < state.next_seq
+            && state.floor >= 1
+            && state.floor <= state.called_through + 1
+            && state.pre_queue_len < state.next_seq
+            && state.active.bucket_ms > 0
+            && state
+                .batches
+                .back()
+                .is_none_or(|b| b.end == state.called_through)
+            && state.batches.front().is_none_or(|b| b.end >= state.floor);
+        if !consistent {
+            return Err(RestoreError::Corrupt(
+                "inconsistent counters in saved room state".to_string(),
+            ));
+        }
         state.rate_per_minute = state.rate_per_minute.clamp(
             config.closed_loop.min_per_minute,
             config.closed_loop.max_per_minute,
@@ -396,6 +461,19 @@ impl Room {
             config: config.clone(),
             state,
         })
+    }
+
+    /// [`Room::restore`] from the JSON that [`Room::to_json`] wrote.
+    pub fn from_json(config: &RoomConfig, json: &str) -> Result<Room, RestoreError> {
+        let state: RoomState =
+            serde_json::from_str(json).map_err(|e| RestoreError::Corrupt(e.to_string()))?;
+        Room::restore(config, state)
+    }
+
+    /// The state as JSON, for the host's storage (a few KiB; at most about 60 KiB).
+    pub fn to_json(&self) -> String {
+        // A struct of integers, strings and sequences always serializes.
+        serde_json::to_string(&self.state).unwrap_or_default()
     }
 
     /// The state to persist (serde).
@@ -425,7 +503,7 @@ impl Room {
         RoomStats {
             issued: s.next_seq - 1,
             called_through: s.called_through,
-            waiting: s.next_seq - 1 - s.called_through,
+            waiting: (s.next_seq - 1).saturating_sub(s.called_through),
             pending: s.pending_unclaimed,
             active: s.active.total,
             admitted: s.admitted,
@@ -526,7 +604,7 @@ impl Room {
         s.claimed.set(rank);
         batch.claimed += 1;
         batch.first_claim_at.get_or_insert(now);
-        s.pending_unclaimed -= 1;
+        s.pending_unclaimed = s.pending_unclaimed.saturating_sub(1);
         s.admitted += 1;
         let expires = now + session_ms;
         s.active.add(expires);
@@ -698,10 +776,10 @@ impl Room {
             if now < deadline {
                 break;
             }
-            let size = b.end + 1 - s.floor;
-            let unclaimed = size - b.claimed;
-            s.credits += unclaimed;
-            s.pending_unclaimed -= unclaimed;
+            let size = (b.end + 1).saturating_sub(s.floor);
+            let unclaimed = size.saturating_sub(b.claimed);
+            s.credits = s.credits.saturating_add(unclaimed);
+            s.pending_unclaimed = s.pending_unclaimed.saturating_sub(unclaimed);
             s.forfeited += unclaimed;
             s.floor = b.end + 1;
             s.batches.pop_front();
@@ -714,9 +792,10 @@ impl Room {
         let max_active = self.config.max_active;
         let s = &mut self.state;
         let issued = s.next_seq - 1;
-        let waiting = issued - s.called_through;
+        let waiting = issued.saturating_sub(s.called_through);
         let cap_room = max_active.saturating_sub(s.active.total + s.pending_unclaimed);
-        let window_room = MAX_PENDING_RANKS.saturating_sub(s.called_through + 1 - s.floor);
+        let window_room =
+            MAX_PENDING_RANKS.saturating_sub((s.called_through + 1).saturating_sub(s.floor));
         let n = s.credits.min(waiting).min(cap_room).min(window_room);
         if n > 0 {
             s.credits -= n;
@@ -950,6 +1029,18 @@ mod tests {
             back.poll(&tickets[1], START + 1500).unwrap(),
             r.poll(&tickets[1], START + 1500).unwrap()
         );
+        let again = Room::from_json(r.config(), &r.to_json()).unwrap();
+        assert_eq!(again.state(), r.state());
+        assert!(matches!(
+            Room::from_json(r.config(), "{\"room\": 1}"),
+            Err(RestoreError::Corrupt(_))
+        ));
+        let mut broken = r.state().clone();
+        broken.next_seq = 0;
+        assert!(matches!(
+            Room::restore(r.config(), broken),
+            Err(RestoreError::Corrupt(_))
+        ));
         let other = config(|s| s.replace("\"test-room\"", "\"other\""));
         assert!(Room::restore(&other, r.state().clone()).is_err());
     }
