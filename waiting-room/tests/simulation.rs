@@ -12,12 +12,12 @@
 
 use std::collections::VecDeque;
 
-use waiting_room::{LogEntry, PollOutcome, Room, RoomConfig, Shuffle, Ticket};
+use waiting_room::{LogEntry, OriginHealth, PollOutcome, Room, RoomConfig, Shuffle, Ticket};
 
 const STEP_MS: u64 = 50;
 const START: u64 = 1_795_770_000_000; // 2026-11-27T09:00:00Z
 
-fn config(rate: u32, max_active: u64, queueing: &str) -> RoomConfig {
+fn config(rate: u32, max_active: u64, queueing: &str, closed_loop: &str) -> RoomConfig {
     let text = format!(
         r#"
 id = "sim"
@@ -35,6 +35,7 @@ queueing = "{queueing}"
 pre-queue-opens = "2026-11-27T08:45:00Z"
 sale-starts = "2026-11-27T09:00:00Z"
 sale-ends = "2026-11-27T12:00:00Z"
+{closed_loop}
 "#
     );
     RoomConfig::from_toml("sim.toml", &text).expect("valid sim config")
@@ -58,6 +59,10 @@ struct Sim {
     max_active: u64,
     queueing: &'static str,
     seed: u64,
+    /// With a closed loop: its config section, and the origin's capacity (admissions per
+    /// minute it takes) by minute of the sale. Every 10 s the origin reports its health: p99
+    /// of 2 s when the last 10 s of admissions exceed its capacity, 150 ms otherwise.
+    closed_loop: Option<(&'static str, fn(u64) -> u64)>,
 }
 
 #[derive(Debug)]
@@ -78,11 +83,18 @@ struct Report {
     finished_at_ms: u64,
     rank_of_seq: Vec<u32>,
     log: Vec<LogEntry>,
+    /// Admission rate in force at the end of each minute.
+    rate_by_minute: Vec<u32>,
 }
 
 impl Sim {
     fn run(&self) -> Report {
-        let cfg = config(self.rate, self.max_active, self.queueing);
+        let cfg = config(
+            self.rate,
+            self.max_active,
+            self.queueing,
+            self.closed_loop.map_or("", |c| c.0),
+        );
         let poll_ms = cfg.poll_interval_ms;
         let slots = (poll_ms / STEP_MS) as usize;
         let n = self.n;
@@ -140,13 +152,31 @@ impl Sim {
         let mut admitted = 0u64;
         let persistent = abandons_at.iter().filter(|&&a| a == u64::MAX).count() as u64;
         let mut persistent_admitted = 0u64;
+        let mut rate_by_minute: Vec<u32> = Vec::new();
+        let mut admitted_last_10s = 0u64;
 
         let mut k: u64 = (join_start.max(START) + 1000 - START) / STEP_MS;
         let mut now = START + k * STEP_MS;
         while persistent_admitted < persistent {
             assert!(now < START + 3 * 3_600_000, "simulation did not finish");
             room.tick(now);
+            if let Some((_, capacity)) = self.closed_loop {
+                if (now - START) % 10_000 == 0 {
+                    let minute = (now - START) / 60_000;
+                    let hurting = admitted_last_10s * 6 > capacity(minute);
+                    let health = OriginHealth {
+                        p99_latency_ms: if hurting { 2000 } else { 150 },
+                        error_rate_5xx: 0.0,
+                        shed_count: 0,
+                    };
+                    room.observe_origin(health, now);
+                    admitted_last_10s = 0;
+                }
+            }
             let stats = room.stats(now);
+            if (now - START) % 60_000 == 60_000 - STEP_MS {
+                rate_by_minute.push(stats.rate_per_minute);
+            }
             max_active_room = max_active_room.max(stats.active + stats.pending);
             // Newly called ranks: their holders (if still around) claim at their next poll.
             for rank in last_called + 1..=stats.called_through {
@@ -182,6 +212,7 @@ impl Sim {
                     PollOutcome::Admitted { session_expires_at } => {
                         admitted_at[i] = now;
                         admitted += 1;
+                        admitted_last_10s += 1;
                         if abandons_at[i] == u64::MAX {
                             persistent_admitted += 1;
                         }
@@ -205,28 +236,12 @@ impl Sim {
         }
         let stats = room.stats(now);
 
-        // Order: for each admitted shopper, no shopper behind it in line was admitted earlier
-        // than this one's first poll at or after that moment.
-        let mut ordering_violations = 0u64;
-        let mut later_max: Option<u64> = None;
-        for rank in (1..=n).rev() {
-            let i = seq_at_rank[rank] as usize - 1;
-            let t = admitted_at[i];
-            if t == u64::MAX {
-                continue;
-            }
-            if let Some(m) = later_max {
-                // First poll of shopper i at or after m, on its phase of the poll grid.
-                let phase = slot_of(i) as u64 * STEP_MS;
-                let offset = (phase + poll_ms - (m - START) % poll_ms) % poll_ms;
-                if t > m + offset {
-                    ordering_violations += 1;
-                }
-                later_max = Some(m.max(t));
-            } else {
-                later_max = Some(t);
-            }
-        }
+        let ordering_violations = count_ordering_violations(
+            &seq_at_rank,
+            &admitted_at,
+            |i| slot_of(i) as u64 * STEP_MS,
+            poll_ms,
+        );
 
         Report {
             per_minute,
@@ -244,8 +259,67 @@ impl Sim {
             finished_at_ms: now - START,
             rank_of_seq,
             log: room.log().to_vec(),
+            rate_by_minute,
         }
     }
+}
+
+/// Order check: for each admitted shopper (index `i`, rank order given by `seq_at_rank`, 1-based
+/// with a dummy at 0), it was admitted no later than its first poll at or after the earliest
+/// admission of anyone behind it in line (by then its turn had been called, since turns are
+/// called in order). `phase(i)` is shopper i's poll offset from START.
+fn count_ordering_violations(
+    seq_at_rank: &[u32],
+    admitted_at: &[u64],
+    phase: impl Fn(usize) -> u64,
+    poll_ms: u64,
+) -> u64 {
+    let mut violations = 0;
+    // Earliest admission among shoppers behind the current one.
+    let mut later_min: Option<u64> = None;
+    for rank in (1..seq_at_rank.len()).rev() {
+        let i = seq_at_rank[rank] as usize - 1;
+        let t = admitted_at[i];
+        if t == u64::MAX {
+            continue;
+        }
+        if let Some(m) = later_min {
+            let offset = (phase(i) + poll_ms - (m - START) % poll_ms) % poll_ms;
+            if t > m + offset {
+                violations += 1;
+            }
+        }
+        later_min = Some(later_min.map_or(t, |m| m.min(t)));
+    }
+    violations
+}
+
+#[test]
+fn ordering_check_catches_a_later_ticket_admitted_first() {
+    // Three shoppers in rank order, all polling at offset 0 every 5 s.
+    let seq_at_rank = [0, 1, 2, 3];
+    let ok = [START, START + 5_000, START + 5_000];
+    assert_eq!(
+        count_ordering_violations(&seq_at_rank, &ok, |_| 0, 5_000),
+        0
+    );
+    // Rank 3 admitted at 0 s; rank 1 only at 10 s although it polled at 5 s: a violation.
+    let bad = [START + 10_000, START + 10_000, START];
+    assert_eq!(
+        count_ordering_violations(&seq_at_rank, &bad, |_| 0, 5_000),
+        2
+    );
+    // Rank 1 polls at offset 2 s: admitted at its first poll after rank 2, fine.
+    let fine = [START + 2_000, START, u64::MAX];
+    assert_eq!(
+        count_ordering_violations(
+            &seq_at_rank,
+            &fine,
+            |i| if i == 0 { 2_000 } else { 0 },
+            5_000
+        ),
+        0
+    );
 }
 
 fn check_rate(r: &Report, rate: u64) {
@@ -339,6 +413,7 @@ fn one_million_shoppers_fifo_with_abandonment() {
         max_active,
         queueing: "fifo",
         seed: 1,
+        closed_loop: None,
     };
     let r = sim.run();
     summary("fifo", &r, u64::from(rate));
@@ -367,6 +442,7 @@ fn one_million_pre_queued_shoppers_shuffled_from_the_recorded_seed() {
         max_active,
         queueing: "pre-queue-shuffle",
         seed: 0x5eed_2026,
+        closed_loop: None,
     };
     let r = sim.run();
     summary("pre-queue shuffle", &r, u64::from(rate));
@@ -427,6 +503,7 @@ fn active_cap_is_never_exceeded_when_it_binds() {
         max_active,
         queueing: "fifo",
         seed: 3,
+        closed_loop: None,
     };
     let r = sim.run();
     summary("cap-bound", &r, u64::from(rate));
@@ -436,4 +513,59 @@ fn active_cap_is_never_exceeded_when_it_binds() {
         "cap never approached: {}",
         r.max_active_seen
     );
+}
+
+#[test]
+fn closed_loop_follows_the_origin_down_and_back_up() {
+    // The origin takes 33 000 admissions a minute, only 12 000 from minute 4 to minute 9 (a
+    // backend degrades), then 33 000 again.
+    fn capacity(minute: u64) -> u64 {
+        if (4..9).contains(&minute) {
+            12_000
+        } else {
+            33_000
+        }
+    }
+    let cl = "[closed-loop]\nmin-admitted-per-minute = 3000\nmax-admitted-per-minute = 30000\n\
+              target-p99-latency-ms = 1000\nmax-error-rate = 0.05\nincrease-per-minute = 6000\n\
+              decrease-factor = 0.7\ndecrease-cooldown-secs = 10\n";
+    let sim = Sim {
+        n: 400_000,
+        abandon_pct: 10,
+        abandon_within_ms: 20 * 60_000,
+        pre_queue: false,
+        rate: 30_000,
+        max_active: 1_000_000,
+        queueing: "fifo",
+        seed: 4,
+        closed_loop: Some((cl, capacity)),
+    };
+    let r = sim.run();
+    println!(
+        "closed loop: rate at the end of each minute {:?}; admissions per minute {:?}",
+        r.rate_by_minute, r.per_minute
+    );
+    common_checks(&r, 1_000_000);
+    assert!(r
+        .rate_by_minute
+        .iter()
+        .all(|&x| (3000..=30_000).contains(&x)));
+    // Healthy at first: full rate.
+    assert_eq!(r.rate_by_minute[2], 30_000);
+    // Hurting: within a minute the rate is at or below the origin's capacity, and admissions
+    // stay near it (AIMD saws between 0.7x and 1x of the capacity).
+    for m in 5..9 {
+        assert!(
+            r.rate_by_minute[m] <= 12_000 * 11 / 10,
+            "minute {m}: {:?}",
+            r.rate_by_minute
+        );
+        assert!(
+            (6_000..=13_000).contains(&r.per_minute[m]),
+            "minute {m}: {:?}",
+            r.per_minute
+        );
+    }
+    // Recovered: back to the full rate within a few minutes of additive increase.
+    assert_eq!(r.rate_by_minute[13], 30_000, "{:?}", r.rate_by_minute);
 }
