@@ -48,6 +48,9 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A `[closed-loop]` config section and the origin's capacity by minute.
+type ClosedLoopSim = (&'static str, fn(u64) -> u64);
+
 struct Sim {
     n: usize,
     /// Share of shoppers who abandon, in percent.
@@ -62,7 +65,7 @@ struct Sim {
     /// With a closed loop: its config section, and the origin's capacity (admissions per
     /// minute it takes) by minute of the sale. Every 10 s the origin reports its health: p99
     /// of 2 s when the last 10 s of admissions exceed its capacity, 150 ms otherwise.
-    closed_loop: Option<(&'static str, fn(u64) -> u64)>,
+    closed_loop: Option<ClosedLoopSim>,
 }
 
 #[derive(Debug)]
@@ -161,7 +164,7 @@ impl Sim {
             assert!(now < START + 3 * 3_600_000, "simulation did not finish");
             room.tick(now);
             if let Some((_, capacity)) = self.closed_loop {
-                if (now - START) % 10_000 == 0 {
+                if (now - START).is_multiple_of(10_000) {
                     let minute = (now - START) / 60_000;
                     let hurting = admitted_last_10s * 6 > capacity(minute);
                     let health = OriginHealth {
