@@ -335,14 +335,10 @@ impl RoomConfig {
         self.sale_ends_ms
     }
 
-    /// Whether the room guards this request path (ASCII case-insensitive; the query string,
-    /// if any, is ignored).
+    /// Whether the room guards this request path, after [`normalize_path`] (so case, `%`
+    /// escapes of plain characters, `//` and dot segments cannot dodge it).
     pub fn guards(&self, path: &str) -> bool {
-        let path = path
-            .split(['?', '#'])
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let path = normalize_path(path);
         self.exact_paths.contains(&path)
             || self
                 .prefix_paths
@@ -350,15 +346,64 @@ impl RoomConfig {
                 .any(|p| path.starts_with(p.as_str()))
     }
 
-    /// Whether this request skips the queue: its path starts with a bypass prefix
-    /// (case-insensitive) or its client address is in the bypass list.
+    /// Whether this request skips the queue: its [normalised](normalize_path) path starts
+    /// with a bypass prefix, or its client address is in the bypass list.
     pub fn bypasses(&self, path: &str, client: Option<IpAddr>) -> bool {
-        let path = path.to_ascii_lowercase();
+        let path = normalize_path(path);
         self.bypass_path_prefixes
             .iter()
             .any(|p| path.starts_with(p.as_str()))
             || client.is_some_and(|ip| self.bypass_ips.iter().any(|c| c.contains(ip)))
     }
+}
+
+/// The form of a request path that guard and bypass checks compare: query and fragment cut,
+/// `%XX` escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) decoded, ASCII lower-cased,
+/// repeated `/` collapsed, and `.` / `..` segments resolved (never above the root). Other
+/// escapes (`%2F`, non-ASCII) are kept, lower-cased with the rest, so `%2f` and `%2F` compare
+/// equal. A trailing `/` is kept. Idempotent.
+pub fn normalize_path(path: &str) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    // Decode on a stack, re-checking the tail after each decode, so that an escape spelled
+    // with escapes (`%%32e`) is decoded too and the result is a fixpoint. Linear time.
+    let hex = |c: u8| (c as char).to_digit(16);
+    let mut decoded: Vec<u8> = Vec::with_capacity(path.len());
+    for &b in path.as_bytes() {
+        decoded.push(b);
+        while let [.., b'%', h, l] = decoded[..] {
+            let (Some(h), Some(l)) = (hex(h), hex(l)) else {
+                break;
+            };
+            let c = (h * 16 + l) as u8;
+            if !(c.is_ascii_alphanumeric() || b"-._~".contains(&c)) {
+                break;
+            }
+            decoded.truncate(decoded.len() - 3);
+            decoded.push(c);
+        }
+    }
+    let text = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in text.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(text.len() + 1);
+    for seg in &segments {
+        out.push('/');
+        out.push_str(seg);
+    }
+    // Keep a trailing slash (it distinguishes "/sale/" from "/sale"), and the root.
+    let trailing = text.ends_with('/') || text.ends_with("/.") || text.ends_with("/..");
+    if out.is_empty() || (trailing && !segments.is_empty()) {
+        out.push('/');
+    }
+    out
 }
 
 fn check_path(ctx: &Ctx<'_>, key: &str, p: &Spanned<String>) -> Result<String, ConfigError> {
@@ -373,7 +418,7 @@ fn check_path(ctx: &Ctx<'_>, key: &str, p: &Spanned<String>) -> Result<String, C
             "paths are at most 1024 bytes, without spaces or control characters",
         ));
     }
-    Ok(v.to_ascii_lowercase())
+    Ok(normalize_path(v))
 }
 
 fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
@@ -802,7 +847,42 @@ sale-ends = "2026-11-27T10:00:00Z"
         assert_eq!(back, c);
     }
 
+    #[test]
+    fn path_tricks_do_not_dodge_the_guard() {
+        let c = RoomConfig::from_toml("t.toml", &minimal()).unwrap();
+        for p in [
+            "/checkout",
+            "/CheckOut",
+            "//checkout",
+            "/x/../checkout",
+            "/./checkout",
+            "/%63heckout",
+            "/%63HECKOUT?a=b",
+            "/sale/%2e%2e/sale/x",
+            "/static/../sale/x",
+            "/../../sale/x",
+        ] {
+            assert!(c.guards(p), "{p} not guarded");
+        }
+        for p in ["/", "/checkout/", "/sale", "/sale%2fx", "/salesforce"] {
+            assert!(!c.guards(p), "{p} guarded");
+        }
+        assert_eq!(normalize_path("/a/b/.."), "/a/");
+        assert_eq!(normalize_path("/a//b/"), "/a/b/");
+        assert_eq!(normalize_path(""), "/");
+        assert_eq!(normalize_path("/%2F/%7e"), "/%2f/~");
+        assert_eq!(normalize_path("/%%32e%%32e/sale/"), "/sale/");
+        assert_eq!(normalize_path("/%4%31"), "/a");
+    }
+
     proptest::proptest! {
+        #[test]
+        fn normalize_path_is_idempotent(p in "[/a-fA-F.%0-9~?-]{0,40}") {
+            let once = normalize_path(&p);
+            proptest::prop_assert!(once.starts_with('/'));
+            proptest::prop_assert_eq!(normalize_path(&once), once.clone());
+        }
+
         #[test]
         fn never_panics_on_arbitrary_text(text in "\\PC{0,400}") {
             let _ = RoomConfig::from_toml("fuzz.toml", &text);
