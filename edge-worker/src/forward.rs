@@ -43,6 +43,46 @@ pub fn request_id(sent: Option<&str>, fresh: impl FnOnce() -> String) -> String 
     }
 }
 
+/// The shopper's address as Cloudflare reports it (`CF-Connecting-IP`, set by the edge network
+/// and not forgeable by the client there).
+pub fn client_ip(req: &Request) -> Option<std::net::IpAddr> {
+    req.headers()
+        .get("cf-connecting-ip")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Reads a request body up to [`crate::waf::MAX_BODY_BYTES`]; `Err(413 response)` past it.
+pub async fn read_body(
+    req: &mut Request,
+    id: &str,
+) -> Result<std::result::Result<Option<Vec<u8>>, Response>> {
+    if matches!(req.method(), Method::Get | Method::Head | Method::Options) {
+        return Ok(Ok(None));
+    }
+    let declared = req
+        .headers()
+        .get("content-length")?
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > crate::waf::MAX_BODY_BYTES) {
+        return Ok(Err(too_large(id)?));
+    }
+    let body = req.bytes().await?;
+    if body.len() > crate::waf::MAX_BODY_BYTES {
+        return Ok(Err(too_large(id)?));
+    }
+    Ok(Ok(Some(body)))
+}
+
+fn too_large(id: &str) -> Result<Response> {
+    let body = serde_json::json!({
+        "error": format!("request body larger than {} bytes", crate::waf::MAX_BODY_BYTES),
+        "request_id": id,
+    });
+    Ok(Response::from_json(&body)?.with_status(413))
+}
+
 /// `path?query` of a URL as it will appear on the origin's request line.
 pub fn path_and_query(url: &worker::Url) -> String {
     match url.query() {
@@ -51,7 +91,8 @@ pub fn path_and_query(url: &worker::Url) -> String {
     }
 }
 
-fn fresh_request_id() -> String {
+/// A fresh random request id.
+pub fn fresh_request_id() -> String {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 16];
     if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
@@ -69,13 +110,13 @@ fn fresh_request_id() -> String {
 /// 502 with the request id when the origin cannot be reached.
 pub async fn to_origin(
     req: Request,
+    body: Option<Vec<u8>>,
+    id: &str,
     env: &Env,
     ctx: &Context,
     cfg: &EdgeConfig,
     now_ms: u64,
 ) -> Result<Response> {
-    let sent_id = req.headers().get(edge_signature::REQUEST_ID_HEADER)?;
-    let id = request_id(sent_id.as_deref(), fresh_request_id);
     let url = req.url()?;
     let pq = path_and_query(&url);
     let method = req.method();
@@ -87,10 +128,10 @@ pub async fn to_origin(
         Lookup::Miss
     };
     if let Lookup::Fresh(resp) = cached {
-        return mark(resp, &id, "HIT");
+        return mark(resp, id, "HIT");
     }
 
-    let upstream = origin_request(&req, cfg, &id, &url, &pq, now_ms)?;
+    let upstream = origin_request(&req, body, cfg, id, &url, &pq, now_ms)?;
     let controller = AbortController::default();
     let signal = controller.signal();
     let fetch = Fetch::Request(upstream);
@@ -128,7 +169,7 @@ pub async fn to_origin(
         Ok(resp) if !is_get => Ok(resp),
         Err(e) if !is_get => {
             worker::console_error!("origin fetch failed for request {id}: {e}");
-            error::respond(&EdgeError::OriginUnavailable, Some(&id))
+            error::respond(&EdgeError::OriginUnavailable, Some(id))
         }
         failed => {
             let why = match failed {
@@ -137,8 +178,8 @@ pub async fn to_origin(
             };
             worker::console_error!("origin failed for GET {} (request {id}): {why}", url.path());
             match cached {
-                Lookup::Stale(resp) => mark(resp, &id, "STALE"),
-                _ => pages::maintenance(env, now_ms, &id).await,
+                Lookup::Stale(resp) => mark(resp, id, "STALE"),
+                _ => pages::maintenance(env, now_ms, id).await,
             }
         }
     }
@@ -148,6 +189,7 @@ pub async fn to_origin(
 /// id, the forwarding headers and the signature.
 fn origin_request(
     req: &Request,
+    body: Option<Vec<u8>>,
     cfg: &EdgeConfig,
     id: &str,
     url: &worker::Url,
@@ -165,6 +207,9 @@ fn origin_request(
         headers.set("x-forwarded-host", host)?;
     }
     headers.set("x-forwarded-proto", url.scheme())?;
+    if let Some(ip) = client_ip(req) {
+        headers.set("x-forwarded-for", &ip.to_string())?;
+    }
     headers.set(edge_signature::REQUEST_ID_HEADER, id)?;
     let signature = cfg.signing_key.sign(method.as_ref(), pq, now_ms / 1000, id);
     headers.set(edge_signature::SIGNATURE_HEADER, &signature)?;
@@ -173,8 +218,10 @@ fn origin_request(
     init.with_method(method.clone())
         .with_headers(headers)
         .with_redirect(RequestRedirect::Manual);
-    if !matches!(method, Method::Get | Method::Head) {
-        init.with_body(req.inner().body().map(Into::into));
+    if let Some(body) = body {
+        init.with_body(Some(
+            worker::js_sys::Uint8Array::from(body.as_slice()).into(),
+        ));
     }
     Request::new_with_init(&format!("{}{pq}", cfg.origin), &init)
 }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod forward;
 pub mod pages;
 pub mod router;
+pub mod waf;
 
 use worker::{event, Context, Env, Request, Response, Result};
 

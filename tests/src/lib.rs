@@ -289,6 +289,9 @@ pool = "shop"
     }
 }
 
+/// The admin token the tests give the edge (`/__edge/waf`).
+pub const EDGE_ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+
 /// The edge worker in workerd, through `wrangler dev`.
 pub struct Edge {
     /// The wrangler process (its group holds workerd).
@@ -318,7 +321,10 @@ impl Edge {
         let inspector = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let env_file = dir.join("edge.env");
-        std::fs::write(&env_file, format!("EDGE_SIGNING_KEY={key}\n"))?;
+        std::fs::write(
+            &env_file,
+            format!("EDGE_SIGNING_KEY={key}\nEDGE_ADMIN_TOKEN={EDGE_ADMIN_TOKEN}\n"),
+        )?;
         let mut cmd = Command::new(wrangler);
         cmd.current_dir(&worker_dir)
             .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
