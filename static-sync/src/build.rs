@@ -78,7 +78,8 @@ fn css_order(source: &SiteFiles) -> Result<Vec<String>, BuildError> {
     let sheets: Vec<&String> = source.keys().filter(|p| is_css(p)).collect();
     let mut deps: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for p in &sheets {
-        let text = std::str::from_utf8(&source[p.as_str()]).map_err(|_| BuildError::NotUtf8((*p).clone()))?;
+        let text = std::str::from_utf8(&source[p.as_str()])
+            .map_err(|_| BuildError::NotUtf8((*p).clone()))?;
         let mut d: Vec<String> = css_references(text)
             .iter()
             .filter(|r| !is_external(&r.url))
@@ -140,7 +141,8 @@ pub fn build_site(source: &SiteFiles) -> Result<BuildOutput, BuildError> {
     }
     // 2. Stylesheets, each after the ones it references.
     for path in css_order(source)? {
-        let text = std::str::from_utf8(&source[&path]).map_err(|_| BuildError::NotUtf8(path.clone()))?;
+        let text =
+            std::str::from_utf8(&source[&path]).map_err(|_| BuildError::NotUtf8(path.clone()))?;
         let new = rewrite(source, &path, text, &css_references(text), &final_hash).into_bytes();
         final_hash.insert(path.clone(), sha256_hex(&new));
         out_bytes.insert(path, new);
@@ -168,7 +170,10 @@ pub fn build_site(source: &SiteFiles) -> Result<BuildOutput, BuildError> {
         let (out_path, cache) = if stable.contains(&path) {
             (path.clone(), CACHE_REVALIDATE)
         } else {
-            (fingerprinted_path(&path, &final_hash[&path]), CACHE_IMMUTABLE)
+            (
+                fingerprinted_path(&path, &final_hash[&path]),
+                CACHE_IMMUTABLE,
+            )
         };
         entries.insert(
             format!("/{out_path}"),
@@ -316,7 +321,10 @@ pub fn write_output(out: &Path, build: &BuildOutput) -> Result<(), SiteError> {
     if let Some(r) = &build.redirects {
         put("_redirects", r)?;
     }
-    put(".assetsignore", format!("manifest.json\n{STATE_DIR}\n").as_bytes())?;
+    put(
+        ".assetsignore",
+        format!("manifest.json\n{STATE_DIR}\n").as_bytes(),
+    )?;
     put("manifest.json", build.manifest.to_json().as_bytes())
 }
 
@@ -325,7 +333,10 @@ mod tests {
     use super::*;
 
     fn site(files: &[(&str, &str)]) -> SiteFiles {
-        files.iter().map(|(p, c)| ((*p).to_owned(), c.as_bytes().to_vec())).collect()
+        files
+            .iter()
+            .map(|(p, c)| ((*p).to_owned(), c.as_bytes().to_vec()))
+            .collect()
     }
 
     fn sample() -> SiteFiles {
@@ -358,8 +369,14 @@ mod tests {
         let app_text = String::from_utf8(out.files[&app].clone()).unwrap();
         let base_name = base.rsplit('/').next().unwrap();
         let png_name = png.rsplit('/').next().unwrap();
-        assert_eq!(app_text, format!("@import '{base_name}';\nbody{{background:url(\"{png_name}\")}}"));
-        assert_eq!(app, fingerprinted_path("assets/app.css", &sha256_hex(app_text.as_bytes())));
+        assert_eq!(
+            app_text,
+            format!("@import '{base_name}';\nbody{{background:url(\"{png_name}\")}}")
+        );
+        assert_eq!(
+            app,
+            fingerprinted_path("assets/app.css", &sha256_hex(app_text.as_bytes()))
+        );
         let index = String::from_utf8(out.files["index.html"].clone()).unwrap();
         assert!(index.contains(&format!("href=\"{app}\"")));
         assert!(index.contains(&format!("src='{logo}' srcset=\"{logo} 1x, {png} 2x\"")));
@@ -376,15 +393,22 @@ mod tests {
         let m = &out.manifest;
         assert_eq!(m.files.len(), 8);
         assert_eq!(m.files["/index.html"].cache_control, CACHE_REVALIDATE);
-        assert_eq!(m.files["/index.html"].content_type, "text/html; charset=utf-8");
+        assert_eq!(
+            m.files["/index.html"].content_type,
+            "text/html; charset=utf-8"
+        );
         let app = format!("/{}", out.renamed["assets/app.css"]);
         assert_eq!(m.files[&app].cache_control, CACHE_IMMUTABLE);
         assert_eq!(m.files[&app].sha256, sha256_hex(&out.files[&app[1..]]));
         assert_eq!(m.version, version_id(&m.files));
         assert_eq!(m.version.len(), 16);
         // assets/ holds only fingerprinted files: one rule. logo sits next to HTML: exact rule.
-        assert!(out.headers.contains("\n/assets/*\n  Cache-Control: public, max-age=31536000, immutable\n"));
-        assert!(out.headers.contains(&format!("\n/{}\n  Cache-Control", out.renamed["logo.svg"])));
+        assert!(out
+            .headers
+            .contains("\n/assets/*\n  Cache-Control: public, max-age=31536000, immutable\n"));
+        assert!(out
+            .headers
+            .contains(&format!("\n/{}\n  Cache-Control", out.renamed["logo.svg"])));
         assert!(!out.headers.contains("/index.html"));
         assert!(out.warnings.is_empty());
     }
@@ -412,7 +436,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("precious.txt"), "x").unwrap();
         let out = build_site(&sample()).unwrap();
-        assert!(matches!(write_output(dir.path(), &out), Err(SiteError::OutputNotABuild(_))));
+        assert!(matches!(
+            write_output(dir.path(), &out),
+            Err(SiteError::OutputNotABuild(_))
+        ));
         let o = dir.path().join("out");
         write_output(&o, &out).unwrap();
         std::fs::create_dir_all(o.join(STATE_DIR)).unwrap();

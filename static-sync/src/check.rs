@@ -45,13 +45,23 @@ impl std::fmt::Display for Problem {
             Severity::Warning => "warning",
         };
         match self.line {
-            Some(l) => write!(f, "{}:{l}: {sev}[{}]: {}", self.file, self.code, self.message),
+            Some(l) => write!(
+                f,
+                "{}:{l}: {sev}[{}]: {}",
+                self.file, self.code, self.message
+            ),
             None => write!(f, "{}: {sev}[{}]: {}", self.file, self.code, self.message),
         }
     }
 }
 
-fn problem(file: &str, line: Option<u32>, severity: Severity, code: &'static str, message: String) -> Problem {
+fn problem(
+    file: &str,
+    line: Option<u32>,
+    severity: Severity,
+    code: &'static str,
+    message: String,
+) -> Problem {
     Problem {
         file: file.to_owned(),
         line,
@@ -63,10 +73,20 @@ fn problem(file: &str, line: Option<u32>, severity: Severity, code: &'static str
 
 /// Files `build` writes itself, or that Workers Static Assets reads as configuration.
 pub fn is_control_file(path: &str) -> bool {
-    matches!(path, "_headers" | "_redirects" | ".assetsignore" | "manifest.json")
+    matches!(
+        path,
+        "_headers" | "_redirects" | ".assetsignore" | "manifest.json"
+    )
 }
 
-const JUNK_DIRS: &[&str] = &["node_modules", ".git", ".svn", ".hg", "__MACOSX", ".static-sync"];
+const JUNK_DIRS: &[&str] = &[
+    "node_modules",
+    ".git",
+    ".svn",
+    ".hg",
+    "__MACOSX",
+    ".static-sync",
+];
 
 fn junk_or_secret_name(path: &str) -> Option<(Severity, &'static str, String)> {
     let name = path.rsplit('/').next().unwrap_or(path);
@@ -76,8 +96,17 @@ fn junk_or_secret_name(path: &str) -> Option<(Severity, &'static str, String)> {
         || [".pem", ".key", ".p12", ".pfx", ".keystore", ".jks"]
             .iter()
             .any(|e| lower.ends_with(e))
-        || ["id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", ".npmrc", ".htpasswd", ".netrc", ".pgpass"]
-            .contains(&lower.as_str());
+        || [
+            "id_rsa",
+            "id_dsa",
+            "id_ecdsa",
+            "id_ed25519",
+            ".npmrc",
+            ".htpasswd",
+            ".netrc",
+            ".pgpass",
+        ]
+        .contains(&lower.as_str());
     if secret {
         return Some((
             Severity::Error,
@@ -85,13 +114,24 @@ fn junk_or_secret_name(path: &str) -> Option<(Severity, &'static str, String)> {
             format!("`{name}` looks like a secret (keys, credentials): never publish it"),
         ));
     }
-    if ["ds_store", ".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db"].contains(&lower.as_str())
+    if [
+        "ds_store",
+        ".ds_store",
+        "thumbs.db",
+        "desktop.ini",
+        "ehthumbs.db",
+    ]
+    .contains(&lower.as_str())
         || lower.ends_with('~')
         || lower.ends_with(".swp")
         || lower.ends_with(".bak")
         || lower.ends_with(".orig")
     {
-        return Some((Severity::Error, "junk", format!("`{name}` is build or editor junk")));
+        return Some((
+            Severity::Error,
+            "junk",
+            format!("`{name}` is build or editor junk"),
+        ));
     }
     if lower.ends_with(".map") {
         return Some((
@@ -109,15 +149,24 @@ fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 fn secret_content(bytes: &[u8]) -> Option<(usize, &'static str)> {
     if let Some(at) = find_bytes(bytes, b"PRIVATE KEY-----") {
-        return Some((at, "contains a private key (`-----BEGIN ... PRIVATE KEY-----`)"));
+        return Some((
+            at,
+            "contains a private key (`-----BEGIN ... PRIVATE KEY-----`)",
+        ));
     }
     // AWS access key ids: AKIA followed by 16 upper-case letters or digits.
     let mut from = 0;
     while let Some(p) = find_bytes(&bytes[from..], b"AKIA") {
         let at = from + p;
         let id = bytes.get(at + 4..at + 20);
-        let boundary = bytes.get(at + 20).is_none_or(|c| !c.is_ascii_alphanumeric());
-        if id.is_some_and(|id| id.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())) && boundary {
+        let boundary = bytes
+            .get(at + 20)
+            .is_none_or(|c| !c.is_ascii_alphanumeric());
+        if id.is_some_and(|id| {
+            id.iter()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        }) && boundary
+        {
             return Some((at, "contains what looks like an AWS access key id"));
         }
         from = at + 4;
@@ -145,7 +194,10 @@ fn check_references(
                 line,
                 Severity::Error,
                 "broken-link",
-                format!("{} `{}` does not resolve to a file in the site", r.kind, r.url),
+                format!(
+                    "{} `{}` does not resolve to a file in the site",
+                    r.kind, r.url
+                ),
             )),
             Err(reason) => out.push(problem(path, line, Severity::Error, "broken-link", reason)),
         }
@@ -184,20 +236,44 @@ pub fn check_site(files: &SiteFiles) -> Vec<Problem> {
         let lines = text.map(line_starts).unwrap_or_default();
         if let Some((at, msg)) = secret_content(bytes) {
             let line = text.map(|_| line_of(&lines, at));
-            out.push(problem(path, line, Severity::Error, "secret", msg.to_owned()));
+            out.push(problem(
+                path,
+                line,
+                Severity::Error,
+                "secret",
+                msg.to_owned(),
+            ));
         }
         if is_html(path) {
             let Some(text) = text else {
-                out.push(problem(path, None, Severity::Error, "html", "not valid UTF-8".into()));
+                out.push(problem(
+                    path,
+                    None,
+                    Severity::Error,
+                    "html",
+                    "not valid UTF-8".into(),
+                ));
                 continue;
             };
             for p in crate::html::validate(text) {
-                out.push(problem(path, Some(p.line), Severity::Error, "html", p.message));
+                out.push(problem(
+                    path,
+                    Some(p.line),
+                    Severity::Error,
+                    "html",
+                    p.message,
+                ));
             }
             check_references(files, path, text, &html_references(text), &lines, &mut out);
         } else if is_css(path) {
             let Some(text) = text else {
-                out.push(problem(path, None, Severity::Error, "css", "not valid UTF-8".into()));
+                out.push(problem(
+                    path,
+                    None,
+                    Severity::Error,
+                    "css",
+                    "not valid UTF-8".into(),
+                ));
                 continue;
             };
             check_references(files, path, text, &css_references(text), &lines, &mut out);
@@ -219,7 +295,10 @@ pub fn load_site(dir: &Path) -> Result<(SiteFiles, Vec<Problem>), SiteError> {
     let mut walk = WalkDir::new(dir).sort_by_file_name().into_iter();
     while let Some(entry) = walk.next() {
         let entry = entry.map_err(|e| SiteError::Walk {
-            path: e.path().map(Path::to_owned).unwrap_or_else(|| dir.to_owned()),
+            path: e
+                .path()
+                .map(Path::to_owned)
+                .unwrap_or_else(|| dir.to_owned()),
             source: e.into(),
         })?;
         let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
@@ -290,7 +369,10 @@ mod tests {
     use super::*;
 
     fn site(files: &[(&str, &str)]) -> SiteFiles {
-        files.iter().map(|(p, c)| ((*p).to_owned(), c.as_bytes().to_vec())).collect()
+        files
+            .iter()
+            .map(|(p, c)| ((*p).to_owned(), c.as_bytes().to_vec()))
+            .collect()
     }
 
     #[test]
@@ -302,9 +384,15 @@ mod tests {
         ]);
         let problems = check_site(&s);
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert_eq!((problems[0].file.as_str(), problems[0].line), ("css/a.css", Some(3)));
+        assert_eq!(
+            (problems[0].file.as_str(), problems[0].line),
+            ("css/a.css", Some(3))
+        );
         assert!(problems[0].message.contains("../img/gone.png"));
-        assert_eq!((problems[1].file.as_str(), problems[1].line), ("index.html", Some(4)));
+        assert_eq!(
+            (problems[1].file.as_str(), problems[1].line),
+            ("index.html", Some(4))
+        );
         assert!(problems[1].message.contains("img/missing.png"));
         assert_eq!(problems[1].to_string(), "index.html:4: error[broken-link]: src `img/missing.png` does not resolve to a file in the site");
     }
@@ -320,8 +408,10 @@ mod tests {
             ("aws.txt", "key AKIAABCDEFGHIJKLMNOP here"),
         ]);
         let problems = check_site(&s);
-        let codes: Vec<(&str, &str, Option<u32>)> =
-            problems.iter().map(|p| (p.file.as_str(), p.code, p.line)).collect();
+        let codes: Vec<(&str, &str, Option<u32>)> = problems
+            .iter()
+            .map(|p| (p.file.as_str(), p.code, p.line))
+            .collect();
         assert!(codes.contains(&(".env", "secret", None)));
         assert!(codes.contains(&("keys/server.pem", "secret", None)));
         assert!(codes.contains(&("notes.txt", "secret", Some(2))));
@@ -340,7 +430,9 @@ mod tests {
         s.insert("big.bin".into(), vec![0; (MAX_FILE_BYTES + 1) as usize]);
         let problems = check_site(&s);
         assert!(problems.iter().any(|p| p.code == "too-many-files"));
-        assert!(problems.iter().any(|p| p.code == "too-large" && p.file == "big.bin"));
+        assert!(problems
+            .iter()
+            .any(|p| p.code == "too-large" && p.file == "big.bin"));
     }
 
     #[test]
@@ -355,9 +447,14 @@ mod tests {
         .unwrap();
         let (files, problems) = check_dir(dir.path()).unwrap();
         assert_eq!(files.len(), 1);
-        assert!(problems.iter().any(|p| p.file == "p/node_modules" && p.code == "junk"));
+        assert!(problems
+            .iter()
+            .any(|p| p.file == "p/node_modules" && p.code == "junk"));
         let broken = problems.iter().find(|p| p.code == "broken-link").unwrap();
-        assert_eq!((broken.file.as_str(), broken.line), ("p/item.html", Some(4)));
+        assert_eq!(
+            (broken.file.as_str(), broken.line),
+            ("p/item.html", Some(4))
+        );
         assert!(has_errors(&problems));
     }
 }

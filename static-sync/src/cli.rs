@@ -178,7 +178,8 @@ impl StoreArgs {
             let p = Path::new("edge-worker/wrangler.toml");
             p.exists().then(|| p.to_owned())
         });
-        let remote = self.remote || (!self.local && std::env::var_os("CLOUDFLARE_API_TOKEN").is_some());
+        let remote =
+            self.remote || (!self.local && std::env::var_os("CLOUDFLARE_API_TOKEN").is_some());
         let target = if remote {
             Target::Remote
         } else {
@@ -198,7 +199,10 @@ impl StoreArgs {
 }
 
 fn now_ms() -> u64 {
-    if let Some(ms) = std::env::var("STATIC_SYNC_NOW_MS").ok().and_then(|v| v.parse().ok()) {
+    if let Some(ms) = std::env::var("STATIC_SYNC_NOW_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         return ms;
     }
     SystemTime::now()
@@ -211,12 +215,16 @@ fn now_ms() -> u64 {
 fn parse_at(s: &str, now: u64) -> Result<u64> {
     let s = s.trim();
     if let Some(ms) = s.strip_prefix('@') {
-        return ms.parse().with_context(|| format!("`{s}`: expected @<unix milliseconds>"));
+        return ms
+            .parse()
+            .with_context(|| format!("`{s}`: expected @<unix milliseconds>"));
     }
     if let Some(rel) = s.strip_prefix('+') {
         let split = rel.find(|c: char| !c.is_ascii_digit()).unwrap_or(rel.len());
         let (num, unit) = rel.split_at(split);
-        let n: u64 = num.parse().with_context(|| format!("`{s}`: expected +<number><unit>"))?;
+        let n: u64 = num
+            .parse()
+            .with_context(|| format!("`{s}`: expected +<number><unit>"))?;
         let mult = match unit {
             "ms" => 1,
             "s" | "" => 1000,
@@ -228,7 +236,11 @@ fn parse_at(s: &str, now: u64) -> Result<u64> {
         return Ok(now.saturating_add(n.saturating_mul(mult)));
     }
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .with_context(|| format!("`{s}` is not an RFC 3339 time (e.g. 2026-11-27T00:00:00Z), +30s, or @<unix ms>"))?;
+        .with_context(|| {
+            format!(
+                "`{s}` is not an RFC 3339 time (e.g. 2026-11-27T00:00:00Z), +30s, or @<unix ms>"
+            )
+        })?;
     u64::try_from(t.unix_timestamp_nanos() / 1_000_000).context("time before 1970")
 }
 
@@ -236,7 +248,10 @@ fn fmt_ms(ms: u64) -> String {
     i128::from(ms)
         .checked_mul(1_000_000)
         .and_then(|n| time::OffsetDateTime::from_unix_timestamp_nanos(n).ok())
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| format!("@{ms}"))
 }
 
@@ -262,7 +277,10 @@ fn bar(total: u64, msg: &str, json: bool, as_bytes: bool) -> ProgressBar {
 }
 
 fn print_json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 fn print_problems(problems: &[Problem]) {
@@ -274,7 +292,8 @@ fn print_problems(problems: &[Problem]) {
 fn describe_release(r: &Release, now: u64) -> String {
     let mut s = format!(
         "live now:  {}\ncurrent:   {}\nprevious:  {}\n",
-        r.live_version(now).unwrap_or("(none: Static Assets baseline)"),
+        r.live_version(now)
+            .unwrap_or("(none: Static Assets baseline)"),
         r.current.as_deref().unwrap_or("-"),
         r.previous.as_deref().unwrap_or("-"),
     );
@@ -285,7 +304,11 @@ fn describe_release(r: &Release, now: u64) -> String {
             } else {
                 "due: live now".to_owned()
             };
-            s.push_str(&format!("next:      {} at {} ({when})\n", n.version, fmt_ms(n.at)));
+            s.push_str(&format!(
+                "next:      {} at {} ({when})\n",
+                n.version,
+                fmt_ms(n.at)
+            ));
         }
         None => s.push_str("next:      -\n"),
     }
@@ -315,7 +338,11 @@ fn print_plan(plan: &Plan) {
         plan.unchanged,
         plan.uploads.len(),
         bytes(plan.upload_bytes),
-        if plan.manifest_present { " (manifest already pushed)" } else { "" }
+        if plan.manifest_present {
+            " (manifest already pushed)"
+        } else {
+            ""
+        }
     );
 }
 
@@ -331,7 +358,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 print_json(&json!({ "ok": !failed, "files": files.len(), "problems": problems }));
             } else {
                 print_problems(&problems);
-                let errors = problems.iter().filter(|p| p.severity == Severity::Error).count();
+                let errors = problems
+                    .iter()
+                    .filter(|p| p.severity == Severity::Error)
+                    .count();
                 println!(
                     "{}: {} files, {errors} errors, {} warnings",
                     dir.display(),
@@ -339,7 +369,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     problems.len() - errors
                 );
             }
-            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Build { dir, out, no_check } => {
             let (files, problems) =
@@ -349,11 +383,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     print_json(&json!({ "ok": false, "problems": problems }));
                 } else {
                     print_problems(&problems);
-                    eprintln!("build refused: `static-sync check {}` finds errors (or pass --no-check)", dir.display());
+                    eprintln!(
+                        "build refused: `static-sync check {}` finds errors (or pass --no-check)",
+                        dir.display()
+                    );
                 }
                 return Ok(ExitCode::from(1));
             }
-            let built = build_site(&files).with_context(|| format!("building {}", dir.display()))?;
+            let built =
+                build_site(&files).with_context(|| format!("building {}", dir.display()))?;
             write_output(&out, &built).with_context(|| format!("writing {}", out.display()))?;
             let fingerprinted = built.renamed.iter().filter(|(a, b)| a != b).count();
             if json {
@@ -381,7 +419,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan { manifest, against, store } => {
+        Command::Plan {
+            manifest,
+            against,
+            store,
+        } => {
             let m = push::load_manifest(&manifest)?;
             let against = match against.as_str() {
                 "current" | "live" => Against::Live,
@@ -390,7 +432,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 v => Against::Version(v.to_owned()),
             };
             let store = store.open();
-            let plan = push::plan(store.as_ref(), &m, &against, now_ms()).context("reading the store")?;
+            let plan =
+                push::plan(store.as_ref(), &m, &against, now_ms()).context("reading the store")?;
             if json {
                 print_json(&json!({ "ok": true, "plan": plan }));
             } else {
@@ -398,10 +441,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Push { out, activate, no_journal, batch_keys, store } => {
+        Command::Push {
+            out,
+            activate,
+            no_journal,
+            batch_keys,
+            store,
+        } => {
             let manifest_path = out.join("manifest.json");
-            let m = push::load_manifest(&manifest_path)
-                .with_context(|| format!("{} is not a build: run `static-sync build` first", out.display()))?;
+            let m = push::load_manifest(&manifest_path).with_context(|| {
+                format!(
+                    "{} is not a build: run `static-sync build` first",
+                    out.display()
+                )
+            })?;
             let store = store.open();
             let pb = bar(m.total_bytes(), "uploading", json, true);
             let opts = PushOptions {
@@ -413,17 +466,26 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 pb.set_length(p.total_bytes);
                 pb.set_position(p.done_bytes);
             })
-            .with_context(|| format!("pushing version {} (run the same command again to resume)", m.version))?;
+            .with_context(|| {
+                format!(
+                    "pushing version {} (run the same command again to resume)",
+                    m.version
+                )
+            })?;
             pb.finish_and_clear();
             let now = now_ms();
             let change = if activate {
-                Some(push::change_release(store.as_ref(), now, |r| Ok(r.activate(&m.version, now)))
-                    .context("activating")?)
+                Some(
+                    push::change_release(store.as_ref(), now, |r| Ok(r.activate(&m.version, now)))
+                        .context("activating")?,
+                )
             } else {
                 None
             };
             if json {
-                print_json(&json!({ "ok": true, "push": report, "release": change.as_ref().map(|c| &c.after) }));
+                print_json(
+                    &json!({ "ok": true, "push": report, "release": change.as_ref().map(|c| &c.after) }),
+                );
             } else {
                 println!(
                     "pushed version {}: {} blobs uploaded ({}), {} already there, manifest {}",
@@ -431,7 +493,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     report.uploaded_blobs,
                     bytes(report.uploaded_bytes),
                     report.skipped_blobs,
-                    if report.manifest_written { "written" } else { "already there" }
+                    if report.manifest_written {
+                        "written"
+                    } else {
+                        "already there"
+                    }
                 );
                 match change {
                     Some(c) => print!("activated.\n{}", describe_release(&c.after, now)),
@@ -443,7 +509,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Schedule { version, at, cancel, store } => {
+        Command::Schedule {
+            version,
+            at,
+            cancel,
+            store,
+        } => {
             let store = store.open();
             let now = now_ms();
             let change = if cancel {
@@ -461,7 +532,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Activate { version, store } => {
             let store = store.open();
             let now = now_ms();
-            let change = push::change_release(store.as_ref(), now, |r| Ok(r.activate(&version, now)))?;
+            let change =
+                push::change_release(store.as_ref(), now, |r| Ok(r.activate(&version, now)))?;
             report_change(json, "activated", &change.after, now);
             Ok(ExitCode::SUCCESS)
         }
@@ -481,26 +553,40 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Status { store } => {
             let store = store.open();
             let now = now_ms();
-            let r = read_release(store.as_ref()).context("reading `release`")?.unwrap_or_default();
+            let r = read_release(store.as_ref())
+                .context("reading `release`")?
+                .unwrap_or_default();
             if json {
-                print_json(&json!({ "ok": true, "now": now, "live": r.live_version(now), "release": r }));
+                print_json(
+                    &json!({ "ok": true, "now": now, "live": r.live_version(now), "release": r }),
+                );
             } else {
                 print!("{}", describe_release(&r, now));
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { base_url, manifest, pages_only, concurrency, timeout, store } => {
+        Command::Verify {
+            base_url,
+            manifest,
+            pages_only,
+            concurrency,
+            timeout,
+            store,
+        } => {
             let m: Manifest = match manifest {
                 Some(p) => push::load_manifest(&p)?,
                 None => {
                     let store = store.open();
                     let now = now_ms();
-                    let r = read_release(store.as_ref()).context("reading `release`")?.unwrap_or_default();
+                    let r = read_release(store.as_ref())
+                        .context("reading `release`")?
+                        .unwrap_or_default();
                     let Some(v) = r.live_version(now) else {
                         bail!("nothing is live from KV yet; pass --manifest OUT/manifest.json to verify a Static Assets build");
                     };
-                    read_manifest(store.as_ref(), v)?
-                        .with_context(|| format!("the live version {v} has no manifest in the store"))?
+                    read_manifest(store.as_ref(), v)?.with_context(|| {
+                        format!("the live version {v} has no manifest in the store")
+                    })?
                 }
             };
             let paths: Vec<String> = m
@@ -528,7 +614,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     report.mismatches.len()
                 );
             }
-            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }
@@ -551,8 +641,14 @@ mod tests {
         assert_eq!(parse_at("+2m", 0).unwrap(), 120_000);
         assert_eq!(parse_at("+500ms", 0).unwrap(), 500);
         assert_eq!(parse_at("@1700000000000", 0).unwrap(), 1_700_000_000_000);
-        assert_eq!(parse_at("2026-11-27T00:00:00Z", 0).unwrap(), 1_795_737_600_000);
-        assert_eq!(parse_at("2026-11-27T01:00:00+01:00", 0).unwrap(), 1_795_737_600_000);
+        assert_eq!(
+            parse_at("2026-11-27T00:00:00Z", 0).unwrap(),
+            1_795_737_600_000
+        );
+        assert_eq!(
+            parse_at("2026-11-27T01:00:00+01:00", 0).unwrap(),
+            1_795_737_600_000
+        );
         assert!(parse_at("tomorrow", 0).is_err());
         assert!(parse_at("+3y", 0).is_err());
         assert_eq!(fmt_ms(1_795_737_600_000), "2026-11-27T00:00:00Z");

@@ -20,13 +20,13 @@ pub struct HtmlProblem {
 }
 
 const VOID: &[&str] = &[
-    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-    "track", "wbr",
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
+    "wbr",
 ];
 /// Elements whose end tag may be left out.
 const OPTIONAL_END: &[&str] = &[
-    "html", "head", "body", "p", "li", "dt", "dd", "option", "optgroup", "tr", "td", "th",
-    "thead", "tbody", "tfoot", "colgroup", "caption", "rb", "rt", "rp",
+    "html", "head", "body", "p", "li", "dt", "dd", "option", "optgroup", "tr", "td", "th", "thead",
+    "tbody", "tfoot", "colgroup", "caption", "rb", "rt", "rp",
 ];
 
 struct Sink {
@@ -84,7 +84,9 @@ impl Sink {
                             if !OPTIONAL_END.contains(&n.as_str()) {
                                 self.problem(
                                     line,
-                                    format!("<{n}> opened at line {l} is not closed before </{name}>"),
+                                    format!(
+                                        "<{n}> opened at line {l} is not closed before </{name}>"
+                                    ),
                                 );
                             }
                         }
@@ -163,8 +165,17 @@ mod tests {
 
     #[test]
     fn tokenizer_errors_and_duplicates_are_reported() {
-        let problems = validate("<div class=a class=b>\n<a href=\"x\"title=y></a></div>\n<!-- open");
-        assert!(problems.iter().any(|p| p.message.to_lowercase().contains("duplicate attribute")), "{problems:?}");
-        assert!(problems.iter().any(|p| p.message.contains("parse error")), "{problems:?}");
+        let problems =
+            validate("<div class=a class=b>\n<a href=\"x\"title=y></a></div>\n<!-- open");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.to_lowercase().contains("duplicate attribute")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.message.contains("parse error")),
+            "{problems:?}"
+        );
     }
 }

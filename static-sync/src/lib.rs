@@ -39,11 +39,11 @@ pub mod error;
 #[cfg(feature = "cli")]
 pub mod html;
 #[cfg(feature = "cli")]
+pub mod push;
+#[cfg(feature = "cli")]
 pub mod refs;
 #[cfg(feature = "cli")]
 pub mod site;
-#[cfg(feature = "cli")]
-pub mod push;
 #[cfg(feature = "cli")]
 pub mod store;
 #[cfg(feature = "cli")]

@@ -15,7 +15,10 @@ fn main() -> ExitCode {
         Err(e) => {
             if json {
                 let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
-                println!("{}", serde_json::json!({ "ok": false, "error": chain.join(": ") }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": false, "error": chain.join(": ") })
+                );
             } else {
                 eprintln!("error: {e:#}");
             }

@@ -297,9 +297,17 @@ impl Release {
     }
 
     /// Schedules `version` to go live at `at_ms` (replacing any pending schedule).
-    pub fn schedule(&self, version: &str, at_ms: u64, now_ms: u64) -> Result<Release, TransitionError> {
+    pub fn schedule(
+        &self,
+        version: &str,
+        at_ms: u64,
+        now_ms: u64,
+    ) -> Result<Release, TransitionError> {
         if at_ms <= now_ms {
-            return Err(TransitionError::TimeNotInFuture { at: at_ms, now: now_ms });
+            return Err(TransitionError::TimeNotInFuture {
+                at: at_ms,
+                now: now_ms,
+            });
         }
         let mut s = self.settled(now_ms);
         s.next = Some(Scheduled {
@@ -377,7 +385,10 @@ mod tests {
 
     #[test]
     fn live_version_switches_exactly_at_the_time() {
-        let r = Release::default().activate("a", 0).schedule("b", 1000, 10).unwrap();
+        let r = Release::default()
+            .activate("a", 0)
+            .schedule("b", 1000, 10)
+            .unwrap();
         assert_eq!(r.live_version(999), Some("a"));
         assert_eq!(r.live_version(1000), Some("b"));
         assert_eq!(r.fallback_versions(1000), vec!["a"]);
@@ -386,12 +397,18 @@ mod tests {
 
     #[test]
     fn rollback_after_a_due_schedule_returns_to_the_version_before_it() {
-        let r = Release::default().activate("a", 0).schedule("b", 100, 10).unwrap();
+        let r = Release::default()
+            .activate("a", 0)
+            .schedule("b", 100, 10)
+            .unwrap();
         let back = r.rollback(200).unwrap();
         assert_eq!(back.current.as_deref(), Some("a"));
         assert_eq!(back.next, None);
         assert_eq!(back.previous, None);
-        assert_eq!(back.rollback(300), Err(TransitionError::NothingToRollBackTo));
+        assert_eq!(
+            back.rollback(300),
+            Err(TransitionError::NothingToRollBackTo)
+        );
     }
 
     #[test]
@@ -422,7 +439,10 @@ mod tests {
         let mut files = BTreeMap::new();
         files.insert("/index.html".to_owned(), entry("1", CACHE_REVALIDATE));
         files.insert("/sale.html".to_owned(), entry("2", CACHE_REVALIDATE));
-        files.insert("/products/index.html".to_owned(), entry("3", CACHE_REVALIDATE));
+        files.insert(
+            "/products/index.html".to_owned(),
+            entry("3", CACHE_REVALIDATE),
+        );
         let m = Manifest {
             version: "v".into(),
             files,

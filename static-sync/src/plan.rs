@@ -152,17 +152,44 @@ mod tests {
 
     #[test]
     fn diff_classifies_added_changed_removed_unchanged() {
-        let old = manifest("o", &[("/same", "s", 1), ("/edit", "e1", 2), ("/gone", "g", 3)]);
-        let new = manifest("n", &[("/same", "s", 1), ("/edit", "e2", 4), ("/new", "x", 8)]);
+        let old = manifest(
+            "o",
+            &[("/same", "s", 1), ("/edit", "e1", 2), ("/gone", "g", 3)],
+        );
+        let new = manifest(
+            "n",
+            &[("/same", "s", 1), ("/edit", "e2", 4), ("/new", "x", 8)],
+        );
         let present: HashSet<String> = ["s", "e1", "g"].iter().map(|s| s.to_string()).collect();
         let plan = diff(&new, Some(&old), &present, false);
         assert_eq!(plan.unchanged, 1);
-        assert_eq!(plan.added, vec![PathChange { path: "/new".into(), size: 8 }]);
-        assert_eq!(plan.changed, vec![PathChange { path: "/edit".into(), size: 4 }]);
-        assert_eq!(plan.removed, vec![PathChange { path: "/gone".into(), size: 3 }]);
+        assert_eq!(
+            plan.added,
+            vec![PathChange {
+                path: "/new".into(),
+                size: 8
+            }]
+        );
+        assert_eq!(
+            plan.changed,
+            vec![PathChange {
+                path: "/edit".into(),
+                size: 4
+            }]
+        );
+        assert_eq!(
+            plan.removed,
+            vec![PathChange {
+                path: "/gone".into(),
+                size: 3
+            }]
+        );
         assert_eq!(plan.upload_bytes, 12);
         assert_eq!(
-            plan.uploads.iter().map(|u| u.sha256.as_str()).collect::<Vec<_>>(),
+            plan.uploads
+                .iter()
+                .map(|u| u.sha256.as_str())
+                .collect::<Vec<_>>(),
             vec!["e2", "x"]
         );
         assert_eq!(plan.against.as_deref(), Some("o"));

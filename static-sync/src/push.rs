@@ -106,7 +106,9 @@ pub fn plan(
         Against::Nothing => None,
     };
     let current = match &version {
-        Some(v) => Some(read_manifest(store, v)?.ok_or_else(|| PushError::UnknownVersion(v.clone()))?),
+        Some(v) => {
+            Some(read_manifest(store, v)?.ok_or_else(|| PushError::UnknownVersion(v.clone()))?)
+        }
         None => None,
     };
     let present = present_blobs(store)?;
@@ -162,12 +164,18 @@ pub struct Progress {
 
 fn journal_path(out: &Path, store: &dyn Store) -> PathBuf {
     let id = sha256_hex(store.identity().as_bytes());
-    out.join(STATE_DIR).join(format!("pushed-{}.txt", &id[..16]))
+    out.join(STATE_DIR)
+        .join(format!("pushed-{}.txt", &id[..16]))
 }
 
 fn read_journal(path: &Path) -> HashSet<String> {
     std::fs::read_to_string(path)
-        .map(|s| s.lines().filter(|l| l.len() == 64).map(str::to_owned).collect())
+        .map(|s| {
+            s.lines()
+                .filter(|l| l.len() == 64)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -261,7 +269,8 @@ pub fn push(
             });
         }
         if !batch.is_empty()
-            && (batch.len() >= opts.batch_keys || batch_bytes + bytes.len() as u64 > opts.batch_bytes)
+            && (batch.len() >= opts.batch_keys
+                || batch_bytes + bytes.len() as u64 > opts.batch_bytes)
         {
             flush(&mut batch, &mut hashes, &mut batch_bytes, &mut report)?;
         }
@@ -271,7 +280,10 @@ pub fn push(
     }
     flush(&mut batch, &mut hashes, &mut batch_bytes, &mut report)?;
     if !manifest_present {
-        store.put(&manifest_key(&manifest.version), manifest.to_json().as_bytes())?;
+        store.put(
+            &manifest_key(&manifest.version),
+            manifest.to_json().as_bytes(),
+        )?;
         report.manifest_written = true;
     }
     Ok(report)
@@ -316,7 +328,10 @@ mod tests {
 
     fn built(dir: &Path, variant: &str) -> Manifest {
         let mut s = SiteFiles::new();
-        s.insert("index.html".into(), format!("<link rel=stylesheet href=a.css>{variant}").into_bytes());
+        s.insert(
+            "index.html".into(),
+            format!("<link rel=stylesheet href=a.css>{variant}").into_bytes(),
+        );
         s.insert("a.css".into(), b"body{}".to_vec());
         for i in 0..25 {
             s.insert(format!("img/{i}.bin"), vec![i as u8, 0xff, 0xfe]);
@@ -339,10 +354,20 @@ mod tests {
         for f in m.files.values() {
             assert!(snap.contains_key(&f.blob_key()));
         }
-        assert_eq!(Manifest::from_json(&snap[&manifest_key(&m.version)]).unwrap(), m);
+        assert_eq!(
+            Manifest::from_json(&snap[&manifest_key(&m.version)]).unwrap(),
+            m
+        );
         // Pushing again uploads nothing.
         let again = push(&store, dir.path(), &m, &PushOptions::default(), &mut |_| {}).unwrap();
-        assert_eq!((again.uploaded_blobs, again.manifest_written, again.skipped_blobs), (0, false, 27));
+        assert_eq!(
+            (
+                again.uploaded_blobs,
+                again.manifest_written,
+                again.skipped_blobs
+            ),
+            (0, false, 27)
+        );
     }
 
     #[test]
@@ -374,7 +399,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = built(dir.path(), "v1");
         std::fs::write(dir.path().join("index.html"), "tampered").unwrap();
-        let err = push(&MemoryStore::new(), dir.path(), &m, &PushOptions::default(), &mut |_| {}).unwrap_err();
+        let err = push(
+            &MemoryStore::new(),
+            dir.path(),
+            &m,
+            &PushOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap_err();
         assert!(matches!(err, PushError::Corrupt { .. }), "{err}");
     }
 

@@ -39,7 +39,8 @@ fn find_ci(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     if needle.is_empty() || hay.len() < needle.len() {
         return None;
     }
-    (from..=hay.len() - needle.len()).find(|&i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
+    (from..=hay.len() - needle.len())
+        .find(|&i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
 }
 
 /// The references in an HTML document.
@@ -61,7 +62,10 @@ pub fn html_references(html: &str) -> Vec<Reference> {
             continue;
         }
         if i < n && matches!(b[i], b'!' | b'?' | b'/') {
-            i = b[i..].iter().position(|&c| c == b'>').map_or(n, |p| i + p + 1);
+            i = b[i..]
+                .iter()
+                .position(|&c| c == b'>')
+                .map_or(n, |p| i + p + 1);
             continue;
         }
         if i >= n || !b[i].is_ascii_alphabetic() {
@@ -201,7 +205,10 @@ fn css_references_at(css: &str, offset: usize) -> Vec<Reference> {
         if b[i] == b'"' || b[i] == b'\'' {
             // A string not in url() or @import: skip it whole.
             let q = b[i];
-            i = b[i + 1..].iter().position(|&c| c == q).map_or(n, |p| i + 1 + p + 1);
+            i = b[i + 1..]
+                .iter()
+                .position(|&c| c == q)
+                .map_or(n, |p| i + 1 + p + 1);
             continue;
         }
         if b[i..].len() >= 4 && b[i..i + 4].eq_ignore_ascii_case(b"url(") {
@@ -316,7 +323,11 @@ mod tests {
         let css = "@import \"base.css\";\n/* url(no.png) */\na{b:url('x.woff2') format('woff2'), url(y.svg#i)}";
         assert_eq!(
             urls(&css_references(css)),
-            vec![("@import", "base.css"), ("url()", "x.woff2"), ("url()", "y.svg#i")]
+            vec![
+                ("@import", "base.css"),
+                ("url()", "x.woff2"),
+                ("url()", "y.svg#i")
+            ]
         );
     }
 
@@ -324,12 +335,23 @@ mod tests {
     fn splice_replaces_spans_only() {
         let s = "<a href=\"x.css\">x.css</a>";
         let r = html_references(s);
-        assert_eq!(splice(s, &[(r[0].span.clone(), "x.1.css".into())]), "<a href=\"x.1.css\">x.css</a>");
+        assert_eq!(
+            splice(s, &[(r[0].span.clone(), "x.1.css".into())]),
+            "<a href=\"x.1.css\">x.css</a>"
+        );
     }
 
     #[test]
     fn truncated_input_does_not_panic() {
-        for s in ["<a href=\"x", "<img src=", "<style>url(", "<", "<a", "<!--", "<a href='é"] {
+        for s in [
+            "<a href=\"x",
+            "<img src=",
+            "<style>url(",
+            "<",
+            "<a",
+            "<!--",
+            "<a href='é",
+        ] {
             let _ = html_references(s);
         }
         let _ = css_references("url(\"x");

@@ -123,7 +123,10 @@ pub fn is_external(reference: &str) -> bool {
     if let Some(colon) = r.find(':') {
         let before = &r[..colon];
         if !before.is_empty()
-            && before.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && before
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
             && before
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
@@ -169,7 +172,8 @@ pub fn join_reference(from: &str, reference: &str) -> Result<String, String> {
         p.pop();
         p
     };
-    let trailing_slash = r.ends_with('/') || r.ends_with("/.") || r.ends_with("/..") || r == "." || r == "..";
+    let trailing_slash =
+        r.ends_with('/') || r.ends_with("/.") || r.ends_with("/..") || r == "." || r == "..";
     for seg in r.split('/') {
         match seg {
             "" | "." => {}
@@ -255,29 +259,65 @@ mod tests {
 
     #[test]
     fn external_references() {
-        for r in ["https://x.test/a.css", "mailto:a@b", "data:image/png;base64,xx", "#top", "//cdn/x", "tel:+1", "javascript:void(0)", ""] {
+        for r in [
+            "https://x.test/a.css",
+            "mailto:a@b",
+            "data:image/png;base64,xx",
+            "#top",
+            "//cdn/x",
+            "tel:+1",
+            "javascript:void(0)",
+            "",
+        ] {
             assert!(is_external(r), "{r}");
         }
-        for r in ["a.css", "/a.css", "../a.css", "a:b/c.css".trim_start_matches("a:b"), "./x?y=a:b"] {
+        for r in [
+            "a.css",
+            "/a.css",
+            "../a.css",
+            "a:b/c.css".trim_start_matches("a:b"),
+            "./x?y=a:b",
+        ] {
             assert!(!is_external(r), "{r}");
         }
     }
 
     #[test]
     fn join_and_resolve() {
-        assert_eq!(join_reference("p/x.html", "../css/a.css").unwrap(), "css/a.css");
-        assert_eq!(join_reference("p/x.html", "/css/a.css?x#y").unwrap(), "css/a.css");
+        assert_eq!(
+            join_reference("p/x.html", "../css/a.css").unwrap(),
+            "css/a.css"
+        );
+        assert_eq!(
+            join_reference("p/x.html", "/css/a.css?x#y").unwrap(),
+            "css/a.css"
+        );
         assert_eq!(join_reference("p/x.html", "./").unwrap(), "p/");
-        assert_eq!(join_reference("x.html", "my%20file.png").unwrap(), "my file.png");
+        assert_eq!(
+            join_reference("x.html", "my%20file.png").unwrap(),
+            "my file.png"
+        );
         assert!(join_reference("x.html", "../../a").is_err());
         let mut files = SiteFiles::new();
         for p in ["index.html", "sale.html", "p/index.html", "css/a.css"] {
             files.insert(p.into(), vec![]);
         }
-        assert_eq!(resolve_reference(&files, "p/index.html", "/").unwrap(), Some("index.html"));
-        assert_eq!(resolve_reference(&files, "p/index.html", "../sale").unwrap(), Some("sale.html"));
-        assert_eq!(resolve_reference(&files, "index.html", "p").unwrap(), Some("p/index.html"));
-        assert_eq!(resolve_reference(&files, "index.html", "css/b.css").unwrap(), None);
+        assert_eq!(
+            resolve_reference(&files, "p/index.html", "/").unwrap(),
+            Some("index.html")
+        );
+        assert_eq!(
+            resolve_reference(&files, "p/index.html", "../sale").unwrap(),
+            Some("sale.html")
+        );
+        assert_eq!(
+            resolve_reference(&files, "index.html", "p").unwrap(),
+            Some("p/index.html")
+        );
+        assert_eq!(
+            resolve_reference(&files, "index.html", "css/b.css").unwrap(),
+            None
+        );
     }
 
     #[test]

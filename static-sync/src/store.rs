@@ -31,10 +31,14 @@ pub trait Store {
 pub fn read_release(store: &dyn Store) -> Result<Option<Release>, StoreError> {
     match store.get(RELEASE_KEY)? {
         None => Ok(None),
-        Some(bytes) => Release::from_json(&bytes).map(Some).map_err(|source| StoreError::BadValue {
-            key: RELEASE_KEY.to_owned(),
-            source,
-        }),
+        Some(bytes) => {
+            Release::from_json(&bytes)
+                .map(Some)
+                .map_err(|source| StoreError::BadValue {
+                    key: RELEASE_KEY.to_owned(),
+                    source,
+                })
+        }
     }
 }
 
@@ -102,7 +106,10 @@ impl Store for MemoryStore {
     }
 
     fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.map.lock().map_err(|_| poisoned())?.insert(key.to_owned(), value.to_vec());
+        self.map
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(key.to_owned(), value.to_vec());
         Ok(())
     }
 
@@ -152,7 +159,10 @@ impl DirStore {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
-        if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        if key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
             return Err(StoreError::Output {
                 args: "dir store".into(),
                 detail: format!("key `{key}` cannot be a file name"),
@@ -203,7 +213,10 @@ impl Store for DirStore {
             if !entry.file_type().is_file() {
                 continue;
             }
-            let rel = entry.path().strip_prefix(&self.root).unwrap_or(entry.path());
+            let rel = entry
+                .path()
+                .strip_prefix(&self.root)
+                .unwrap_or(entry.path());
             if let Some(key) = crate::site::site_path(rel) {
                 if key.starts_with(prefix) && !key.ends_with(".partial") {
                     out.push(key);
@@ -299,8 +312,21 @@ impl WranglerStore {
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let stdout = String::from_utf8_lossy(&out.stdout);
-            let text = if stderr.trim().is_empty() { stdout } else { stderr };
-            let tail: String = text.trim().lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let text = if stderr.trim().is_empty() {
+                stdout
+            } else {
+                stderr
+            };
+            let tail: String = text
+                .trim()
+                .lines()
+                .rev()
+                .take(6)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
             return Err(StoreError::Wrangler {
                 args: all.join(" "),
                 status: out.status.to_string(),
@@ -354,7 +380,13 @@ impl Store for WranglerStore {
 
     fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let f = Self::temp_file(value)?;
-        self.run(&["key".into(), "put".into(), key.to_owned(), "--path".into(), path_arg(f.path())])?;
+        self.run(&[
+            "key".into(),
+            "put".into(),
+            key.to_owned(),
+            "--path".into(),
+            path_arg(f.path()),
+        ])?;
         Ok(())
     }
 
@@ -362,8 +394,10 @@ impl Store for WranglerStore {
         match self.target {
             Target::Remote => self.bulk(entries, true),
             Target::Local { .. } => {
-                let (text, binary): (Vec<_>, Vec<_>) =
-                    entries.iter().cloned().partition(|(_, v)| std::str::from_utf8(v).is_ok());
+                let (text, binary): (Vec<_>, Vec<_>) = entries
+                    .iter()
+                    .cloned()
+                    .partition(|(_, v)| std::str::from_utf8(v).is_ok());
                 self.bulk(&text, false)?;
                 binary.iter().try_for_each(|(k, v)| self.put(k, v))
             }
@@ -371,35 +405,57 @@ impl Store for WranglerStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let args = vec!["key".into(), "list".into(), "--prefix".into(), prefix.to_owned()];
+        let args = vec![
+            "key".into(),
+            "list".into(),
+            "--prefix".into(),
+            prefix.to_owned(),
+        ];
         let out = self.run(&args)?;
         let text = String::from_utf8_lossy(&out);
         let start = text.find('[').ok_or_else(|| StoreError::Output {
             args: args.join(" "),
-            detail: format!("no JSON array in: {}", text.chars().take(200).collect::<String>()),
+            detail: format!(
+                "no JSON array in: {}",
+                text.chars().take(200).collect::<String>()
+            ),
         })?;
         #[derive(serde::Deserialize)]
         struct Key {
             name: String,
         }
-        let keys: Vec<Key> = serde_json::from_str(&text[start..]).map_err(|e| StoreError::Output {
-            args: args.join(" "),
-            detail: e.to_string(),
-        })?;
+        let keys: Vec<Key> =
+            serde_json::from_str(&text[start..]).map_err(|e| StoreError::Output {
+                args: args.join(" "),
+                detail: e.to_string(),
+            })?;
         Ok(keys.into_iter().map(|k| k.name).collect())
     }
 
     fn identity(&self) -> String {
-        let ns = self.namespace_id.clone().unwrap_or_else(|| format!("binding={}", self.binding));
+        let ns = self
+            .namespace_id
+            .clone()
+            .unwrap_or_else(|| format!("binding={}", self.binding));
         let target = match &self.target {
             Target::Local { persist_to } => format!(
                 "local:{}",
-                persist_to.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+                persist_to
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
             ),
             Target::Remote => "remote".into(),
         };
-        let config = self.config.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
-        format!("wrangler:{target}:{ns}:{config}:{}", self.env.clone().unwrap_or_default())
+        let config = self
+            .config
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        format!(
+            "wrangler:{target}:{ns}:{config}:{}",
+            self.env.clone().unwrap_or_default()
+        )
     }
 }
 
@@ -413,7 +469,11 @@ mod tests {
         let s = DirStore::new(dir.path().join("kv"));
         assert_eq!(s.get("release").unwrap(), None);
         assert!(s.list("blob/").unwrap().is_empty());
-        s.put_many(&[("blob/aa".into(), vec![0, 255]), ("blob/bb".into(), vec![1])]).unwrap();
+        s.put_many(&[
+            ("blob/aa".into(), vec![0, 255]),
+            ("blob/bb".into(), vec![1]),
+        ])
+        .unwrap();
         s.put("manifest/v", b"{}").unwrap();
         assert_eq!(s.get("blob/aa").unwrap(), Some(vec![0, 255]));
         assert_eq!(s.list("blob/").unwrap(), vec!["blob/aa", "blob/bb"]);
@@ -435,7 +495,15 @@ mod tests {
         };
         assert_eq!(
             w.common_args(),
-            vec!["--binding", "SITE", "--local", "--persist-to", ".wrangler/state", "-c", "edge-worker/wrangler.toml"]
+            vec![
+                "--binding",
+                "SITE",
+                "--local",
+                "--persist-to",
+                ".wrangler/state",
+                "-c",
+                "edge-worker/wrangler.toml"
+            ]
         );
     }
 

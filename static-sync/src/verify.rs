@@ -49,7 +49,9 @@ pub fn verify(
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(path) = paths.get(i) else { break };
-                let Some(entry) = manifest.files.get(path) else { continue };
+                let Some(entry) = manifest.files.get(path) else {
+                    continue;
+                };
                 let result = match fetch(path) {
                     Ok(body) => {
                         let got = sha256_hex(&body);
@@ -167,7 +169,13 @@ mod tests {
         let paths: Vec<String> = m.files.keys().cloned().collect();
         let r = verify(&m, &paths, &fetch, 2, &|| {});
         assert_eq!((r.checked, r.ok), (3, 1));
-        assert_eq!(r.mismatches.iter().map(|x| x.path.as_str()).collect::<Vec<_>>(), vec!["/b", "/c"]);
+        assert_eq!(
+            r.mismatches
+                .iter()
+                .map(|x| x.path.as_str())
+                .collect::<Vec<_>>(),
+            vec!["/b", "/c"]
+        );
         assert!(r.mismatches[0].problem.contains("5 bytes"));
     }
 
