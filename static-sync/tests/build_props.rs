@@ -121,3 +121,11 @@ proptest! {
         prop_assert_eq!(out.files.len(), s.len());
     }
 }
+
+#[test]
+fn the_generated_benchmark_site_has_n_files_and_passes_check() {
+    let s = static_sync::site::generate_site(1000);
+    assert_eq!(s.len(), 1000);
+    assert!(!has_errors(&check_site(&s)), "{:?}", check_site(&s).first());
+    assert_eq!(build_site(&s).unwrap().files.len(), 1000);
+}
