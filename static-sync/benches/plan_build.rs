@@ -24,11 +24,18 @@ fn benches(c: &mut Criterion) {
         }
     }
     let v2 = build_site(&site2).expect("build");
-    let present: HashSet<String> = v1.manifest.files.values().map(|f| f.sha256.clone()).collect();
+    let present: HashSet<String> = v1
+        .manifest
+        .files
+        .values()
+        .map(|f| f.sha256.clone())
+        .collect();
 
     let mut g = c.benchmark_group("build");
     g.sample_size(10);
-    g.bench_function(BenchmarkId::new("build_site", n), |b| b.iter(|| build_site(&site).expect("build")));
+    g.bench_function(BenchmarkId::new("build_site", n), |b| {
+        b.iter(|| build_site(&site).expect("build"))
+    });
     g.bench_function(BenchmarkId::new("baseline_hash_all", n), |b| {
         b.iter(|| site.values().map(|v| sha256_hex(v)).collect::<Vec<_>>())
     });
@@ -44,8 +51,16 @@ fn benches(c: &mut Criterion) {
     let out1 = tmp.path().join("out1");
     write_output(&out1, &v1).expect("write");
     let store = DirStore::new(tmp.path().join("kv"));
-    push(&store, &out1, &v1.manifest, &PushOptions::default(), &mut |_| {}).expect("push");
-    static_sync::push::change_release(&store, 0, |r| Ok(r.activate(&v1.manifest.version, 0))).expect("activate");
+    push(
+        &store,
+        &out1,
+        &v1.manifest,
+        &PushOptions::default(),
+        &mut |_| {},
+    )
+    .expect("push");
+    static_sync::push::change_release(&store, 0, |r| Ok(r.activate(&v1.manifest.version, 0)))
+        .expect("activate");
     g.sample_size(20);
     g.bench_function(BenchmarkId::new("against_store", n), |b| {
         b.iter(|| plan(&store, &v2.manifest, &Against::Live, 1).expect("plan"))
