@@ -170,6 +170,7 @@ pub fn join_reference(from: &str, reference: &str) -> Result<String, String> {
     } else {
         let mut p: Vec<&str> = from.split('/').collect();
         p.pop();
+        p.retain(|s| !s.is_empty() && *s != "." && *s != "..");
         p
     };
     let trailing_slash =
