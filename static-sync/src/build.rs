@@ -323,7 +323,7 @@ pub fn write_output(out: &Path, build: &BuildOutput) -> Result<(), SiteError> {
     }
     put(
         ".assetsignore",
-        format!("manifest.json\n{STATE_DIR}\n").as_bytes(),
+        format!("/manifest.json\n/{STATE_DIR}\n").as_bytes(),
     )?;
     put("manifest.json", build.manifest.to_json().as_bytes())
 }

@@ -177,7 +177,6 @@ fn secret_content(bytes: &[u8]) -> Option<(usize, &'static str)> {
 fn check_references(
     files: &SiteFiles,
     path: &str,
-    text: &str,
     refs: &[Reference],
     lines: &[usize],
     out: &mut Vec<Problem>,
@@ -202,7 +201,6 @@ fn check_references(
             Err(reason) => out.push(problem(path, line, Severity::Error, "broken-link", reason)),
         }
     }
-    let _ = text;
 }
 
 /// Checks a site held in memory. Problems come sorted by file, then line.
@@ -219,6 +217,15 @@ pub fn check_site(files: &SiteFiles) -> Vec<Problem> {
         ));
     }
     for (path, bytes) in files {
+        if path == "manifest.json" || path == ".assetsignore" {
+            out.push(problem(
+                path,
+                None,
+                Severity::Error,
+                "reserved",
+                format!("`{path}` is written by `static-sync build`: rename yours (a web app manifest can be `manifest.webmanifest`)"),
+            ));
+        }
         if let Some((sev, code, msg)) = junk_or_secret_name(path) {
             out.push(problem(path, None, sev, code, msg));
         }
@@ -264,7 +271,7 @@ pub fn check_site(files: &SiteFiles) -> Vec<Problem> {
                     p.message,
                 ));
             }
-            check_references(files, path, text, &html_references(text), &lines, &mut out);
+            check_references(files, path, &html_references(text), &lines, &mut out);
         } else if is_css(path) {
             let Some(text) = text else {
                 out.push(problem(
@@ -276,7 +283,7 @@ pub fn check_site(files: &SiteFiles) -> Vec<Problem> {
                 ));
                 continue;
             };
-            check_references(files, path, text, &css_references(text), &lines, &mut out);
+            check_references(files, path, &css_references(text), &lines, &mut out);
         }
     }
     out.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
@@ -456,5 +463,15 @@ mod tests {
             ("p/item.html", Some(4))
         );
         assert!(has_errors(&problems));
+    }
+
+    #[test]
+    fn files_build_writes_are_reserved() {
+        let problems = check_site(&site(&[("manifest.json", "{}"), ("a/manifest.json", "{}")]));
+        assert_eq!(problems.len(), 1);
+        assert_eq!(
+            (problems[0].file.as_str(), problems[0].code),
+            ("manifest.json", "reserved")
+        );
     }
 }

@@ -156,6 +156,9 @@ struct StoreArgs {
     /// Local state directory, as given to `wrangler dev --persist-to`.
     #[arg(long, env = "STATIC_SYNC_PERSIST_TO")]
     persist_to: Option<PathBuf>,
+    /// Seconds one wrangler call may take before it is killed.
+    #[arg(long, default_value_t = 600)]
+    wrangler_timeout: u64,
     /// Use a plain directory as the store instead of wrangler (dry runs, tests).
     #[arg(long, env = "STATIC_SYNC_STORE_DIR", conflicts_with_all = ["local", "remote"])]
     store_dir: Option<PathBuf>,
@@ -194,6 +197,7 @@ impl StoreArgs {
             binding: self.binding.clone(),
             namespace_id: self.namespace_id.clone(),
             target,
+            timeout: Duration::from_secs(self.wrangler_timeout.max(1)),
         })
     }
 }

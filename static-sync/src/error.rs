@@ -62,6 +62,14 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
+    /// Wrangler did not finish in time and was killed.
+    #[error("`wrangler {args}` did not finish within {seconds} s (raise --wrangler-timeout)")]
+    Timeout {
+        /// The arguments.
+        args: String,
+        /// The limit.
+        seconds: u64,
+    },
     /// Wrangler ran and failed.
     #[error("`wrangler {args}` failed ({status}): {stderr}")]
     Wrangler {

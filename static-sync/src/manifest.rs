@@ -170,6 +170,14 @@ impl Manifest {
     }
 }
 
+impl Manifest {
+    /// An exact, fingerprinted path in this manifest: what may be served from a version other
+    /// than the live one (see [`Release::fallback_versions`]).
+    pub fn resolve_immutable(&self, request_path: &str) -> Option<&FileEntry> {
+        self.files.get(request_path).filter(|e| e.is_immutable())
+    }
+}
+
 /// A version scheduled to go live at a time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scheduled {
@@ -453,5 +461,19 @@ mod tests {
         assert_eq!(m.resolve("/products").unwrap().0, "/products/index.html");
         assert_eq!(m.resolve("/products/").unwrap().0, "/products/index.html");
         assert!(m.resolve("/nope").is_none());
+    }
+
+    #[test]
+    fn only_fingerprinted_assets_resolve_from_other_versions() {
+        let mut files = BTreeMap::new();
+        files.insert("/index.html".to_owned(), entry("1", CACHE_REVALIDATE));
+        files.insert("/a.3f2a9c1e.css".to_owned(), entry("2", CACHE_IMMUTABLE));
+        let m = Manifest {
+            version: "v".into(),
+            files,
+        };
+        assert!(m.resolve_immutable("/a.3f2a9c1e.css").is_some());
+        assert!(m.resolve_immutable("/index.html").is_none());
+        assert!(m.resolve_immutable("/").is_none());
     }
 }

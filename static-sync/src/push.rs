@@ -36,6 +36,14 @@ pub enum PushError {
         /// Why.
         source: std::io::Error,
     },
+    /// The push journal could not be written.
+    #[error("cannot write the push journal {path}")]
+    Journal {
+        /// Which.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// `manifest.json` is not a manifest.
     #[error("{path} is not a static-sync manifest")]
     BadManifest {
@@ -209,13 +217,13 @@ pub fn push(
     let mut journal_file = None;
     if opts.journal && !plan.uploads.is_empty() {
         let dir = out.join(STATE_DIR);
-        std::fs::create_dir_all(&dir).map_err(|source| PushError::Read { path: dir, source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| PushError::Journal { path: dir, source })?;
         journal_file = Some(
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&journal)
-                .map_err(|source| PushError::Read {
+                .map_err(|source| PushError::Journal {
                     path: journal.clone(),
                     source,
                 })?,
@@ -240,7 +248,7 @@ pub fn push(
             text.push('\n');
             f.write_all(text.as_bytes())
                 .and_then(|()| f.flush())
-                .map_err(|source| PushError::Read {
+                .map_err(|source| PushError::Journal {
                     path: journal.clone(),
                     source,
                 })?;

@@ -149,6 +149,9 @@ pub fn html_references(html: &str) -> Vec<Reference> {
 }
 
 fn trim_span(value: &str, offset: usize) -> (usize, usize) {
+    if value.trim().is_empty() {
+        return (offset, offset);
+    }
     let lead = value.len() - value.trim_start().len();
     let trail = value.len() - value.trim_end().len();
     (offset + lead, offset + value.len() - trail)

@@ -170,6 +170,7 @@ pub fn join_reference(from: &str, reference: &str) -> Result<String, String> {
     } else {
         let mut p: Vec<&str> = from.split('/').collect();
         p.pop();
+        p.retain(|s| !s.is_empty() && *s != "." && *s != "..");
         p
     };
     let trailing_slash =
@@ -238,6 +239,80 @@ pub fn line_starts(text: &str) -> Vec<usize> {
     std::iter::once(0)
         .chain(text.match_indices('\n').map(|(i, _)| i + 1))
         .collect()
+}
+
+/// A synthetic storefront of `n` files for benchmarks and load tests: one page per five
+/// files, each linking a stylesheet, a script, three images and the next page; ten
+/// stylesheets with `url()` references; the rest images with pseudo-random content.
+/// Deterministic: the same `n` gives the same site. Passes `check`.
+pub fn generate_site(n: usize) -> SiteFiles {
+    let mut files = SiteFiles::new();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let sheets = 10.min(n);
+    let scripts = 50.min(n.saturating_sub(sheets));
+    let pages = (n / 5)
+        .max(1)
+        .min(n.saturating_sub(sheets + scripts))
+        .max(1);
+    let images = n.saturating_sub(sheets + scripts + pages).max(1);
+    for i in 0..images {
+        let len = 1024 + (next() % 3072) as usize;
+        let bytes: Vec<u8> = (0..len).map(|_| (next() & 0xff) as u8).collect();
+        files.insert(format!("assets/img/{:02}/p{i}.png", i % 100), bytes);
+    }
+    for i in 0..sheets {
+        let mut css = format!(".s{i} {{ color: #{:06x}; }}\n", next() & 0xff_ffff);
+        for k in 0..20 {
+            let img = (i * 20 + k) % images;
+            css.push_str(&format!(
+                ".i{k} {{ background: url(\"img/{:02}/p{img}.png\") no-repeat; }}\n",
+                img % 100
+            ));
+        }
+        files.insert(format!("assets/s{i}.css"), css.into_bytes());
+    }
+    for i in 0..scripts {
+        files.insert(
+            format!("assets/js/m{i}.js"),
+            format!("export const m{i} = {};\n", next() % 1000).into_bytes(),
+        );
+    }
+    for i in 0..pages {
+        let img = |k: usize| {
+            let j = (i * 3 + k) % images;
+            format!("/assets/img/{:02}/p{j}.png", j % 100)
+        };
+        let mut html = format!(
+            "<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>Item {i}</title>\n\
+             <link rel=stylesheet href=\"../assets/s{}.css\">\n\
+             <script src=\"/assets/js/m{}.js\" defer></script></head>\n<body><main>\n<h1>Item {i}</h1>\n",
+            i % sheets.max(1),
+            i % scripts.max(1),
+        );
+        for k in 0..3 {
+            html.push_str(&format!(
+                "<img src=\"{}\" alt=\"view {k}\" width=300 height=300>\n",
+                img(k)
+            ));
+        }
+        html.push_str(&format!(
+            "<p>{}</p>\n<a href=\"p{}.html\">next</a>\n</main></body></html>\n",
+            "Limited stock. ".repeat(40),
+            (i + 1) % pages
+        ));
+        files.insert(format!("pages/p{i}.html"), html.into_bytes());
+    }
+    if scripts == 0 || sheets == 0 {
+        // Too small for the full shape: keep only what references resolve to.
+        files.retain(|p, _| !is_html(p));
+    }
+    files
 }
 
 #[cfg(test)]

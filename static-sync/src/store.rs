@@ -2,10 +2,11 @@
 //! (local or remote), a plain directory, or memory in tests.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 
@@ -269,6 +270,65 @@ pub struct WranglerStore {
     pub namespace_id: Option<String>,
     /// Local or remote.
     pub target: Target,
+    /// How long one wrangler call may take before it is killed.
+    pub timeout: Duration,
+}
+
+enum RunError {
+    Spawn(std::io::Error),
+    Timeout,
+}
+
+/// Runs a command with piped output, killing it after `timeout`.
+fn run_with_timeout(
+    cmd: &mut Command,
+    timeout: Duration,
+) -> Result<std::process::Output, RunError> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(RunError::Spawn)?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out_reader = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err_reader = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(RunError::Timeout);
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(RunError::Spawn(e)),
+        }
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    })
 }
 
 impl WranglerStore {
@@ -300,15 +360,22 @@ impl WranglerStore {
         let mut all: Vec<String> = vec!["kv".into()];
         all.extend_from_slice(args);
         all.extend(self.common_args());
-        let out = Command::new(&self.program)
-            .args(&all)
-            .env("WRANGLER_SEND_METRICS", "false")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|source| StoreError::Spawn {
+        let out = run_with_timeout(
+            Command::new(&self.program)
+                .args(&all)
+                .env("WRANGLER_SEND_METRICS", "false"),
+            self.timeout,
+        )
+        .map_err(|e| match e {
+            RunError::Spawn(source) => StoreError::Spawn {
                 program: self.program.display().to_string(),
                 source,
-            })?;
+            },
+            RunError::Timeout => StoreError::Timeout {
+                args: all.join(" "),
+                seconds: self.timeout.as_secs(),
+            },
+        })?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let stdout = String::from_utf8_lossy(&out.stdout);
@@ -492,6 +559,7 @@ mod tests {
             target: Target::Local {
                 persist_to: Some(".wrangler/state".into()),
             },
+            timeout: Duration::from_secs(1),
         };
         assert_eq!(
             w.common_args(),
@@ -516,8 +584,19 @@ mod tests {
             binding: "SITE".into(),
             namespace_id: None,
             target: Target::Remote,
+            timeout: Duration::from_secs(1),
         };
         let e = w.get("release").unwrap_err();
         assert!(e.to_string().contains("STATIC_SYNC_WRANGLER"), "{e}");
+    }
+
+    #[test]
+    fn a_hanging_wrangler_is_killed_after_the_timeout() {
+        let r = run_with_timeout(Command::new("sleep").arg("5"), Duration::from_millis(200));
+        assert!(matches!(r, Err(RunError::Timeout)));
+        let ok = run_with_timeout(Command::new("echo").arg("hi"), Duration::from_secs(5))
+            .ok()
+            .unwrap();
+        assert_eq!(ok.stdout, b"hi\n");
     }
 }
