@@ -89,7 +89,7 @@ async fn find(env: &Env, rel: &Release, path: &str, now_ms: u64) -> Option<FileE
     }
     for other in rel.fallback_versions(now_ms) {
         if let Some(m) = manifest(env, other).await {
-            if let Some((_, entry)) = m.resolve_immutable(path) {
+            if let Some(entry) = m.resolve_immutable(path) {
                 return Some(entry.clone());
             }
         }
