@@ -40,6 +40,6 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    tracing::info!(listen = %config.listen, "origin-proxy starting");
-    origin_proxy::build_server(config).run_forever()
+    tracing::info!(listen = %config.listen, admin = ?config.admin_listen, "origin-proxy starting");
+    origin_proxy::build_server(config, Some(args.config)).run_forever()
 }
