@@ -312,12 +312,22 @@ pub fn prepare_upstream_request(
     Ok(())
 }
 
-/// Answers a request that failed: 503 with `Retry-After` when no backend is left, 502/504 for
-/// upstream failures, always with the request id.
+/// Answers a request that failed: 503 with `Retry-After` when no backend is left or none could
+/// be connected to, 504 for timeouts after connecting, 502 for other upstream failures, always
+/// with the request id.
 pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
     let code = match e.etype() {
         ErrorType::HTTPStatus(code) => *code,
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        // No backend could be reached: nothing was sent, so a later retry is safe.
+        ErrorType::ConnectTimedout
+        | ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+            if e.esource() == &ErrorSource::Upstream =>
+        {
+            503
+        }
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
             if e.esource() == &ErrorSource::Upstream =>
         {
             504
