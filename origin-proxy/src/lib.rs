@@ -47,6 +47,9 @@ pub fn monotonic_ms() -> u64 {
 pub fn build_server(config: config::Config, config_path: Option<PathBuf>) -> Server {
     let mut conf = ServerConf {
         threads: config.threads,
+        // One thread has nobody to steal work from: a current-thread runtime per thread is
+        // cheaper (no cross-thread queues; bench/proxy runs the proxy on one core).
+        work_stealing: config.threads > 1,
         grace_period_seconds: Some(config.grace_period_secs),
         graceful_shutdown_timeout_seconds: Some(config.shutdown_timeout_secs),
         ..ServerConf::default()
