@@ -9,6 +9,8 @@
 //! demo-shop --listen 127.0.0.1:0 --name shop-a
 //! ```
 //! prints `demo-shop shop-a listening on 127.0.0.1:PORT` once it accepts connections.
+//! `--delay-ms N` and `--fail-status CODE` turn an instance into a slow or failing backend for
+//! fault tests.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -40,6 +42,12 @@ struct Args {
     /// Instance name, returned in `X-Served-By`.
     #[arg(long, default_value = "shop")]
     name: String,
+    /// Fault injection: delay every counted request by this many milliseconds (a slow backend).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// Fault injection: answer every counted request with this status (a failing backend).
+    #[arg(long)]
+    fail_status: Option<u16>,
 }
 
 #[derive(Default)]
@@ -54,6 +62,8 @@ struct Stats {
 struct Shop {
     name: Arc<str>,
     stats: Arc<Mutex<Stats>>,
+    delay_ms: u64,
+    fail_status: Option<StatusCode>,
 }
 
 #[derive(Serialize, Clone)]
@@ -114,6 +124,16 @@ struct CartItem {
 }
 
 impl Shop {
+    /// Fault injection from the command line: waits `--delay-ms`, then answers `--fail-status`
+    /// instead of the handler when set.
+    async fn misbehave(&self, headers: &HeaderMap) -> Option<Response> {
+        if self.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.delay_ms.min(MAX_DELAY_MS))).await;
+        }
+        self.fail_status
+            .map(|status| self.reply(headers, status, json!({ "error": "injected failure" })))
+    }
+
     /// Counts one served request and remembers its id.
     fn count(&self, uri: &Uri, headers: &HeaderMap) {
         let mut s = match self.stats.lock() {
@@ -157,6 +177,9 @@ async fn catalog(
     Query(q): Query<DelayQuery>,
 ) -> Response {
     shop.count(&uri, &headers);
+    if let Some(resp) = shop.misbehave(&headers).await {
+        return resp;
+    }
     delay(&q).await;
     let mut resp = shop.reply(
         &headers,
@@ -176,6 +199,9 @@ async fn product(
     Query(q): Query<DelayQuery>,
 ) -> Response {
     shop.count(&uri, &headers);
+    if let Some(resp) = shop.misbehave(&headers).await {
+        return resp;
+    }
     delay(&q).await;
     match id
         .parse::<u32>()
@@ -203,6 +229,9 @@ async fn add_to_cart(
     body: axum::body::Bytes,
 ) -> Response {
     shop.count(&uri, &headers);
+    if let Some(resp) = shop.misbehave(&headers).await {
+        return resp;
+    }
     match serde_json::from_slice::<CartItem>(&body) {
         Ok(item)
             if PRODUCTS.iter().any(|p| p.id == item.product)
@@ -229,6 +258,9 @@ async fn add_to_cart(
 
 async fn checkout(State(shop): State<Shop>, uri: Uri, headers: HeaderMap) -> Response {
     shop.count(&uri, &headers);
+    if let Some(resp) = shop.misbehave(&headers).await {
+        return resp;
+    }
     let order = {
         let mut s = match shop.stats.lock() {
             Ok(s) => s,
@@ -251,6 +283,9 @@ async fn fallback(
     headers: HeaderMap,
 ) -> Response {
     shop.count(&uri, &headers);
+    if let Some(resp) = shop.misbehave(&headers).await {
+        return resp;
+    }
     shop.reply(
         &headers,
         StatusCode::NOT_FOUND,
@@ -295,9 +330,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("listener has no local address")?;
+    let fail_status = match args.fail_status {
+        None => None,
+        Some(code) => Some(
+            StatusCode::from_u16(code)
+                .with_context(|| format!("--fail-status {code} is not an HTTP status"))?,
+        ),
+    };
     let shop = Shop {
         name: args.name.as_str().into(),
         stats: Arc::default(),
+        delay_ms: args.delay_ms,
+        fail_status,
     };
     println!("demo-shop {} listening on {addr}", args.name);
     axum::serve(listener, router(shop))

@@ -10,20 +10,16 @@ use pingora::Error;
 use crate::config::AccessLogTarget;
 use crate::proxy::RequestCtx;
 
-/// The access log sink.
-pub struct AccessLog {
-    target: AccessLogTarget,
-}
+/// The access log sink; its target comes from the config the request ran on, so a reload can
+/// turn it on or off.
+#[derive(Debug, Default)]
+pub struct AccessLog;
 
 impl AccessLog {
-    /// A sink writing to `target`.
-    pub fn new(target: AccessLogTarget) -> Self {
-        AccessLog { target }
-    }
-
     /// Writes the line for one finished request.
     pub fn write(&self, req: &RequestHeader, status: u16, error: Option<&Error>, ctx: &RequestCtx) {
-        if self.target == AccessLogTarget::Off {
+        let target = ctx.state.as_ref().map(|s| &s.config.access_log);
+        if target == Some(&AccessLogTarget::Off) {
             return;
         }
         let line = entry(req, status, error, ctx);
@@ -44,7 +40,8 @@ pub fn entry(
         .pool
         .as_ref()
         .zip(ctx.backend)
-        .map(|(p, i)| p.backends[i].addr.to_string());
+        .and_then(|(p, i)| p.backends.get(i))
+        .map(|b| b.addr.to_string());
     let ts = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -53,11 +50,13 @@ pub fn entry(
         "request_id": ctx.request_id,
         "method": req.method.as_str(),
         "path": req.uri.path(),
-        "route": ctx.route,
+        "route": ctx.route_name(),
         "pool": ctx.pool.as_ref().map(|p| p.name.as_str()),
         "backend": backend,
         "status": status,
-        "attempts": ctx.tried.len() + usize::from(ctx.backend.is_some() && !ctx.backend.is_some_and(|b| ctx.tried.contains(&b))),
+        "attempts": ctx.attempts,
+        "retries": ctx.retries,
+        "upstream_status": ctx.upstream_status,
         "duration_ms": ctx.start.elapsed().as_secs_f64() * 1e3,
         "upstream_ms": ctx.upstream_start.map(|t| t.elapsed().as_secs_f64() * 1e3),
         "refused": ctx.refused,

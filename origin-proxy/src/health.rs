@@ -8,18 +8,23 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use tokio::sync::watch;
+
 use crate::balance::{Backend, Pool};
 use crate::config::HealthCheckConfig;
+use crate::state::SharedState;
 
-/// Runs the checks of all pools that configure one.
+/// Runs the checks of all pools that configure one, restarting them when a reload swaps the
+/// state (backends carried over keep their health).
 pub struct HealthChecker {
-    pools: Vec<Arc<Pool>>,
+    state: SharedState,
+    reloads: watch::Receiver<u64>,
 }
 
 impl HealthChecker {
-    /// A checker over these pools.
-    pub fn new(pools: Vec<Arc<Pool>>) -> Self {
-        HealthChecker { pools }
+    /// A checker over the pools of `state`, told of reloads by `reloads`.
+    pub fn new(state: SharedState, reloads: watch::Receiver<u64>) -> Self {
+        HealthChecker { state, reloads }
     }
 }
 
@@ -79,15 +84,26 @@ async fn run_pool(pool: Arc<Pool>, hc: HealthCheckConfig, mut shutdown: Shutdown
 
 #[async_trait]
 impl BackgroundService for HealthChecker {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        let tasks: Vec<_> = self
-            .pools
-            .iter()
-            .filter_map(|p| p.config.health_check.clone().map(|hc| (p.clone(), hc)))
-            .map(|(p, hc)| tokio::spawn(run_pool(p, hc, shutdown.clone())))
-            .collect();
-        for t in tasks {
-            let _ = t.await;
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut reloads = self.reloads.clone();
+        loop {
+            let state = self.state.load_full();
+            let tasks: Vec<_> = state
+                .pools
+                .values()
+                .filter_map(|(p, _)| p.config.health_check.clone().map(|hc| (p.clone(), hc)))
+                .map(|(p, hc)| tokio::spawn(run_pool(p, hc, shutdown.clone())))
+                .collect();
+            let reloaded = tokio::select! {
+                r = reloads.changed() => r.is_ok(),
+                _ = shutdown.changed() => false,
+            };
+            for t in &tasks {
+                t.abort();
+            }
+            if !reloaded {
+                return;
+            }
         }
     }
 }
@@ -126,17 +142,17 @@ mod tests {
     #[tokio::test]
     async fn a_2xx_answer_is_healthy_anything_else_is_not() {
         let ok = serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
-        assert!(check(&Backend::for_test(ok), &hc()).await);
+        assert!(check(&Backend::new(ok), &hc()).await);
         let bad = serve_once(b"HTTP/1.1 503 Service Unavailable\r\n\r\n").await;
-        assert!(!check(&Backend::for_test(bad), &hc()).await);
+        assert!(!check(&Backend::new(bad), &hc()).await);
         let junk = serve_once(b"SSH-2.0-OpenSSH\r\n").await;
-        assert!(!check(&Backend::for_test(junk), &hc()).await);
+        assert!(!check(&Backend::new(junk), &hc()).await);
         // Nothing listens on a port we just released.
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             l.local_addr().expect("addr")
         };
-        assert!(!check(&Backend::for_test(closed), &hc()).await);
+        assert!(!check(&Backend::new(closed), &hc()).await);
     }
 
     #[tokio::test]
@@ -150,7 +166,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(10)).await;
         });
         let start = std::time::Instant::now();
-        assert!(!check(&Backend::for_test(addr), &hc()).await);
+        assert!(!check(&Backend::new(addr), &hc()).await);
         assert!(start.elapsed() < Duration::from_secs(5));
     }
 }

@@ -2,31 +2,54 @@
 //! backends.
 //!
 //! It only lets through requests that came via the edge (a fresh, valid HMAC signature from the
-//! edge worker, see the `edge-signature` crate) or from allowlisted networks, routes them by host
-//! and path prefix to backend pools, balances round robin over healthy backends, checks health
-//! actively, retries idempotent requests on another backend when a connect fails, and writes
-//! one JSON access-log line per request.
+//! edge worker, see the `edge-signature` crate) or from allowlisted networks, routes them by
+//! host, path prefix and method to backend pools (reads to replicas, writes to the primary when
+//! a route splits them), balances with the pool's algorithm over eligible backends, checks
+//! health actively and ejects failing backends passively, retries idempotent requests on
+//! another backend, sheds load past a pool's concurrency limit with 503 + `Retry-After`,
+//! exports Prometheus metrics and a health summary on an admin listener, reloads its config on
+//! SIGHUP, and writes one JSON access-log line per request.
 //!
-//! Layout: [`config`] (file format → validated `Config`), [`balance`] (pools and selection),
-//! [`health`] (active checks), [`proxy`] (`impl ProxyHttp`, phases a few lines each),
-//! [`phases`] (what each phase does), [`access_log`].
+//! Layout: [`config`] (file format → validated `Config`), [`state`] (the running config with
+//! pools resolved, swapped on reload), [`balance`] (pools and selection), [`health`] (active
+//! checks), [`proxy`] (`impl ProxyHttp`, phases a few lines each), [`phases`] (what each phase
+//! does), [`metrics`], [`admin`], [`reload`], [`access_log`].
 #![warn(missing_docs)]
 
 pub mod access_log;
+pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod health;
+pub mod metrics;
 pub mod phases;
 pub mod proxy;
+pub mod reload;
+pub mod state;
 
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 
-/// Builds the pingora server for a validated config: the proxy service on `listen` and the
-/// health-check background service.
-pub fn build_server(config: config::Config) -> Server {
+/// Milliseconds of a monotonic clock that starts with the process.
+pub fn monotonic_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Builds the pingora server for a validated config: the proxy service on `listen`, the admin
+/// listener, the health checks, and (when `config_path` is given) reload on SIGHUP.
+pub fn build_server(config: config::Config, config_path: Option<PathBuf>) -> Server {
     let mut conf = ServerConf {
         threads: config.threads,
+        // One thread has nobody to steal work from: a current-thread runtime per thread is
+        // cheaper (no cross-thread queues; bench/proxy runs the proxy on one core).
+        work_stealing: config.threads > 1,
         grace_period_seconds: Some(config.grace_period_secs),
         graceful_shutdown_timeout_seconds: Some(config.shutdown_timeout_secs),
         ..ServerConf::default()
@@ -37,15 +60,40 @@ pub fn build_server(config: config::Config) -> Server {
         .to_string();
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    monotonic_ms();
     let listen = config.listen.to_string();
-    let proxy = proxy::OriginProxy::new(config);
-    let checker = health::HealthChecker::new(proxy.pools.clone());
+    let admin_listen = config.admin_listen;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let state: state::SharedState = Arc::new(ArcSwap::from_pointee(state::State::build(
+        config, None, &metrics,
+    )));
+    let (notify, reloads) = tokio::sync::watch::channel(1);
+    let proxy = proxy::OriginProxy {
+        state: state.clone(),
+        metrics: metrics.clone(),
+        access_log: access_log::AccessLog,
+    };
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
     service.add_tcp(&listen);
     server.add_service(service);
+    if let Some(addr) = admin_listen {
+        let mut admin = pingora::services::listening::Service::new(
+            "admin".to_owned(),
+            admin::AdminApp::new(state.clone(), metrics.clone()),
+        );
+        admin.threads = Some(1);
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+    }
     server.add_service(pingora::services::background::background_service(
         "health checks",
-        checker,
+        health::HealthChecker::new(state.clone(), reloads),
     ));
+    if let Some(path) = config_path {
+        server.add_service(pingora::services::background::background_service(
+            "config reload",
+            reload::Reloader::new(path, state, metrics, notify),
+        ));
+    }
     server
 }

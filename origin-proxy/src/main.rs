@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// mimalloc instead of glibc malloc: pingora allocates per request (headers, buffers, tasks) and
+// glibc's malloc/free showed up as ~12% of the proxy's CPU time under load (bench/proxy).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(about = "Pingora origin proxy: verifies the edge signature and balances the backends")]
 struct Args {
@@ -40,6 +45,6 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    tracing::info!(listen = %config.listen, "origin-proxy starting");
-    origin_proxy::build_server(config).run_forever()
+    tracing::info!(listen = %config.listen, admin = ?config.admin_listen, "origin-proxy starting");
+    origin_proxy::build_server(config, Some(args.config)).run_forever()
 }

@@ -1,7 +1,8 @@
 //! What the proxy does in each phase, as plain functions over the request and its context.
 
 use std::net::IpAddr;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -10,8 +11,10 @@ use pingora::proxy::FailToProxy;
 use pingora::ErrorType;
 use ring::rand::SecureRandom;
 
-use crate::config::EdgeAuth;
-use crate::proxy::{error_body, OriginProxy, RequestCtx};
+use crate::config::{EdgeAuth, HashKey};
+use crate::metrics::Metrics;
+use crate::proxy::{error_body, RequestCtx};
+use crate::state::State;
 
 /// A request refused before it reaches a backend.
 #[derive(Debug)]
@@ -20,18 +23,23 @@ pub struct Refusal {
     pub status: u16,
     /// A reason safe to show the client.
     pub reason: String,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u32>,
 }
 
 fn refuse(status: u16, reason: impl Into<String>) -> Refusal {
     Refusal {
         status,
         reason: reason.into(),
+        retry_after: None,
     }
 }
 
-/// Request id, route and edge authentication: decides whether the request may go on.
+/// Request id, route, edge authentication and the pool's concurrency limit: decides whether
+/// the request may go on, and if so holds its slot in the pool.
 pub fn admit(
-    proxy: &OriginProxy,
+    state: std::sync::Arc<State>,
+    metrics: &Metrics,
     req: &RequestHeader,
     client: Option<&PeerAddr>,
     ctx: &mut RequestCtx,
@@ -43,14 +51,64 @@ pub fn admit(
     };
     let host = header_str(req, "host").or_else(|| req.uri.host());
     let path = req.uri.path();
-    let route = proxy
+    let index = state
         .config
-        .route(host, path)
-        .ok_or_else(|| refuse(404, format!("no route for {path}")))?;
-    ctx.route = Some(route.name.clone());
-    ctx.pool = proxy.pool(&route.pool).cloned();
+        .route_index(host, path, Some(req.method.as_str()));
+    ctx.span = match index.and_then(|i| state.routes.get(i)) {
+        Some(r) => {
+            tracing::info_span!("request", request_id = %ctx.request_id, route = %r.route.name)
+        }
+        None => {
+            tracing::info_span!("request", request_id = %ctx.request_id, route = tracing::field::Empty)
+        }
+    };
+    ctx.state = Some(state.clone());
+    let route = index
+        .and_then(|i| state.routes.get(i))
+        .ok_or_else(|| refuse(404, format!("no route for {} {path}", req.method)))?;
+    ctx.route = index;
     let client_ip = client.and_then(|a| a.as_inet()).map(|a| a.ip());
-    authenticate(&proxy.config.edge_auth, req, client_ip, sent_id, unix_now())
+    authenticate(&state.config.edge_auth, req, client_ip, sent_id, unix_now())?;
+    let pool = route.pool_for(&req.method).clone();
+    if let Some(key) = &pool.config.hash_key {
+        ctx.hash_key = hash_key(req, key);
+    }
+    ctx.pool_stats = state.pool_stats(&pool.name).cloned();
+    match pool.try_admit() {
+        Some(permit) => ctx.permit = Some(permit),
+        None => {
+            if let Some(s) = &ctx.pool_stats {
+                s.sheds.fetch_add(1, Ordering::Relaxed);
+            }
+            metrics.window.shed(crate::monotonic_ms() / 1_000);
+            tracing::debug!(parent: &ctx.span, pool = %pool.name, "shed: pool at its concurrency limit");
+            let retry_after = Some(pool.config.retry_after_secs);
+            ctx.pool = Some(pool);
+            return Err(Refusal {
+                status: 503,
+                reason: "too busy, retry shortly".into(),
+                retry_after,
+            });
+        }
+    }
+    ctx.pool = Some(pool);
+    Ok(())
+}
+
+/// The hash key of a request: a cookie's or a header's value.
+fn hash_key(req: &RequestHeader, key: &HashKey) -> Option<Vec<u8>> {
+    match key {
+        HashKey::Header(name) => req.headers.get(name).map(|v| v.as_bytes().to_vec()),
+        HashKey::Cookie(name) => req
+            .headers
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_bytes().to_vec()),
+    }
 }
 
 /// Accepts the request if the client is allowlisted or its edge signature is valid and fresh.
@@ -84,75 +142,157 @@ pub fn authenticate(
     .map_err(|e| refuse(403, e.to_string()))
 }
 
-/// The next backend for this request, or a 503 when every healthy backend has been tried.
-pub fn pick_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+/// The next backend for this request, with timeouts clipped to what the total timeout leaves;
+/// a 503 when no eligible backend is left, a 504 when the total timeout is spent.
+pub fn pick_peer(ctx: &mut RequestCtx, now_ms: u64) -> Result<Box<HttpPeer>> {
     let pool = ctx
         .pool
         .clone()
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no pool"))?;
-    let Some(idx) = pool.select(&ctx.tried) else {
+    let cfg = &pool.config;
+    let remaining = match cfg.total_timeout {
+        Some(total) => {
+            let left = total.saturating_sub(ctx.start.elapsed());
+            if left.is_zero() {
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(504),
+                    format!("total timeout of pool {} spent", pool.name),
+                ));
+            }
+            left
+        }
+        None => Duration::MAX,
+    };
+    // The previous attempt's slot goes back before the next one is taken.
+    ctx.lease = None;
+    let Some((idx, lease)) = pool.pick(ctx.hash_key.as_deref(), &ctx.tried, now_ms) else {
         return Err(Error::explain(
             ErrorType::HTTPStatus(503),
-            format!("no healthy backend left in pool {}", pool.name),
+            format!("no backend available in pool {}", pool.name),
         ));
     };
+    let mut peer = Box::new(lease.backend().peer.clone());
+    peer.options.connection_timeout = Some(cfg.connect_timeout.min(remaining));
+    peer.options.read_timeout = Some(cfg.read_timeout.min(remaining));
+    peer.options.write_timeout = Some(cfg.write_timeout.min(remaining));
+    ctx.lease = Some(lease);
     ctx.backend = Some(idx);
+    ctx.attempts += 1;
     ctx.upstream_start = Some(Instant::now());
-    let addr = pool.backends[idx].addr;
-    let mut peer = HttpPeer::new(addr, false, String::new());
-    peer.options.connection_timeout = Some(pool.config.connect_timeout);
-    peer.options.read_timeout = Some(pool.config.read_timeout);
-    Ok(Box::new(peer))
+    Ok(peer)
 }
 
-/// A connect failed: remember the backend, count the failure against it, and retry an
-/// idempotent request elsewhere while retries remain.
+/// A connect failed: count it against the backend and retry an idempotent request elsewhere
+/// while retries remain.
 pub fn on_connect_failure(
     req: &RequestHeader,
     ctx: &mut RequestCtx,
     mut e: Box<Error>,
+    now_ms: u64,
 ) -> Box<Error> {
-    let retry = note_failed_attempt(ctx, true) && req.method.is_idempotent();
+    note_passive_failure(ctx, now_ms);
+    let retry = note_tried(ctx) && req.method.is_idempotent();
     e.set_retry(retry);
-    e
-}
-
-/// An error after connecting: idempotent requests are retried (on another backend) when the
-/// connection was reused, as pingora does by default; others fail.
-pub fn on_proxy_error(
-    peer: &HttpPeer,
-    req: &RequestHeader,
-    body_truncated: bool,
-    ctx: &mut RequestCtx,
-    e: Box<Error>,
-    client_reused: bool,
-) -> Box<Error> {
-    let mut e = e.more_context(format!("Peer: {peer}"));
-    let retries_left = note_failed_attempt(ctx, false);
-    if !req.method.is_idempotent() || body_truncated || !retries_left {
-        e.set_retry(false);
-    } else {
-        e.retry.decide_reuse(client_reused);
+    if retry {
+        count_retry(ctx);
     }
     e
 }
 
-/// Records the current backend as tried; `passive` also counts a health failure against it.
-/// Returns whether another attempt is allowed.
-fn note_failed_attempt(ctx: &mut RequestCtx, passive: bool) -> bool {
+/// An error after connecting (a read timeout, a reset, a closed connection). An idempotent
+/// request whose response has not started and whose body is still buffered is retried on
+/// another backend; anything else fails. A failure on a fresh connection, or a timeout, counts
+/// against the backend; an error on a reused keepalive connection does not (the backend may
+/// simply have closed it).
+#[allow(clippy::too_many_arguments)]
+pub fn on_proxy_error(
+    peer: &HttpPeer,
+    req: &RequestHeader,
+    body_truncated: bool,
+    response_started: bool,
+    ctx: &mut RequestCtx,
+    e: Box<Error>,
+    client_reused: bool,
+    now_ms: u64,
+) -> Box<Error> {
+    let mut e = e.more_context(format!("Peer: {peer}"));
+    let timeout = matches!(
+        e.etype(),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    );
+    if timeout || !client_reused {
+        note_passive_failure(ctx, now_ms);
+    }
+    let retries_left = note_tried(ctx);
+    let retry = req.method.is_idempotent() && !body_truncated && !response_started && retries_left;
+    e.set_retry(retry);
+    if retry {
+        count_retry(ctx);
+        tracing::info!(parent: &ctx.span, error = %e.etype().as_str(), "retrying on another backend");
+    }
+    e
+}
+
+/// The backend answered: record latency (histograms and the peak EWMA) and whether the answer
+/// counts as a passive failure (5xx) or a success.
+pub fn on_upstream_response(
+    metrics: &Metrics,
+    resp: &ResponseHeader,
+    ctx: &mut RequestCtx,
+    now_ms: u64,
+) {
+    let status = resp.status.as_u16();
+    ctx.upstream_status = Some(status);
+    let latency = ctx.upstream_start.map(|t| t.elapsed());
+    if let (Some(latency), Some(stats)) = (latency, &ctx.pool_stats) {
+        let secs = latency.as_secs_f64();
+        stats.latency.observe(secs);
+        metrics.window.latency(secs, now_ms / 1_000);
+    }
+    let Some(lease) = &ctx.lease else { return };
+    let backend = lease.backend();
+    if let Some(latency) = latency {
+        backend.record_latency(latency.as_secs_f64() * 1e6, now_ms);
+    }
+    if status >= 500 {
+        note_passive_failure(ctx, now_ms);
+    } else {
+        backend.record_passive_success();
+    }
+}
+
+/// Records the current backend as tried. Returns whether another attempt is allowed.
+fn note_tried(ctx: &mut RequestCtx) -> bool {
     let Some(pool) = &ctx.pool else { return false };
     if let Some(idx) = ctx.backend {
         if !ctx.tried.contains(&idx) {
             ctx.tried.push(idx);
         }
-        if passive {
-            let fall = pool.config.health_check.as_ref().map_or(1, |h| h.fall);
-            if pool.backends[idx].record_failure(fall) {
-                tracing::warn!(pool = %pool.name, backend = %pool.backends[idx].addr, by = "failed connects", "backend taken out of the pool");
-            }
-        }
     }
     ctx.tried.len() <= pool.config.retries
+}
+
+/// Counts a failure against the current backend; ejects it after enough in a row.
+fn note_passive_failure(ctx: &RequestCtx, now_ms: u64) {
+    let (Some(pool), Some(lease)) = (&ctx.pool, &ctx.lease) else {
+        return;
+    };
+    let passive = pool.config.passive;
+    let backend = lease.backend();
+    let eject_ms = u64::try_from(passive.eject.as_millis()).unwrap_or(u64::MAX);
+    if backend.record_passive_failure(passive.max_failures, eject_ms, now_ms) {
+        if let Some(s) = &ctx.pool_stats {
+            s.ejections.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::warn!(parent: &ctx.span, pool = %pool.name, backend = %backend.addr, eject_ms, "backend taken out of the pool (ejected after consecutive failures)");
+    }
+}
+
+fn count_retry(ctx: &mut RequestCtx) {
+    ctx.retries += 1;
+    if let Some(s) = &ctx.pool_stats {
+        s.retries.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Headers the backend sees: the request id and the client address.
@@ -172,12 +312,22 @@ pub fn prepare_upstream_request(
     Ok(())
 }
 
-/// Answers a request that failed: 503 with `Retry-After` when no backend is left, 502/504 for
-/// upstream failures, always with the request id.
+/// Answers a request that failed: 503 with `Retry-After` when no backend is left or none could
+/// be connected to, 504 for timeouts after connecting, 502 for other upstream failures, always
+/// with the request id.
 pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
     let code = match e.etype() {
         ErrorType::HTTPStatus(code) => *code,
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        // No backend could be reached: nothing was sent, so a later retry is safe.
+        ErrorType::ConnectTimedout
+        | ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+            if e.esource() == &ErrorSource::Upstream =>
+        {
+            503
+        }
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
             if e.esource() == &ErrorSource::Upstream =>
         {
             504
@@ -191,7 +341,8 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
             ErrorSource::Internal | ErrorSource::Unset => 500,
         },
     };
-    if code > 0 {
+    // Once the response has started, the only honest thing left is to close the connection.
+    if code > 0 && session.response_written().is_none() {
         let reason = match code {
             503 => "no backend available, retry shortly",
             504 => "the backend did not answer in time",
@@ -199,13 +350,18 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
             400 => "bad request",
             _ => "internal error",
         };
+        let retry_after = ctx
+            .pool
+            .as_ref()
+            .map_or(1, |p| p.config.retry_after_secs)
+            .to_string();
         let extra: &[(&str, &str)] = if code == 503 {
-            &[("retry-after", "1")]
+            &[("retry-after", retry_after.as_str())]
         } else {
             &[]
         };
         if let Err(err) = respond(session, ctx, code, reason, extra).await {
-            tracing::debug!(error = %err, "could not send the error response");
+            tracing::debug!(parent: &ctx.span, error = %err, "could not send the error response");
         }
     }
     FailToProxy {
@@ -235,6 +391,16 @@ pub async fn respond(
     session.write_response_body(Some(body), true).await
 }
 
+/// Counts the finished request: by route and status, and in the recent window.
+pub fn count_response(metrics: &Metrics, status: u16, ctx: &RequestCtx, now_ms: u64) {
+    if let (Some(state), Some(i)) = (&ctx.state, ctx.route) {
+        if let Some(r) = state.routes.get(i) {
+            r.stats.count(status);
+        }
+    }
+    metrics.window.response(status, now_ms / 1_000);
+}
+
 fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -245,20 +411,26 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A fresh request id: 8 random bytes drawn once per process, then a counter. Ids must be
+/// unique, not secret, and this keeps a syscall off every request.
 fn new_request_id() -> String {
-    static RNG: std::sync::OnceLock<ring::rand::SystemRandom> = std::sync::OnceLock::new();
+    static PREFIX: std::sync::OnceLock<[u8; 8]> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+            // The OS refused randomness: fall back to time, which is unique enough for an id.
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            bytes = (nanos as u64).to_le_bytes();
+        }
+        bytes
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut bytes = [0u8; 16];
-    if RNG
-        .get_or_init(ring::rand::SystemRandom::new)
-        .fill(&mut bytes)
-        .is_err()
-    {
-        // The OS refused randomness: fall back to time, which is unique enough for an id.
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes = nanos.to_le_bytes();
-    }
+    bytes[..8].copy_from_slice(prefix);
+    bytes[8..].copy_from_slice(&n.to_be_bytes());
     edge_signature::request_id_from_bytes(bytes)
 }
 
@@ -300,6 +472,15 @@ mod tests {
             let r = authenticate(&a, &req, ip, id, now).expect_err("refused");
             assert_eq!(r.status, 403);
         }
+    }
+
+    #[test]
+    fn fresh_request_ids_are_valid_and_unique() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert!(edge_signature::is_valid_request_id(&a), "{a}");
+        assert_eq!(a.len(), 32);
     }
 
     #[test]

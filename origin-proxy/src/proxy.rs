@@ -10,60 +10,66 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 
 use crate::access_log::AccessLog;
-use crate::balance::Pool;
-use crate::config::Config;
+use crate::balance::{BackendLease, Pool, PoolPermit};
+use crate::metrics::{Metrics, PoolStats};
 use crate::phases;
+use crate::state::{SharedState, State};
 
-/// The origin proxy: config, pools and the access log, shared by all requests.
+/// The origin proxy: the swappable state, the metrics registry and the access log.
 pub struct OriginProxy {
-    /// The validated configuration.
-    pub config: Arc<Config>,
-    /// Pools by the order of their names in the config.
-    pub pools: Vec<Arc<Pool>>,
+    /// The running config and its pools, swapped on reload.
+    pub state: SharedState,
+    /// Counters, kept across reloads.
+    pub metrics: Arc<Metrics>,
     /// Where request summaries go.
     pub access_log: AccessLog,
 }
 
-impl OriginProxy {
-    /// Builds the proxy and its pools from a config.
-    pub fn new(config: Config) -> Self {
-        let pools = config
-            .pools
-            .iter()
-            .map(|(name, p)| Arc::new(Pool::new(name, p.clone())))
-            .collect();
-        let access_log = AccessLog::new(config.access_log.clone());
-        OriginProxy {
-            config: Arc::new(config),
-            pools,
-            access_log,
-        }
-    }
-
-    /// The pool with this name.
-    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
-        self.pools.iter().find(|p| p.name == name)
-    }
-}
-
-/// Per-request state.
+/// Per-request state. The pool permit and backend lease inside give their slots back when the
+/// request ends, however it ends.
 pub struct RequestCtx {
     /// When the request arrived.
     pub start: Instant,
     /// The id kept across hops.
     pub request_id: String,
-    /// The matched route's name.
-    pub route: Option<String>,
+    /// The state generation this request runs on, loaded once.
+    pub state: Option<Arc<State>>,
+    /// The matched route (index into the state's routes).
+    pub route: Option<usize>,
     /// The pool serving it.
     pub pool: Option<Arc<Pool>>,
-    /// Backends tried so far (indices into the pool).
+    /// That pool's counters.
+    pub pool_stats: Option<Arc<PoolStats>>,
+    /// The request's slot in the pool's concurrency limit.
+    pub permit: Option<PoolPermit>,
+    /// The slot on the backend of the current attempt.
+    pub lease: Option<BackendLease>,
+    /// The request's hash key, for pools that hash.
+    pub hash_key: Option<Vec<u8>>,
+    /// Backends tried and failed so far (indices into the pool).
     pub tried: Vec<usize>,
     /// The backend of the current attempt.
     pub backend: Option<usize>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Attempts retried.
+    pub retries: u32,
     /// When the current upstream attempt started.
     pub upstream_start: Option<Instant>,
+    /// The backend's status, when one answered.
+    pub upstream_status: Option<u16>,
     /// Why the request was refused before reaching a backend.
     pub refused: Option<String>,
+    /// The request's span: request id and route.
+    pub span: tracing::Span,
+}
+
+impl RequestCtx {
+    /// The matched route's name.
+    pub fn route_name(&self) -> Option<&str> {
+        let state = self.state.as_ref()?;
+        state.routes.get(self.route?).map(|r| r.route.name.as_str())
+    }
 }
 
 #[async_trait]
@@ -74,24 +80,44 @@ impl ProxyHttp for OriginProxy {
         RequestCtx {
             start: Instant::now(),
             request_id: String::new(),
+            state: None,
             route: None,
             pool: None,
+            pool_stats: None,
+            permit: None,
+            lease: None,
+            hash_key: None,
             tried: Vec::new(),
             backend: None,
+            attempts: 0,
+            retries: 0,
             upstream_start: None,
+            upstream_status: None,
             refused: None,
+            span: tracing::Span::none(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        match phases::admit(self, session.req_header(), session.client_addr(), ctx) {
-            Ok(()) => Ok(false),
-            Err(refusal) => {
-                phases::respond(session, ctx, refusal.status, &refusal.reason, &[]).await?;
-                ctx.refused = Some(refusal.reason);
-                Ok(true)
-            }
-        }
+        let state = self.state.load_full();
+        let admitted = phases::admit(
+            state,
+            &self.metrics,
+            session.req_header(),
+            session.client_addr(),
+            ctx,
+        );
+        let Err(refusal) = admitted else {
+            return Ok(false);
+        };
+        let retry_after = refusal.retry_after.map(|s| s.to_string());
+        let extra: Vec<(&str, &str)> = retry_after
+            .iter()
+            .map(|s| ("retry-after", s.as_str()))
+            .collect();
+        phases::respond(session, ctx, refusal.status, &refusal.reason, &extra).await?;
+        ctx.refused = Some(refusal.reason);
+        Ok(true)
     }
 
     async fn upstream_peer(
@@ -99,7 +125,7 @@ impl ProxyHttp for OriginProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        phases::pick_peer(ctx)
+        phases::pick_peer(ctx, crate::monotonic_ms())
     }
 
     fn fail_to_connect(
@@ -109,7 +135,7 @@ impl ProxyHttp for OriginProxy {
         ctx: &mut RequestCtx,
         e: Box<Error>,
     ) -> Box<Error> {
-        phases::on_connect_failure(session.req_header(), ctx, e)
+        phases::on_connect_failure(session.req_header(), ctx, e, crate::monotonic_ms())
     }
 
     fn error_while_proxy(
@@ -121,7 +147,17 @@ impl ProxyHttp for OriginProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let truncated = session.as_ref().retry_buffer_truncated();
-        phases::on_proxy_error(peer, session.req_header(), truncated, ctx, e, client_reused)
+        let started = session.response_written().is_some();
+        phases::on_proxy_error(
+            peer,
+            session.req_header(),
+            truncated,
+            started,
+            ctx,
+            e,
+            client_reused,
+            crate::monotonic_ms(),
+        )
     }
 
     async fn upstream_request_filter(
@@ -131,6 +167,16 @@ impl ProxyHttp for OriginProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         phases::prepare_upstream_request(upstream_request, session.client_addr(), ctx)
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        phases::on_upstream_response(&self.metrics, upstream_response, ctx, crate::monotonic_ms());
+        Ok(())
     }
 
     async fn response_filter(
@@ -153,6 +199,7 @@ impl ProxyHttp for OriginProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        phases::count_response(&self.metrics, status, ctx, crate::monotonic_ms());
         self.access_log.write(session.req_header(), status, e, ctx);
     }
 }

@@ -104,6 +104,36 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Sends `sig` to the process itself (not its group).
+    pub fn signal(&self, sig: i32) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // kill(2) on our own child; an error (already gone) is ignored.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+
+    /// Waits until the process's stderr contains `text`, failing if it exits or `timeout` passes.
+    pub fn wait_for_stderr(&mut self, text: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.errors().contains(text) {
+                return Ok(());
+            }
+            self.ensure_running()?;
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not log {text:?} within {timeout:?}:\n{}",
+                    self.name,
+                    self.errors()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Standard output so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.stdout).unwrap_or_default()
@@ -164,10 +194,24 @@ pub struct Shop {
 impl Shop {
     /// Starts an instance on a free port.
     pub fn start(name: &str, dir: &Path) -> Result<Shop> {
-        let port = free_port()?;
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        Shop::start_with(name, dir, None, &[])
+    }
+
+    /// Starts an instance on `addr` (a free port when `None`) with extra arguments, such as
+    /// `--delay-ms 2000` or `--fail-status 500`.
+    pub fn start_with(
+        name: &str,
+        dir: &Path,
+        addr: Option<SocketAddr>,
+        extra: &[&str],
+    ) -> Result<Shop> {
+        let addr = match addr {
+            Some(a) => a,
+            None => ([127, 0, 0, 1], free_port()?).into(),
+        };
         let mut cmd = Command::new(bin("demo-shop")?);
         cmd.args(["--listen", &addr.to_string(), "--name", name]);
+        cmd.args(extra);
         let proc = Proc::spawn(cmd, name, dir)?;
         wait_for_port(addr, Duration::from_secs(20), name)?;
         Ok(Shop { proc, addr })
@@ -220,6 +264,10 @@ pub struct Proxy {
     pub proc: Proc,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its admin listener, when the config has one.
+    pub admin: Option<SocketAddr>,
+    /// Its config file.
+    pub config_path: PathBuf,
 }
 
 impl Proxy {
@@ -256,6 +304,37 @@ pool = "shop"
             backends = backends.join(", "),
             interval = settings.hc_interval_ms,
         );
+        Proxy::launch(addr, None, &config, key, dir)
+    }
+
+    /// Starts the proxy on a config written by the test: `{listen}` and `{admin}` in `template`
+    /// are replaced by free addresses. Returns once both listen and the proxy is ready for
+    /// SIGHUP.
+    pub fn start_with_config(template: &str, key: &str, dir: &Path) -> Result<Proxy> {
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let has_admin = template.contains("{admin}");
+        let config = template
+            .replace("{listen}", &addr.to_string())
+            .replace("{admin}", &admin.to_string());
+        let mut proxy = Proxy::launch(addr, has_admin.then_some(admin), &config, key, dir)?;
+        if let Some(admin) = proxy.admin {
+            wait_for_port(admin, Duration::from_secs(20), "origin-proxy admin")?;
+        }
+        proxy.proc.wait_for_stderr(
+            "ready to reload the config on SIGHUP",
+            Duration::from_secs(20),
+        )?;
+        Ok(proxy)
+    }
+
+    fn launch(
+        addr: SocketAddr,
+        admin: Option<SocketAddr>,
+        config: &str,
+        key: &str,
+        dir: &Path,
+    ) -> Result<Proxy> {
         let path = dir.join("proxy.toml");
         std::fs::write(&path, config)?;
         let mut cmd = Command::new(bin("origin-proxy")?);
@@ -268,7 +347,40 @@ pool = "shop"
             let _ = proc.ensure_running();
             e.context(proc.errors())
         })?;
-        Ok(Proxy { proc, addr })
+        Ok(Proxy {
+            proc,
+            addr,
+            admin,
+            config_path: path,
+        })
+    }
+
+    /// Rewrites the config file (same `{listen}`/`{admin}` addresses) and sends SIGHUP.
+    pub fn reload_with(&self, template: &str) -> Result<()> {
+        let mut config = template.replace("{listen}", &self.addr.to_string());
+        if let Some(admin) = self.admin {
+            config = config.replace("{admin}", &admin.to_string());
+        }
+        std::fs::write(&self.config_path, config)?;
+        self.proc.signal(libc::SIGHUP);
+        Ok(())
+    }
+
+    /// `GET /health` on the admin listener, parsed.
+    pub fn health(&self) -> Result<serde_json::Value> {
+        let admin = self.admin.context("the proxy has no admin listener")?;
+        let (_, body) = http_get(admin, "/health")?;
+        serde_json::from_str(&body).with_context(|| format!("health body: {body}"))
+    }
+
+    /// `GET /metrics` on the admin listener.
+    pub fn metrics(&self) -> Result<String> {
+        let admin = self.admin.context("the proxy has no admin listener")?;
+        let (status, body) = http_get(admin, "/metrics")?;
+        if status != 200 {
+            bail!("/metrics answered {status}");
+        }
+        Ok(body)
     }
 
     /// The access-log lines written so far, parsed.
@@ -381,6 +493,47 @@ pub fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
     s.read_exact(&mut buf)?;
     let text = std::str::from_utf8(&buf)?;
     Ok(text.get(9..12).context("short status line")?.parse()?)
+}
+
+/// Status and body of a plain `GET path` with `Connection: close` (blocking).
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text.get(9..12).context("short status line")?.parse()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Polls `check` every 20 ms until it returns `Ok(true)` or `timeout` passes.
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    while Instant::now() < deadline {
+        match check() {
+            Ok(true) => return Ok(()),
+            Ok(false) => last = None,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match last {
+        Some(e) => Err(e.context(format!("{what}: not reached within {timeout:?}"))),
+        None => bail!("{what}: not reached within {timeout:?}"),
+    }
 }
 
 /// Signs a request as the edge would, for tests that talk to the proxy directly.

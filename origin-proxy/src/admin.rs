@@ -1,0 +1,172 @@
+//! The admin listener: `GET /metrics` (Prometheus text) and `GET /health` (a JSON summary the
+//! edge's waiting room reads to set its admission rate).
+//!
+//! `/health` answers:
+//! ```json
+//! {"status": "ok", "generation": 1, "window_secs": 10, "responses": 1200,
+//!  "upstream_p99_ms": 25.0, "error_5xx_rate": 0.0, "shed": 0, "shed_total": 0,
+//!  "pools": {"shop": {"backends": 2, "healthy": 2, "in_flight": 3, "max_in_flight": 2000}}}
+//! ```
+//! `status` is `down` (HTTP 503) when some pool has no backend that may get traffic,
+//! `degraded` when a backend is out or requests were shed in the window, `ok` otherwise.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::metrics::{escape, Metrics, WINDOW_SECS};
+use crate::state::{SharedState, State};
+
+/// The admin HTTP app.
+pub struct AdminApp {
+    state: SharedState,
+    metrics: Arc<Metrics>,
+}
+
+impl AdminApp {
+    /// The app over the proxy's state and metrics.
+    pub fn new(state: SharedState, metrics: Arc<Metrics>) -> Self {
+        AdminApp { state, metrics }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            return reply(405, "text/plain", b"only GET\n".to_vec());
+        }
+        let state = self.state.load_full();
+        let now_ms = crate::monotonic_ms();
+        match req.uri.path() {
+            "/metrics" => reply(
+                200,
+                "text/plain; version=0.0.4",
+                self.metrics.render(&gauges(&state, now_ms)).into_bytes(),
+            ),
+            "/health" => {
+                let (down, body) = health(&state, &self.metrics, now_ms);
+                reply(
+                    if down { 503 } else { 200 },
+                    "application/json",
+                    body.to_string().into_bytes(),
+                )
+            }
+            _ => reply(404, "text/plain", b"try /metrics or /health\n".to_vec()),
+        }
+    }
+}
+
+fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    let len = resp.body().len();
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// Gauges derived from the state: backend health and in-flight requests.
+pub fn gauges(state: &State, now_ms: u64) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP backend_up Whether a backend may get traffic (healthy and not ejected).\n# TYPE backend_up gauge\n");
+    for (name, (pool, _)) in &state.pools {
+        for b in &pool.backends {
+            let _ = writeln!(
+                out,
+                "backend_up{{pool=\"{}\",backend=\"{}\"}} {}",
+                escape(name),
+                b.addr,
+                u8::from(b.is_available(now_ms))
+            );
+        }
+    }
+    out.push_str("# HELP backend_in_flight Requests in flight to a backend.\n# TYPE backend_in_flight gauge\n");
+    for (name, (pool, _)) in &state.pools {
+        for b in &pool.backends {
+            let _ = writeln!(
+                out,
+                "backend_in_flight{{pool=\"{}\",backend=\"{}\"}} {}",
+                escape(name),
+                b.addr,
+                b.in_flight()
+            );
+        }
+    }
+    out.push_str("# HELP pool_in_flight Requests admitted to a pool and not finished.\n# TYPE pool_in_flight gauge\n");
+    for (name, (pool, _)) in &state.pools {
+        let _ = writeln!(
+            out,
+            "pool_in_flight{{pool=\"{}\"}} {}",
+            escape(name),
+            pool.in_flight()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP config_generation The running config's generation.\n# TYPE config_generation gauge\nconfig_generation {}",
+        state.generation
+    );
+    out
+}
+
+/// The health summary, and whether the proxy is down (a pool with nothing to send to).
+pub fn health(state: &State, metrics: &Metrics, now_ms: u64) -> (bool, serde_json::Value) {
+    let window = metrics.window.summary(now_ms / 1_000);
+    let mut pools = serde_json::Map::new();
+    let mut down = false;
+    let mut degraded = window.sheds > 0;
+    let mut shed_total = 0;
+    for (name, (pool, stats)) in &state.pools {
+        let healthy = pool.available_count(now_ms);
+        down |= healthy == 0;
+        degraded |= healthy < pool.backends.len();
+        shed_total += stats.sheds.load(Ordering::Relaxed);
+        pools.insert(
+            name.clone(),
+            serde_json::json!({
+                "backends": pool.backends.len(),
+                "healthy": healthy,
+                "in_flight": pool.in_flight(),
+                "max_in_flight": pool.config.max_in_flight,
+            }),
+        );
+    }
+    let rate = if window.responses == 0 {
+        0.0
+    } else {
+        window.errors_5xx as f64 / window.responses as f64
+    };
+    let status = if down {
+        "down"
+    } else if degraded {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let body = serde_json::json!({
+        "status": status,
+        "generation": state.generation,
+        "window_secs": WINDOW_SECS,
+        "responses": window.responses,
+        "upstream_p99_ms": window.upstream_p99_seconds.map(|s| s * 1e3),
+        "error_5xx_rate": rate,
+        "shed": window.sheds,
+        "shed_total": shed_total,
+        "pools": pools,
+    });
+    (down, body)
+}
