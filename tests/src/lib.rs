@@ -555,3 +555,18 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+/// The shared test data (`../shared` beside the repo, or `$FLASHEDGE_SHARED`): the OWASP CRS
+/// and the WAF corpora. Fails, naming the path, when it is absent.
+pub fn shared_dir() -> Result<PathBuf> {
+    let dir = std::env::var_os("FLASHEDGE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared"));
+    if !dir.join("crs-4.28.0").is_dir() {
+        bail!(
+            "{} has no crs-4.28.0: set FLASHEDGE_SHARED to the shared data folder",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
