@@ -61,6 +61,9 @@ enum Src {
     Owned(String, Vec<u8>),
 }
 
+/// A matched value: its index in the collected values, the matched bytes, captures.
+type Hit = (usize, Vec<u8>, Option<Vec<Vec<u8>>>);
+
 struct Val {
     shown: Var,
     src: Src,
@@ -581,8 +584,7 @@ impl Ev<'_> {
         }
         let vals = self.collect(head, r);
         let nodes = &self.rs.nodes;
-        let mut hits: Vec<(usize, Vec<u8>, Option<Vec<Vec<u8>>>)> = Vec::new();
-        let stop_at_first = r.chain.is_none();
+        let mut hits: Vec<Hit> = Vec::new();
         for (vi, v) in vals.iter().enumerate() {
             let Ev { req, st, cache, .. } = self;
             let (raw, key): (Cow<[u8]>, Option<u64>) = match &v.src {
@@ -655,9 +657,6 @@ impl Ev<'_> {
                     None
                 };
                 hits.push((vi, multi_hit.unwrap_or_else(|| tv.to_vec()), caps));
-                if stop_at_first {
-                    break;
-                }
             }
         }
         if hits.is_empty() {
@@ -665,10 +664,10 @@ impl Ev<'_> {
         }
         // Non-disruptive actions run as soon as this link matches, before the next link is
         // evaluated (CRS chains read TX values their head just set); logging and the
-        // disruptive action wait for the whole chain. A capturing rule runs its setvars once
-        // per matched value (CRS 920450 records every restricted header that way).
+        // disruptive action wait for the whole chain. As in ModSecurity, setvars run once per
+        // matched value (CRS 920450 and 921170 count headers and parameters that way).
         self.st.rule_id = head.id;
-        let per_match = r.capture && hits.len() > 1;
+        let per_match = true;
         let mut mv = Vec::with_capacity(hits.len());
         let n_hits = hits.len();
         for (k, (vi, tv, caps)) in hits.into_iter().enumerate() {

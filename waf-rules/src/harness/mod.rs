@@ -72,7 +72,8 @@ pub struct CrsMeta {
 }
 
 /// The configuration CRS's test harness gives its WAFs (`tests/docker-compose.yml`): detection
-/// only, blocking paranoia 4, argument length 400, total argument length 6400, file limits.
+/// only, blocking paranoia 4, argument length 400, total argument length 6400, file limits,
+/// and the container image's defaults for argument name length (100) and count (255).
 pub fn ftw_config() -> WafConfig {
     let mut c = WafConfig {
         mode: Mode::Detect,
@@ -81,6 +82,8 @@ pub fn ftw_config() -> WafConfig {
     };
     c.limits.max_body_bytes = 13_107_200;
     for (k, v) in [
+        ("arg_name_length", "100"),
+        ("max_num_args", "255"),
         ("arg_length", "400"),
         ("total_arg_length", "6400"),
         ("max_file_size", "64100"),
