@@ -69,6 +69,9 @@ pub struct CrsMeta {
     /// Rules that must not fire.
     #[serde(default)]
     pub no_expect_ids: Vec<u32>,
+    /// How the corpus body text maps to bytes (`utf-8` or `latin-1`).
+    #[serde(default)]
+    pub body_encoding: Option<String>,
 }
 
 /// The configuration CRS's test harness gives its WAFs (`tests/docker-compose.yml`): detection
@@ -153,6 +156,14 @@ pub fn run_crs_corpus(
         let mut req = entry.to_request();
         if let Some(v) = &m.version {
             req.version = v.clone();
+        }
+        if m.body_encoding.as_deref() == Some("latin-1") {
+            // Each character is one byte; anything past U+00FF cannot have come from latin-1.
+            req.body = entry
+                .body
+                .chars()
+                .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+                .collect();
         }
         let v = rs.evaluate_with(&req, config);
         out.push(Outcome {
