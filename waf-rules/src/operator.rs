@@ -244,6 +244,9 @@ impl Operator {
         let bool_found = |b: bool| if b { Some(Found::default()) } else { None };
         match self {
             Operator::Rx(re) => {
+                if !re.is_match(v) {
+                    return None;
+                }
                 if want_captures {
                     let caps = re.captures(v)?;
                     let captures = (0..caps.len().min(10))
@@ -255,7 +258,7 @@ impl Operator {
                         .collect();
                     Some(Found { captures })
                 } else {
-                    bool_found(re.is_match(v))
+                    yes()
                 }
             }
             Operator::Pm(ac) => {

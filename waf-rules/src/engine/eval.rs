@@ -171,10 +171,15 @@ fn xml_entries<'a>(req: &'a Request, key: Option<&KeySel>) -> &'a [Entry] {
 /// First value of a variable, for macro expansion.
 fn first_value(req: &Request, st: &St, var: Var, key: Option<&str>) -> Vec<u8> {
     if var == Var::Tx {
-        return key
-            .and_then(|k| st.tx.get(&k.to_ascii_lowercase()))
-            .cloned()
-            .unwrap_or_default();
+        let Some(k) = key else {
+            return Vec::new();
+        };
+        let v = if k.bytes().any(|b| b.is_ascii_uppercase()) {
+            st.tx.get(&k.to_ascii_lowercase())
+        } else {
+            st.tx.get(k)
+        };
+        return v.cloned().unwrap_or_default();
     }
     if let Some((es, _, names, _)) = entries(req, var) {
         for (n, v) in es {
@@ -192,6 +197,9 @@ fn first_value(req: &Request, st: &St, var: Var, key: Option<&str>) -> Vec<u8> {
 }
 
 fn resolve(req: &Request, st: &St, name: &str, key: Option<&str>) -> Vec<u8> {
+    if name == "TX" {
+        return first_value(req, st, Var::Tx, key);
+    }
     match name {
         "RULE" => match key.map(str::to_ascii_lowercase).as_deref() {
             Some("id") => st.rule_id.to_string().into_bytes(),
@@ -248,6 +256,7 @@ struct Ev<'r> {
     req: Request,
     st: St,
     cache: Cache,
+    phase: u64,
 }
 
 pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig) -> Verdict {
@@ -267,7 +276,11 @@ pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig)
             mode: cfg.mode,
             ..Default::default()
         },
-        cache: Cache::default(),
+        cache: Cache {
+            map: FastMap::with_capacity_and_hasher(512, Default::default()),
+            arena: Vec::with_capacity(512),
+        },
+        phase: 1,
     };
     let tx = &mut ev.st.tx;
     tx.insert(
@@ -285,7 +298,9 @@ pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig)
     if !ev.st.stop {
         let proc_override = ev.st.body_proc.clone();
         ev.req.process_body(proc_override.as_deref(), limits);
-        ev.cache = Cache::default();
+        // Cached transformations stay valid: entries keep their indices and the scalars
+        // that change with the body are keyed by phase.
+        ev.phase = 2;
         if ev.req.body_error {
             // ModSecurity's recommended configuration (rule 200002) refuses bodies it cannot parse.
             ev.st.matches.push(RuleMatch {
@@ -490,6 +505,18 @@ impl Ev<'_> {
                 continue;
             }
             match t.var {
+                Var::Tx if matches!(t.key, Some(KeySel::Name(_))) => {
+                    if let Some(KeySel::Name(n)) = &t.key {
+                        if let Some((k, v)) = st.tx.get_key_value(n.as_str()) {
+                            if !self.is_excluded(head, r, Var::Tx, Some(k)) {
+                                out.push(Val {
+                                    shown: Var::Tx,
+                                    src: Src::Owned(k.clone(), v.clone()),
+                                });
+                            }
+                        }
+                    }
+                }
                 Var::Tx => {
                     for (k, v) in &st.tx {
                         if t.key.as_ref().is_none_or(|s| key_matches(s, k))
@@ -586,7 +613,13 @@ impl Ev<'_> {
         let nodes = &self.rs.nodes;
         let mut hits: Vec<Hit> = Vec::new();
         for (vi, v) in vals.iter().enumerate() {
-            let Ev { req, st, cache, .. } = self;
+            let Ev {
+                req,
+                st,
+                cache,
+                phase,
+                ..
+            } = self;
             let (raw, key): (Cow<[u8]>, Option<u64>) = match &v.src {
                 Src::Entry(base, idx, names) => {
                     let es = entries(req, *base).map(|e| e.0).unwrap_or(&[]);
@@ -603,7 +636,7 @@ impl Ev<'_> {
                     let cacheable = !matches!(s, Var::MatchedVar | Var::MatchedVarName);
                     (
                         scalar(req, st, *s),
-                        cacheable.then_some(((*s as u64) << 33) | (1 << 32)),
+                        cacheable.then_some(((*s as u64) << 33) | (1 << 32) | *phase),
                     )
                 }
                 Src::Owned(_, b) => (Cow::Borrowed(b.as_slice()), None),
@@ -634,11 +667,18 @@ impl Ev<'_> {
                     steps.push(t);
                     n = p;
                 }
+                // Values that no step changes are not run again (the final one already was).
                 let mut cur = raw.to_vec();
-                let mut candidates = vec![cur.clone()];
-                for t in steps.iter().rev() {
-                    cur = t.apply(&cur);
+                let mut candidates: Vec<Vec<u8>> = Vec::new();
+                if cur.as_slice() != tv {
                     candidates.push(cur.clone());
+                }
+                for t in steps.iter().rev() {
+                    let next = t.apply(&cur);
+                    if next != cur && next.as_slice() != tv {
+                        candidates.push(next.clone());
+                    }
+                    cur = next;
                 }
                 for c in candidates {
                     let f = r.op.run(&c, r.capture, &expand);
