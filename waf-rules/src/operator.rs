@@ -50,9 +50,43 @@ pub enum Operator {
 }
 
 /// Compiles a regex the way CRS patterns are meant (PCRE with DOTALL, byte-oriented).
+///
+/// PCRE without UTF mode sees a non-ASCII character in a pattern as its UTF-8 bytes (so `[’]`
+/// is a class of three bytes); writing those bytes as `\xHH` escapes gives the same meaning.
 pub fn compile_rx(pattern: &str) -> Result<regex::bytes::Regex, String> {
+    let mut bytes_pattern = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars().peekable();
+    while let Some(ch) = chars.next() {
+        if ch == '\\' {
+            // `\x{e2}` is a code point to regex-syntax but a byte to PCRE: write `\xE2`.
+            let rest: String = chars.clone().take(6).collect();
+            if let Some(inner) = rest.strip_prefix("x{") {
+                if let Some(end) = inner.find('}') {
+                    let hex = &inner[..end];
+                    if (1..=2).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        bytes_pattern.push_str(&format!("\\x{hex:0>2}"));
+                        for _ in 0..end + 3 {
+                            chars.next();
+                        }
+                        continue;
+                    }
+                }
+            }
+            bytes_pattern.push('\\');
+            if let Some(n) = chars.next() {
+                bytes_pattern.push(n);
+            }
+        } else if ch.is_ascii() {
+            bytes_pattern.push(ch);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in ch.encode_utf8(&mut buf).bytes() {
+                bytes_pattern.push_str(&format!("\\x{b:02X}"));
+            }
+        }
+    }
     let build = |unicode: bool| {
-        regex::bytes::RegexBuilder::new(pattern)
+        regex::bytes::RegexBuilder::new(if unicode { pattern } else { &bytes_pattern })
             .dot_matches_new_line(true)
             .unicode(unicode)
             .size_limit(64 << 20)
@@ -210,6 +244,9 @@ impl Operator {
         let bool_found = |b: bool| if b { Some(Found::default()) } else { None };
         match self {
             Operator::Rx(re) => {
+                if !re.is_match(v) {
+                    return None;
+                }
                 if want_captures {
                     let caps = re.captures(v)?;
                     let captures = (0..caps.len().min(10))
@@ -221,7 +258,7 @@ impl Operator {
                         .collect();
                     Some(Found { captures })
                 } else {
-                    bool_found(re.is_match(v))
+                    yes()
                 }
             }
             Operator::Pm(ac) => {
@@ -292,6 +329,9 @@ mod tests {
         assert!(run(&op, "a\nb"));
         let op = Operator::Rx(compile_rx(r"\xff").expect("compiles"));
         assert!(op.run(&[0xff], false, &|_| Vec::new()).is_some());
+        // A non-ASCII character in a class is its bytes, as PCRE without UTF mode reads it.
+        let op = Operator::Rx(compile_rx("^[’]{3}$").expect("compiles"));
+        assert!(run(&op, "’"));
     }
 
     #[test]
@@ -331,5 +371,20 @@ mod tests {
         assert!(run(&Operator::DetectSqli, "1' OR '1'='1"));
         assert!(!run(&Operator::DetectSqli, "hello world"));
         assert!(run(&Operator::DetectXss, "<script>alert(1)</script>"));
+    }
+}
+
+#[cfg(test)]
+mod crs_patterns {
+    use super::*;
+
+    #[test]
+    fn byte_escapes_match_bytes() {
+        let re = compile_rx(r"((?:(?:[!-\+\-:->@\[\]\^`\{-~]|\x{c2}\x{b4}|\x{e2}\x80[\x98\x99])[^!-\+\-:->@\[\]\^`\{-~]*?){12})").expect("compiles");
+        let a = compile_rx(r"\x{e2}\x80[\x98\x99]").expect("c");
+        assert!(a.is_match("’".as_bytes()), "a");
+        let b = compile_rx(r"(?:(?:[!-\+\-:->@\[\]\^`\{-~]|\x{c2}\x{b4}|\x{e2}\x80[\x98\x99])[^!-\+\-:->@\[\]\^`\{-~]*?){5}").expect("c");
+        assert!(b.is_match("1’ OR ’1’=’x’".as_bytes()), "b");
+        assert!(re.is_match("1’ OR ’1’=’x’#;--()".as_bytes()));
     }
 }

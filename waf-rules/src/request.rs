@@ -7,6 +7,7 @@
 
 use crate::config::Limits;
 use crate::input::HttpRequest;
+use crate::transform::Transform;
 
 /// A named value: a collection entry.
 pub type Entry = (String, Vec<u8>);
@@ -106,6 +107,27 @@ pub fn form_decode(input: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `%XX` decoding without `+` → space (paths); invalid escapes kept.
+pub fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                input.get(i + 1).and_then(|&c| hexval(c)),
+                input.get(i + 2).and_then(|&c| hexval(c)),
+            ) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    out
+}
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -177,10 +199,11 @@ impl Request {
             None => (target, ""),
         };
         let path = path.split('#').next().unwrap_or(path);
-        r.filename = path.as_bytes().to_vec();
-        r.basename = match path.rfind(['/', '\\']) {
-            Some(s) => path.as_bytes()[s + 1..].to_vec(),
-            None => path.as_bytes().to_vec(),
+        // REQUEST_FILENAME is the percent-decoded path, as ModSecurity and Coraza expose it.
+        r.filename = percent_decode(path.as_bytes());
+        r.basename = match r.filename.iter().rposition(|&b| b == b'/' || b == b'\\') {
+            Some(s) => r.filename[s + 1..].to_vec(),
+            None => r.filename.clone(),
         };
         r.query = query.as_bytes().to_vec();
         if !parse_urlencoded(query.as_bytes(), &mut r.args, limits.max_args) {
@@ -403,8 +426,10 @@ impl Request {
                     if tag[q] == b'"' || tag[q] == b'\'' {
                         let quote = tag[q];
                         if let Some(e) = tag[q + 1..].iter().position(|&b| b == quote) {
-                            self.xml_attrs
-                                .push(("XML".into(), tag[q + 1..q + 1 + e].to_vec()));
+                            self.xml_attrs.push((
+                                "XML".into(),
+                                Transform::HtmlEntityDecode.apply(&tag[q + 1..q + 1 + e]),
+                            ));
                             q += e + 2;
                             continue;
                         }
@@ -420,7 +445,8 @@ impl Request {
         if depth != 0 {
             self.set_error("XML: unbalanced tags");
         }
-        self.xml_text.push(("XML".into(), text));
+        self.xml_text
+            .push(("XML".into(), Transform::HtmlEntityDecode.apply(&text)));
     }
 
     /// `ARGS_COMBINED_SIZE`.
@@ -568,6 +594,9 @@ mod tests {
         let r = req("GET", "http://h/a/b.php?x=1+2&y=%3Cs%3E&z", &[], "");
         assert_eq!(r.uri, b"/a/b.php?x=1+2&y=%3Cs%3E&z");
         assert_eq!(r.filename, b"/a/b.php");
+        let d = req("GET", "/a%20b/c%2Ed?x", &[], "");
+        assert_eq!(d.filename, b"/a b/c.d");
+        assert_eq!(d.basename, b"c.d");
         assert_eq!(r.basename, b"b.php");
         assert_eq!(r.args[0], ("x".into(), b"1 2".to_vec()));
         assert_eq!(r.args[1].1, b"<s>");

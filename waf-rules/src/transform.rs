@@ -320,7 +320,7 @@ fn html_entity_decode(input: &[u8]) -> Vec<u8> {
             };
             let mut n = 0usize;
             let mut v: u32 = 0;
-            while n < digits.len() && n < 8 {
+            while n < digits.len() {
                 let d = digits[n];
                 let dv = if hex {
                     hexval(d).map(u32::from)
@@ -743,6 +743,7 @@ mod tests {
             t("htmlEntityDecode", "&lt;a&#x41;&#66;&quot;&amp;&foo;"),
             "<aAB\"&&foo;"
         );
+        assert_eq!(t("htmlEntityDecode", "&#0000000000000000000000123;"), "{");
     }
 
     #[test]

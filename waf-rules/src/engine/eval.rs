@@ -61,6 +61,9 @@ enum Src {
     Owned(String, Vec<u8>),
 }
 
+/// A matched value: its index in the collected values, the matched bytes, captures.
+type Hit = (usize, Vec<u8>, Option<Vec<Vec<u8>>>);
+
 struct Val {
     shown: Var,
     src: Src,
@@ -168,10 +171,15 @@ fn xml_entries<'a>(req: &'a Request, key: Option<&KeySel>) -> &'a [Entry] {
 /// First value of a variable, for macro expansion.
 fn first_value(req: &Request, st: &St, var: Var, key: Option<&str>) -> Vec<u8> {
     if var == Var::Tx {
-        return key
-            .and_then(|k| st.tx.get(&k.to_ascii_lowercase()))
-            .cloned()
-            .unwrap_or_default();
+        let Some(k) = key else {
+            return Vec::new();
+        };
+        let v = if k.bytes().any(|b| b.is_ascii_uppercase()) {
+            st.tx.get(&k.to_ascii_lowercase())
+        } else {
+            st.tx.get(k)
+        };
+        return v.cloned().unwrap_or_default();
     }
     if let Some((es, _, names, _)) = entries(req, var) {
         for (n, v) in es {
@@ -189,6 +197,9 @@ fn first_value(req: &Request, st: &St, var: Var, key: Option<&str>) -> Vec<u8> {
 }
 
 fn resolve(req: &Request, st: &St, name: &str, key: Option<&str>) -> Vec<u8> {
+    if name == "TX" {
+        return first_value(req, st, Var::Tx, key);
+    }
     match name {
         "RULE" => match key.map(str::to_ascii_lowercase).as_deref() {
             Some("id") => st.rule_id.to_string().into_bytes(),
@@ -245,6 +256,7 @@ struct Ev<'r> {
     req: Request,
     st: St,
     cache: Cache,
+    phase: u64,
 }
 
 pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig) -> Verdict {
@@ -264,7 +276,11 @@ pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig)
             mode: cfg.mode,
             ..Default::default()
         },
-        cache: Cache::default(),
+        cache: Cache {
+            map: FastMap::with_capacity_and_hasher(512, Default::default()),
+            arena: Vec::with_capacity(512),
+        },
+        phase: 1,
     };
     let tx = &mut ev.st.tx;
     tx.insert(
@@ -282,7 +298,9 @@ pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig)
     if !ev.st.stop {
         let proc_override = ev.st.body_proc.clone();
         ev.req.process_body(proc_override.as_deref(), limits);
-        ev.cache = Cache::default();
+        // Cached transformations stay valid: entries keep their indices and the scalars
+        // that change with the body are keyed by phase.
+        ev.phase = 2;
         if ev.req.body_error {
             // ModSecurity's recommended configuration (rule 200002) refuses bodies it cannot parse.
             ev.st.matches.push(RuleMatch {
@@ -487,6 +505,18 @@ impl Ev<'_> {
                 continue;
             }
             match t.var {
+                Var::Tx if matches!(t.key, Some(KeySel::Name(_))) => {
+                    if let Some(KeySel::Name(n)) = &t.key {
+                        if let Some((k, v)) = st.tx.get_key_value(n.as_str()) {
+                            if !self.is_excluded(head, r, Var::Tx, Some(k)) {
+                                out.push(Val {
+                                    shown: Var::Tx,
+                                    src: Src::Owned(k.clone(), v.clone()),
+                                });
+                            }
+                        }
+                    }
+                }
                 Var::Tx => {
                     for (k, v) in &st.tx {
                         if t.key.as_ref().is_none_or(|s| key_matches(s, k))
@@ -581,10 +611,15 @@ impl Ev<'_> {
         }
         let vals = self.collect(head, r);
         let nodes = &self.rs.nodes;
-        let mut hits: Vec<(usize, Vec<u8>, Option<Vec<Vec<u8>>>)> = Vec::new();
-        let stop_at_first = r.chain.is_none();
+        let mut hits: Vec<Hit> = Vec::new();
         for (vi, v) in vals.iter().enumerate() {
-            let Ev { req, st, cache, .. } = self;
+            let Ev {
+                req,
+                st,
+                cache,
+                phase,
+                ..
+            } = self;
             let (raw, key): (Cow<[u8]>, Option<u64>) = match &v.src {
                 Src::Entry(base, idx, names) => {
                     let es = entries(req, *base).map(|e| e.0).unwrap_or(&[]);
@@ -601,7 +636,7 @@ impl Ev<'_> {
                     let cacheable = !matches!(s, Var::MatchedVar | Var::MatchedVarName);
                     (
                         scalar(req, st, *s),
-                        cacheable.then_some(((*s as u64) << 33) | (1 << 32)),
+                        cacheable.then_some(((*s as u64) << 33) | (1 << 32) | *phase),
                     )
                 }
                 Src::Owned(_, b) => (Cow::Borrowed(b.as_slice()), None),
@@ -632,11 +667,18 @@ impl Ev<'_> {
                     steps.push(t);
                     n = p;
                 }
+                // Values that no step changes are not run again (the final one already was).
                 let mut cur = raw.to_vec();
-                let mut candidates = vec![cur.clone()];
-                for t in steps.iter().rev() {
-                    cur = t.apply(&cur);
+                let mut candidates: Vec<Vec<u8>> = Vec::new();
+                if cur.as_slice() != tv {
                     candidates.push(cur.clone());
+                }
+                for t in steps.iter().rev() {
+                    let next = t.apply(&cur);
+                    if next != cur && next.as_slice() != tv {
+                        candidates.push(next.clone());
+                    }
+                    cur = next;
                 }
                 for c in candidates {
                     let f = r.op.run(&c, r.capture, &expand);
@@ -655,9 +697,6 @@ impl Ev<'_> {
                     None
                 };
                 hits.push((vi, multi_hit.unwrap_or_else(|| tv.to_vec()), caps));
-                if stop_at_first {
-                    break;
-                }
             }
         }
         if hits.is_empty() {
@@ -665,10 +704,10 @@ impl Ev<'_> {
         }
         // Non-disruptive actions run as soon as this link matches, before the next link is
         // evaluated (CRS chains read TX values their head just set); logging and the
-        // disruptive action wait for the whole chain. A capturing rule runs its setvars once
-        // per matched value (CRS 920450 records every restricted header that way).
+        // disruptive action wait for the whole chain. As in ModSecurity, setvars run once per
+        // matched value (CRS 920450 and 921170 count headers and parameters that way).
         self.st.rule_id = head.id;
-        let per_match = r.capture && hits.len() > 1;
+        let per_match = true;
         let mut mv = Vec::with_capacity(hits.len());
         let n_hits = hits.len();
         for (k, (vi, tv, caps)) in hits.into_iter().enumerate() {

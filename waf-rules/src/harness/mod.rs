@@ -69,10 +69,14 @@ pub struct CrsMeta {
     /// Rules that must not fire.
     #[serde(default)]
     pub no_expect_ids: Vec<u32>,
+    /// How the corpus body text maps to bytes (`utf-8` or `latin-1`).
+    #[serde(default)]
+    pub body_encoding: Option<String>,
 }
 
 /// The configuration CRS's test harness gives its WAFs (`tests/docker-compose.yml`): detection
-/// only, blocking paranoia 4, argument length 400, total argument length 6400, file limits.
+/// only, blocking paranoia 4, argument length 400, total argument length 6400, file limits,
+/// and the container image's defaults for argument name length (100) and count (255).
 pub fn ftw_config() -> WafConfig {
     let mut c = WafConfig {
         mode: Mode::Detect,
@@ -81,6 +85,8 @@ pub fn ftw_config() -> WafConfig {
     };
     c.limits.max_body_bytes = 13_107_200;
     for (k, v) in [
+        ("arg_name_length", "100"),
+        ("max_num_args", "255"),
         ("arg_length", "400"),
         ("total_arg_length", "6400"),
         ("max_file_size", "64100"),
@@ -150,6 +156,14 @@ pub fn run_crs_corpus(
         let mut req = entry.to_request();
         if let Some(v) = &m.version {
             req.version = v.clone();
+        }
+        if m.body_encoding.as_deref() == Some("latin-1") {
+            // Each character is one byte; anything past U+00FF cannot have come from latin-1.
+            req.body = entry
+                .body
+                .chars()
+                .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+                .collect();
         }
         let v = rs.evaluate_with(&req, config);
         out.push(Outcome {
