@@ -225,6 +225,71 @@ pub fn http_request(
     }
 }
 
+/// The WAF phase: reads the body (up to [`MAX_INSPECTED_BODY`], kept for the backend by pingora's
+/// retry buffer), judges the request, counts every match in the metrics and returns the refusal
+/// for a stopped request.
+pub async fn check(
+    session: &mut pingora::proxy::Session,
+    waf: &OriginWaf,
+    metrics: &crate::metrics::Metrics,
+) -> pingora::Result<Option<crate::phases::Refusal>> {
+    let refusal = |status: u16, reason: &str, retry_after: Option<u32>| crate::phases::Refusal {
+        status,
+        reason: reason.to_owned(),
+        retry_after,
+    };
+    let req = session.req_header();
+    let declared = req
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_INSPECTED_BODY) {
+        return Ok(Some(refusal(
+            413,
+            "request body too large to inspect",
+            None,
+        )));
+    }
+    let mut body = Vec::new();
+    if !session.as_mut().is_body_empty() {
+        session.as_mut().enable_retry_buffering();
+        while let Some(chunk) = session.read_request_body().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_INSPECTED_BODY {
+                return Ok(Some(refusal(
+                    413,
+                    "request body too large to inspect",
+                    None,
+                )));
+            }
+        }
+    }
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    let view = http_request(session.req_header(), body, peer);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let outcome = waf.inspect(&view, now_ms);
+    for (rule, action, mode) in &outcome.matches {
+        metrics.record_waf_match(rule, action, mode);
+    }
+    if !outcome.matches.is_empty() {
+        tracing::info!(rules = ?outcome.matches, stopped = outcome.stop.is_some(), "waf matches");
+    }
+    Ok(outcome.stop.map(|(status, retry_after)| match status {
+        429 => refusal(
+            429,
+            "too many requests",
+            retry_after.map(|s| s.max(1).min(u64::from(u32::MAX)) as u32),
+        ),
+        _ => refusal(status, "blocked by the shop's security rules", None),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,69 +358,4 @@ mode = "shadow"
         let err = OriginWaf::load(file, &dir).expect_err("refused");
         assert!(err.contains("bad.toml"), "{err}");
     }
-}
-
-/// The WAF phase: reads the body (up to [`MAX_INSPECTED_BODY`], kept for the backend by pingora's
-/// retry buffer), judges the request, counts every match in the metrics and returns the refusal
-/// for a stopped request.
-pub async fn check(
-    session: &mut pingora::proxy::Session,
-    waf: &OriginWaf,
-    metrics: &crate::metrics::Metrics,
-) -> pingora::Result<Option<crate::phases::Refusal>> {
-    let refusal = |status: u16, reason: &str, retry_after: Option<u32>| crate::phases::Refusal {
-        status,
-        reason: reason.to_owned(),
-        retry_after,
-    };
-    let req = session.req_header();
-    let declared = req
-        .headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_INSPECTED_BODY) {
-        return Ok(Some(refusal(
-            413,
-            "request body too large to inspect",
-            None,
-        )));
-    }
-    let mut body = Vec::new();
-    if !session.as_mut().is_body_empty() {
-        session.as_mut().enable_retry_buffering();
-        while let Some(chunk) = session.read_request_body().await? {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_INSPECTED_BODY {
-                return Ok(Some(refusal(
-                    413,
-                    "request body too large to inspect",
-                    None,
-                )));
-            }
-        }
-    }
-    let peer = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
-    let view = http_request(session.req_header(), body, peer);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let outcome = waf.inspect(&view, now_ms);
-    for (rule, action, mode) in &outcome.matches {
-        metrics.record_waf_match(rule, action, mode);
-    }
-    if !outcome.matches.is_empty() {
-        tracing::info!(rules = ?outcome.matches, stopped = outcome.stop.is_some(), "waf matches");
-    }
-    Ok(outcome.stop.map(|(status, retry_after)| match status {
-        429 => refusal(
-            429,
-            "too many requests",
-            retry_after.map(|s| s.max(1).min(u64::from(u32::MAX)) as u32),
-        ),
-        _ => refusal(status, "blocked by the shop's security rules", None),
-    }))
 }
