@@ -254,12 +254,21 @@ async fn a_slow_backend_times_out_and_idempotent_requests_are_retried_elsewhere(
         slow.requests()? >= 2,
         "round robin never tried the slow shop"
     );
-    let retried = proxy
-        .access_log()
-        .iter()
-        .filter(|l| l["retries"] == 1 && l["status"] == 200)
-        .count();
-    ensure!(retried >= 2, "no GET was retried: {:?}", proxy.access_log());
+    let retried = || {
+        proxy
+            .access_log()
+            .iter()
+            .filter(|l| l["retries"] == 1 && l["status"] == 200)
+            .count()
+    };
+    let _ = e2e_tests::wait_until("two retried GETs logged", Duration::from_secs(5), || {
+        Ok(retried() >= 2)
+    });
+    ensure!(
+        retried() >= 2,
+        "no GET was retried: {:?}",
+        proxy.access_log()
+    );
 
     // A POST is not idempotent: the read timeout answers 504, with no second attempt.
     let resp = http
@@ -269,6 +278,10 @@ async fn a_slow_backend_times_out_and_idempotent_requests_are_retried_elsewhere(
         .send()
         .await?;
     ensure!(resp.status() == 504, "POST status {}", resp.status());
+    // The access-log line is written after the response: wait for it.
+    e2e_tests::wait_until("the POST's access-log line", Duration::from_secs(5), || {
+        Ok(proxy.access_log().iter().any(|l| l["method"] == "POST"))
+    })?;
     let post = proxy
         .access_log()
         .into_iter()
