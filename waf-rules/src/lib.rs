@@ -17,6 +17,7 @@ pub mod harness;
 pub mod input;
 pub mod macros;
 pub mod operator;
+pub mod prefilter;
 pub mod request;
 pub mod seclang;
 pub mod transform;

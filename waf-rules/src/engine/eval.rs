@@ -33,6 +33,8 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
 struct Cache {
     map: FastMap<(u64, u32), u32>,
     arena: Vec<Vec<u8>>,
+    /// (value key, prefilter) → bitset of rule slots whose literals occur in the value.
+    pf: FastMap<(u64, u32), Vec<u64>>,
 }
 
 #[derive(Default)]
@@ -279,6 +281,7 @@ pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig)
         cache: Cache {
             map: FastMap::with_capacity_and_hasher(512, Default::default()),
             arena: Vec::with_capacity(512),
+            pf: FastMap::with_capacity_and_hasher(128, Default::default()),
         },
         phase: 1,
     };
@@ -651,6 +654,21 @@ impl Ev<'_> {
                 owned = chain_apply(nodes, r.tnode, &raw);
                 &owned
             };
+            if let (Some((fi, slot)), Some(k)) = (r.pf, key) {
+                let f = &self.rs.filters[fi as usize];
+                let bits = cache.pf.entry((k, fi)).or_insert_with(|| {
+                    let mut b = vec![0u64; f.words];
+                    for m in f.ac.find_overlapping_iter(tv) {
+                        let s = f.slot_of[m.pattern().as_usize()] as usize;
+                        b[s / 64] |= 1 << (s % 64);
+                    }
+                    b
+                });
+                if bits[slot as usize / 64] & (1 << (slot % 64)) == 0 {
+                    // None of the literals any match needs is in the value.
+                    continue;
+                }
+            }
             let st_ro: &St = st;
             let req_ro: &Request = req;
             let res = |n: &str, k: Option<&str>| resolve(req_ro, st_ro, n, k);

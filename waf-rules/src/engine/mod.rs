@@ -291,6 +291,21 @@ pub(crate) struct Rule {
     chain: Option<Box<Rule>>,
     is_action: bool,
     line: usize,
+    /// Literals one of which any match contains (for the prefilter).
+    literals: Option<Vec<Vec<u8>>>,
+    /// (prefilter index, slot) when the prefilter covers this rule.
+    pf: Option<(u32, u32)>,
+}
+
+/// One Aho-Corasick automaton over the literals of every rule reading values through the
+/// same transformation chain.
+#[derive(Debug)]
+pub(crate) struct NodeFilter {
+    ac: aho_corasick::AhoCorasick,
+    /// Pattern index → rule slot.
+    slot_of: Vec<u32>,
+    /// Number of 64-bit words in a slot bitset.
+    words: usize,
 }
 
 #[derive(Debug)]
@@ -309,6 +324,7 @@ pub struct RuleSet {
     /// Transformation trie: node → (parent, transformation). Node 0 is "no transformation".
     nodes: Vec<(u32, Transform)>,
     unsupported: Vec<(u32, String)>,
+    filters: Vec<NodeFilter>,
     config: WafConfig,
     file_engine: Option<Mode>,
     rule_count: usize,
@@ -348,6 +364,7 @@ impl RuleSet {
             }
         }
         let skip_to = [resolve_skips(&phases[0]), resolve_skips(&phases[1])];
+        let filters = build_filters(&mut phases);
         let mut config = config.clone();
         if let Some(l) = b.body_limit {
             config.limits.max_body_bytes = config.limits.max_body_bytes.min(l);
@@ -360,6 +377,7 @@ impl RuleSet {
             skip_to,
             nodes: b.nodes,
             unsupported: b.unsupported,
+            filters,
             config,
             file_engine: b.engine,
             rule_count,
@@ -385,6 +403,17 @@ impl RuleSet {
         })
     }
 
+    /// How many `@rx` rules the literal prefilter covers, and over how many automata.
+    pub fn prefilter_stats(&self) -> (usize, usize) {
+        let covered = self.filters.iter().map(|f| {
+            let mut slots: Vec<u32> = f.slot_of.clone();
+            slots.sort_unstable();
+            slots.dedup();
+            slots.len()
+        });
+        (covered.sum(), self.filters.len())
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &WafConfig {
         &self.config
@@ -405,6 +434,68 @@ impl RuleSet {
     pub fn evaluate_with(&self, req: &crate::HttpRequest, config: &WafConfig) -> Verdict {
         eval::evaluate(self, req, config)
     }
+}
+
+/// Per transformation node: (literal, rule slot) pairs and the next free slot.
+type Group = (Vec<(Vec<u8>, u32)>, u32);
+
+fn build_filters(phases: &mut [Vec<Item>; 2]) -> Vec<NodeFilter> {
+    use std::collections::BTreeMap;
+    // node → (literals with their slot, next slot)
+    let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
+    fn visit(r: &mut Rule, groups: &mut BTreeMap<u32, Group>) {
+        if let (Some(lits), false, false) = (&r.literals, r.negated, r.multi_match) {
+            let g = groups.entry(r.tnode).or_default();
+            let slot = g.1;
+            g.1 += 1;
+            for l in lits {
+                g.0.push((l.clone(), slot));
+            }
+            // The filter index is filled in below, once the node order is known.
+            r.pf = Some((r.tnode, slot));
+        }
+        if let Some(c) = r.chain.as_deref_mut() {
+            visit(c, groups);
+        }
+    }
+    for items in phases.iter_mut() {
+        for it in items.iter_mut() {
+            if let Item::Rule(r) = it {
+                visit(r, &mut groups);
+            }
+        }
+    }
+    let mut index_of: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut filters = Vec::new();
+    for (node, (lits, slots)) in groups {
+        let ac = aho_corasick::AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(aho_corasick::MatchKind::Standard)
+            .build(lits.iter().map(|(l, _)| l.as_slice()));
+        let Ok(ac) = ac else { continue };
+        index_of.insert(node, filters.len() as u32);
+        filters.push(NodeFilter {
+            ac,
+            slot_of: lits.iter().map(|(_, s)| *s).collect(),
+            words: (slots as usize).div_ceil(64),
+        });
+    }
+    fn fix(r: &mut Rule, index_of: &std::collections::BTreeMap<u32, u32>) {
+        if let Some((node, slot)) = r.pf {
+            r.pf = index_of.get(&node).map(|&i| (i, slot));
+        }
+        if let Some(c) = r.chain.as_deref_mut() {
+            fix(c, index_of);
+        }
+    }
+    for items in phases.iter_mut() {
+        for it in items.iter_mut() {
+            if let Item::Rule(r) = it {
+                fix(r, &index_of);
+            }
+        }
+    }
+    filters
 }
 
 fn resolve_skips(items: &[Item]) -> Vec<Option<usize>> {
