@@ -239,6 +239,11 @@ fn cached(cache: &mut Cache, nodes: &[(u32, Transform)], key: u64, node: u32, ra
         t.apply(raw)
     } else {
         let pi = cached(cache, nodes, key, parent, raw);
+        if t.is_noop(&cache.arena[pi as usize]) {
+            // Unchanged: share the parent's result instead of copying it.
+            cache.map.insert((key, node), pi);
+            return pi;
+        }
         t.apply(&cache.arena[pi as usize])
     };
     let idx = cache.arena.len() as u32;
