@@ -87,3 +87,54 @@ fn crs_regression_suite() {
         fixed.join("\n  ")
     );
 }
+
+#[test]
+fn crs_blocks_attacks_and_allows_plain_browsing_at_pl1() {
+    let crs = shared_dir().join("crs-4.28.0");
+    if !crs.join("rules").is_dir() {
+        assert_eq!(
+            std::env::var("FLASHEDGE_ALLOW_NO_SHARED").as_deref(),
+            Ok("1"),
+            "CRS not found under {}",
+            crs.display()
+        );
+        return;
+    }
+    let rs = waf_rules::crs::load_dir(&crs, &waf_rules::WafConfig::default()).expect("CRS loads");
+    let req = |uri: &str| waf_rules::HttpRequest {
+        method: "GET".into(),
+        uri: uri.into(),
+        version: "HTTP/1.1".into(),
+        headers: vec![
+            ("Host".into(), "shop.example".into()),
+            (
+                "User-Agent".into(),
+                "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0".into(),
+            ),
+            ("Accept".into(), "text/html".into()),
+        ],
+        client_ip: "192.0.2.1".parse().ok(),
+        ..Default::default()
+    };
+    let ok = rs.evaluate(&req("/products/42?color=blue"));
+    assert_eq!(ok.action, waf_rules::Action::Allow, "{ok:?}");
+    assert_eq!(ok.score, 0);
+    let bad = rs.evaluate(&req(
+        "/search?q=1%27%20UNION%20SELECT%20password%20FROM%20users--",
+    ));
+    assert_eq!(bad.action, waf_rules::Action::Block);
+    assert!(bad.score >= 5);
+    assert!(
+        bad.matches.iter().any(|m| m.id == 942100),
+        "{:?}",
+        bad.matches
+    );
+    assert!(bad.matches.iter().any(|m| m.id == 949110));
+    let detect = waf_rules::WafConfig {
+        mode: waf_rules::Mode::Detect,
+        ..Default::default()
+    };
+    let v = rs.evaluate_with(&req("/?q=<script>alert(1)</script>"), &detect);
+    assert_eq!(v.action, waf_rules::Action::Allow);
+    assert!(v.score >= 5);
+}
