@@ -797,6 +797,7 @@ impl Rule {
             line: 0,
             literals: None,
             pf: None,
+            pf_skip: false,
         }
     }
 }

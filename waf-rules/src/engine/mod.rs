@@ -295,6 +295,9 @@ pub(crate) struct Rule {
     literals: Option<Vec<Vec<u8>>>,
     /// (prefilter index, slot) when the prefilter covers this rule.
     pf: Option<(u32, u32)>,
+    /// Every target is a request variable the filter's per-request union covers, so the whole
+    /// rule can be skipped when none of its literals occurs anywhere in the request.
+    pf_skip: bool,
 }
 
 /// One Aho-Corasick automaton over the literals of every rule reading values through the
@@ -306,6 +309,44 @@ pub(crate) struct NodeFilter {
     slot_of: Vec<u32>,
     /// Number of 64-bit words in a slot bitset.
     words: usize,
+    /// The transformation node the filter reads values through.
+    node: u32,
+    /// The request variables whose values form the per-request union (targets of the rules
+    /// marked `pf_skip`).
+    vars: Vec<Var>,
+}
+
+impl Var {
+    /// Variables read straight from the request (no TX, no match state), which the
+    /// per-request prefilter union covers.
+    fn is_request_value(self) -> bool {
+        matches!(
+            self,
+            Var::Args
+                | Var::ArgsGet
+                | Var::ArgsPost
+                | Var::ArgsNames
+                | Var::ArgsGetNames
+                | Var::ArgsPostNames
+                | Var::Headers
+                | Var::HeadersNames
+                | Var::Cookies
+                | Var::CookiesNames
+                | Var::Files
+                | Var::FilesNames
+                | Var::MultipartPartHeaders
+                | Var::Xml
+                | Var::RequestUri
+                | Var::RequestUriRaw
+                | Var::RequestFilename
+                | Var::RequestBasename
+                | Var::RequestLine
+                | Var::RequestMethod
+                | Var::RequestProtocol
+                | Var::QueryString
+                | Var::RequestBody
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -436,8 +477,9 @@ impl RuleSet {
     }
 }
 
-/// Per transformation node: (literal, rule slot) pairs and the next free slot.
-type Group = (Vec<(Vec<u8>, u32)>, u32);
+/// Per transformation node: (literal, rule slot) pairs, the next free slot, and the request
+/// variables of the rules that can be skipped as a whole.
+type Group = (Vec<(Vec<u8>, u32)>, u32, Vec<Var>);
 
 fn build_filters(phases: &mut [Vec<Item>; 2]) -> Vec<NodeFilter> {
     use std::collections::BTreeMap;
@@ -450,6 +492,17 @@ fn build_filters(phases: &mut [Vec<Item>; 2]) -> Vec<NodeFilter> {
             g.1 += 1;
             for l in lits {
                 g.0.push((l.clone(), slot));
+            }
+            r.pf_skip = !r.targets.is_empty()
+                && r.targets
+                    .iter()
+                    .all(|t| !t.count && t.var.is_request_value());
+            if r.pf_skip {
+                for t in &r.targets {
+                    if !g.2.contains(&t.var) {
+                        g.2.push(t.var);
+                    }
+                }
             }
             // The filter index is filled in below, once the node order is known.
             r.pf = Some((r.tnode, slot));
@@ -467,7 +520,7 @@ fn build_filters(phases: &mut [Vec<Item>; 2]) -> Vec<NodeFilter> {
     }
     let mut index_of: BTreeMap<u32, u32> = BTreeMap::new();
     let mut filters = Vec::new();
-    for (node, (lits, slots)) in groups {
+    for (node, (lits, slots, vars)) in groups {
         let ac = aho_corasick::AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(aho_corasick::MatchKind::Standard)
@@ -478,6 +531,8 @@ fn build_filters(phases: &mut [Vec<Item>; 2]) -> Vec<NodeFilter> {
             ac,
             slot_of: lits.iter().map(|(_, s)| *s).collect(),
             words: (slots as usize).div_ceil(64),
+            node,
+            vars,
         });
     }
     fn fix(r: &mut Rule, index_of: &std::collections::BTreeMap<u32, u32>) {
