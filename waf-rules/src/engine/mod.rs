@@ -524,6 +524,7 @@ fn build_filters(phases: &mut [Vec<Item>; 2]) -> Vec<NodeFilter> {
         let ac = aho_corasick::AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(aho_corasick::MatchKind::Standard)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .build(lits.iter().map(|(l, _)| l.as_slice()));
         let Ok(ac) = ac else { continue };
         index_of.insert(node, filters.len() as u32);
