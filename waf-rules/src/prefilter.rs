@@ -18,7 +18,20 @@ enum Need {
     Unknown,
 }
 
-const MAX_SET: usize = 128;
+const MAX_SET: usize = 512;
+
+/// A one-byte literal is selective enough when benign text rarely holds it.
+fn rare_byte(b: u8) -> bool {
+    !b.is_ascii_alphanumeric()
+        && !matches!(
+            b,
+            b' ' | b'.' | b'/' | b'-' | b'_' | b'=' | b',' | b':' | b';' | b'&' | b'%' | b'+'
+        )
+}
+
+fn selective(l: &[u8]) -> bool {
+    l.len() >= 2 || (l.len() == 1 && rare_byte(l[0]))
+}
 
 fn class_letter(bytes: &[u8]) -> Option<u8> {
     match bytes {
@@ -28,6 +41,7 @@ fn class_letter(bytes: &[u8]) -> Option<u8> {
     }
 }
 
+/// The bytes of a small class (at most four), or `None`.
 fn class_bytes(c: &Class) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     match c {
@@ -35,7 +49,7 @@ fn class_bytes(c: &Class) -> Option<Vec<u8>> {
             for r in b.iter() {
                 for x in r.start()..=r.end() {
                     out.push(x);
-                    if out.len() > 2 {
+                    if out.len() > 4 {
                         return None;
                     }
                 }
@@ -45,7 +59,7 @@ fn class_bytes(c: &Class) -> Option<Vec<u8>> {
             for r in u.iter() {
                 for x in u32::from(r.start())..=u32::from(r.end()) {
                     out.push(u8::try_from(x).ok().filter(u8::is_ascii)?);
-                    if out.len() > 2 {
+                    if out.len() > 4 {
                         return None;
                     }
                 }
@@ -55,8 +69,9 @@ fn class_bytes(c: &Class) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn score(set: &[Vec<u8>]) -> (usize, std::cmp::Reverse<usize>) {
+fn score(set: &[Vec<u8>]) -> (bool, usize, std::cmp::Reverse<usize>) {
     (
+        set.iter().all(|l| selective(l)),
         set.iter().map(Vec::len).min().unwrap_or(0),
         std::cmp::Reverse(set.len()),
     )
@@ -66,8 +81,17 @@ fn analyze(h: &Hir) -> Need {
     match h.kind() {
         HirKind::Empty | HirKind::Look(_) => Need::Exact(Vec::new()),
         HirKind::Literal(l) => Need::Exact(l.0.to_ascii_lowercase()),
-        HirKind::Class(c) => match class_bytes(c).as_deref().and_then(class_letter) {
-            Some(b) => Need::Exact(vec![b]),
+        HirKind::Class(c) => match class_bytes(c) {
+            Some(bytes) => match class_letter(&bytes) {
+                Some(b) => Need::Exact(vec![b]),
+                None => {
+                    let mut set: Vec<Vec<u8>> =
+                        bytes.iter().map(|b| vec![b.to_ascii_lowercase()]).collect();
+                    set.sort();
+                    set.dedup();
+                    Need::OneOf(set)
+                }
+            },
             None => Need::Unknown,
         },
         HirKind::Capture(c) => analyze(&c.sub),
@@ -154,7 +178,7 @@ pub fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
         Need::OneOf(s) => s,
         Need::Unknown => return None,
     };
-    if set.is_empty() || set.len() > MAX_SET || set.iter().any(|l| l.len() < 2) {
+    if set.is_empty() || set.len() > MAX_SET || !set.iter().all(|l| selective(l)) {
         return None;
     }
     Some(set)
@@ -184,5 +208,8 @@ mod tests {
         assert_eq!(lits("a|b"), None);
         assert_eq!(lits("x*abc"), Some(vec!["abc".into()]));
         assert_eq!(lits("(?:ab)?cd"), Some(vec!["cd".into()]));
+        assert_eq!(lits("[\\n\\r]"), Some(vec!["\n".into(), "\r".into()]));
+        assert_eq!(lits("\\$\\{"), Some(vec!["${".into()]));
+        assert_eq!(lits("[a.]"), None);
     }
 }
