@@ -19,6 +19,7 @@ pub mod harness;
 pub mod input;
 pub mod macros;
 pub mod operator;
+pub mod prefilter;
 pub mod ratelimit;
 pub mod request;
 pub mod seclang;

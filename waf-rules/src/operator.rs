@@ -54,6 +54,23 @@ pub enum Operator {
 /// PCRE without UTF mode sees a non-ASCII character in a pattern as its UTF-8 bytes (so `[’]`
 /// is a class of three bytes); writing those bytes as `\xHH` escapes gives the same meaning.
 pub fn compile_rx(pattern: &str) -> Result<regex::bytes::Regex, String> {
+    let bytes_pattern = byte_pattern(pattern);
+    let build = |unicode: bool| {
+        regex::bytes::RegexBuilder::new(if unicode { pattern } else { &bytes_pattern })
+            .dot_matches_new_line(true)
+            .unicode(unicode)
+            .size_limit(64 << 20)
+            .dfa_size_limit(8 << 20)
+            .build()
+    };
+    build(false)
+        .or_else(|_| build(true))
+        .map_err(|e| format!("regex does not compile: {e}"))
+}
+
+/// The pattern rewritten for a byte-oriented (Unicode off) regex: `\x{HH}` → `\xHH`, and
+/// non-ASCII characters as their UTF-8 bytes.
+pub fn byte_pattern(pattern: &str) -> String {
     let mut bytes_pattern = String::with_capacity(pattern.len());
     let mut chars = pattern.chars().peekable();
     while let Some(ch) = chars.next() {
@@ -85,17 +102,7 @@ pub fn compile_rx(pattern: &str) -> Result<regex::bytes::Regex, String> {
             }
         }
     }
-    let build = |unicode: bool| {
-        regex::bytes::RegexBuilder::new(if unicode { pattern } else { &bytes_pattern })
-            .dot_matches_new_line(true)
-            .unicode(unicode)
-            .size_limit(64 << 20)
-            .dfa_size_limit(8 << 20)
-            .build()
-    };
-    build(false)
-        .or_else(|_| build(true))
-        .map_err(|e| format!("regex does not compile: {e}"))
+    bytes_pattern
 }
 
 fn phrase_matcher(phrases: &[String]) -> Result<AhoCorasick, String> {

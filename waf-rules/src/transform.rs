@@ -99,6 +99,41 @@ impl Transform {
         })
     }
 
+    /// True when the transformation certainly returns `input` unchanged (a cheap scan), so
+    /// callers can skip building a copy. `false` means "maybe changed".
+    pub fn is_noop(self, input: &[u8]) -> bool {
+        let none = |f: fn(u8) -> bool| !input.iter().any(|&b| f(b));
+        match self {
+            Transform::UrlDecodeUni | Transform::UrlDecode => none(|b| b == b'%' || b == b'+'),
+            Transform::Lowercase => none(|b| b.is_ascii_uppercase()),
+            Transform::Uppercase => none(|b| b.is_ascii_lowercase()),
+            Transform::JsDecode | Transform::CssDecode | Transform::EscapeSeqDecode => {
+                none(|b| b == b'\\')
+            }
+            Transform::HtmlEntityDecode => none(|b| b == b'&'),
+            Transform::Utf8ToUnicode => input.is_ascii(),
+            Transform::RemoveNulls | Transform::ReplaceNulls => none(|b| b == 0),
+            Transform::RemoveWhitespace => none(is_space),
+            Transform::CompressWhitespace => {
+                none(|b| is_space(b) && b != b' ') && !input.windows(2).any(|w| w == b"  ")
+            }
+            Transform::ReplaceComments | Transform::RemoveCommentsChar => {
+                none(|b| b == b'*' || b == b'-' || b == b'#')
+            }
+            Transform::NormalizePath => none(|b| b == b'/' || b == b'.'),
+            Transform::NormalizePathWin => none(|b| b == b'/' || b == b'.' || b == b'\\'),
+            Transform::Trim => {
+                input
+                    .first()
+                    .is_none_or(|b| !b.is_ascii_whitespace() && *b != 0x0b)
+                    && input
+                        .last()
+                        .is_none_or(|b| !b.is_ascii_whitespace() && *b != 0x0b)
+            }
+            _ => false,
+        }
+    }
+
     /// Applies the transformation.
     pub fn apply(self, input: &[u8]) -> Vec<u8> {
         match self {

@@ -2,8 +2,8 @@
 //!
 //! Data comes from the shared folder (`$FLASHEDGE_SHARED`, default `../shared` next to the
 //! workspace): `crs-4.28.0/` for the rules and `waf-corpus/crs.jsonl` + `crs_meta.jsonl` for the
-//! tests (the go-ftw YAML tests rebuilt as go-ftw sends them; `waf-rules ftw DIR` runs the YAML
-//! itself). The harness configuration is the one CRS's own test setup uses (detection only,
+//! tests (the go-ftw YAML tests rebuilt as go-ftw sends them), and the YAML files under
+//! `crs-4.28.0/tests/regression/tests` run directly. The harness configuration is the one CRS's own test setup uses (detection only,
 //! blocking paranoia 4, argument length limits).
 //!
 //! `crs-known-failures.txt` lists the tests known to fail, each with a reason. This test fails
@@ -35,6 +35,80 @@ fn known_failures() -> BTreeMap<String, String> {
         .collect()
 }
 
+fn check_against_known(outcomes: &[harness::Outcome], what: &str) {
+    let known = known_failures();
+    let mut new_failures = Vec::new();
+    let mut fixed = Vec::new();
+    let mut failed = 0;
+    for o in outcomes {
+        match (&o.result, known.contains_key(&o.id)) {
+            (Err(why), false) => new_failures.push(format!("{}: {why}", o.id)),
+            (Ok(()), true) => fixed.push(o.id.clone()),
+            _ => {}
+        }
+        failed += usize::from(o.result.is_err());
+    }
+    let passed = outcomes.len() - failed;
+    eprintln!(
+        "CRS regression ({what}): {passed} passed, {failed} failed ({:.2}%)",
+        100.0 * passed as f64 / outcomes.len().max(1) as f64
+    );
+    assert!(
+        new_failures.is_empty() && fixed.is_empty(),
+        "{what}: failures not in crs-known-failures.txt:\n  {}\nlisted as failing but now pass \
+         (remove them from the list):\n  {}",
+        new_failures.join("\n  "),
+        fixed.join("\n  ")
+    );
+}
+
+/// The go-ftw YAML files themselves, through the same request builder as `waf-rules ftw`.
+#[test]
+fn crs_yaml_suite() {
+    let shared = shared_dir();
+    let crs = shared.join("crs-4.28.0");
+    let tests = crs.join("tests/regression/tests");
+    if !tests.is_dir() {
+        assert_eq!(
+            std::env::var("FLASHEDGE_ALLOW_NO_SHARED").as_deref(),
+            Ok("1"),
+            "CRS regression YAML not found under {} (set FLASHEDGE_SHARED)",
+            tests.display()
+        );
+        return;
+    }
+    let cfg = harness::ftw_config();
+    let rs = waf_rules::crs::load_dir(&crs, &cfg).expect("CRS loads");
+    let mut files = Vec::new();
+    let mut stack = vec![tests];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("readable test dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "yaml") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut outcomes = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("readable yaml");
+        let doc: Option<harness::ftw::TestFile> =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        if let Some(doc) = doc {
+            outcomes.extend(harness::ftw::run_file(&rs, &cfg, &doc).0);
+        }
+    }
+    assert!(
+        outcomes.len() > 4000,
+        "only {} YAML tests ran",
+        outcomes.len()
+    );
+    check_against_known(&outcomes, "YAML");
+}
+
 #[test]
 fn crs_regression_suite() {
     let shared = shared_dir();
@@ -62,28 +136,56 @@ fn crs_regression_suite() {
     let metas: Vec<CrsMeta> = harness::parse_jsonl(&read(&meta)).expect("meta parses");
     let outcomes = harness::run_crs_corpus(&rs, &cfg, &entries, &metas);
     assert!(outcomes.len() > 4000, "only {} tests ran", outcomes.len());
-    let known = known_failures();
-    let mut new_failures = Vec::new();
-    let mut fixed = Vec::new();
-    let mut failed = 0;
-    for o in &outcomes {
-        match (&o.result, known.contains_key(&o.id)) {
-            (Err(why), false) => new_failures.push(format!("{}: {why}", o.id)),
-            (Ok(()), true) => fixed.push(o.id.clone()),
-            _ => {}
-        }
-        failed += usize::from(o.result.is_err());
+    check_against_known(&outcomes, "JSON Lines");
+}
+
+#[test]
+fn crs_blocks_attacks_and_allows_plain_browsing_at_pl1() {
+    let crs = shared_dir().join("crs-4.28.0");
+    if !crs.join("rules").is_dir() {
+        assert_eq!(
+            std::env::var("FLASHEDGE_ALLOW_NO_SHARED").as_deref(),
+            Ok("1"),
+            "CRS not found under {}",
+            crs.display()
+        );
+        return;
     }
-    let passed = outcomes.len() - failed;
-    eprintln!(
-        "CRS regression: {passed} passed, {failed} failed ({:.2}%)",
-        100.0 * passed as f64 / outcomes.len() as f64
-    );
+    let rs = waf_rules::crs::load_dir(&crs, &waf_rules::WafConfig::default()).expect("CRS loads");
+    let req = |uri: &str| waf_rules::HttpRequest {
+        method: "GET".into(),
+        uri: uri.into(),
+        version: "HTTP/1.1".into(),
+        headers: vec![
+            ("Host".into(), "shop.example".into()),
+            (
+                "User-Agent".into(),
+                "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0".into(),
+            ),
+            ("Accept".into(), "text/html".into()),
+        ],
+        client_ip: "192.0.2.1".parse().ok(),
+        ..Default::default()
+    };
+    let ok = rs.evaluate(&req("/products/42?color=blue"));
+    assert_eq!(ok.action, waf_rules::Action::Allow, "{ok:?}");
+    assert_eq!(ok.score, 0);
+    let bad = rs.evaluate(&req(
+        "/search?q=1%27%20UNION%20SELECT%20password%20FROM%20users--",
+    ));
+    assert_eq!(bad.action, waf_rules::Action::Block);
+    assert!(bad.score >= 5);
     assert!(
-        new_failures.is_empty() && fixed.is_empty(),
-        "failures not in crs-known-failures.txt:\n  {}\nlisted as failing but now pass \
-         (remove them from the list):\n  {}",
-        new_failures.join("\n  "),
-        fixed.join("\n  ")
+        bad.matches.iter().any(|m| m.id == 942100),
+        "{:?}",
+        bad.matches
     );
+    assert!(bad.matches.iter().any(|m| m.id == 949110));
+    let detect = waf_rules::WafConfig {
+        mode: waf_rules::Mode::Detect,
+        ..Default::default()
+    };
+    let v = rs.evaluate_with(&req("/?q=<script>alert(1)</script>"), &detect);
+    assert_eq!(v.action, waf_rules::Action::Allow);
+    assert!(v.score >= 5);
 }

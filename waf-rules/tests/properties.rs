@@ -127,3 +127,15 @@ SecRule &ARGS "@gt 2" "id:3,phase:2,pass,chain"
         let _ = rs.evaluate(&req);
     }
 }
+
+proptest! {
+    #[test]
+    fn is_noop_is_never_wrong(input in interesting_bytes()) {
+        for name in ALL {
+            let t = Transform::from_name(name).expect("known");
+            if t.is_noop(&input) {
+                prop_assert_eq!(t.apply(&input), input.clone(), "{} claimed no-op", name);
+            }
+        }
+    }
+}

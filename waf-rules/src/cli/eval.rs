@@ -20,6 +20,10 @@ pub struct EvalArgs {
     /// Inbound anomaly score threshold.
     #[arg(long, default_value_t = 5)]
     pub threshold: u32,
+    /// Also time every evaluation and report the median, p90 and p99 (release builds only mean
+    /// anything).
+    #[arg(long)]
+    pub timing: bool,
     /// How many top false-positive rules to list.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
@@ -69,6 +73,7 @@ pub fn eval(a: &EvalArgs) -> Result<ExitCode> {
     let mut total = Counts::default();
     let mut fp_rules: HashMap<u32, usize> = HashMap::new();
     let mut requests = 0usize;
+    let mut times: Vec<u128> = Vec::new();
     for path in &a.corpora {
         let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let text = String::from_utf8_lossy(&text);
@@ -76,7 +81,12 @@ pub fn eval(a: &EvalArgs) -> Result<ExitCode> {
             harness::parse_jsonl(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         for e in &entries {
             requests += 1;
-            let v = rs.evaluate(&e.to_request());
+            let http = e.to_request();
+            let started = std::time::Instant::now();
+            let v = rs.evaluate(&http);
+            if a.timing {
+                times.push(started.elapsed().as_nanos());
+            }
             let blocked = v.action == Action::Block;
             let c = per_cat.entry(e.category.clone()).or_default();
             let attack = e.expect == "attack";
@@ -136,7 +146,24 @@ pub fn eval(a: &EvalArgs) -> Result<ExitCode> {
             serde_json::json!((x * 10000.0).round() / 10000.0)
         }
     };
+    let timing = if times.is_empty() {
+        serde_json::Value::Null
+    } else {
+        times.sort_unstable();
+        let q = |p: f64| {
+            let i = ((times.len() - 1) as f64 * p).round() as usize;
+            (times[i] as f64 / 1000.0 * 10.0).round() / 10.0
+        };
+        println!(
+            "time per request: median {} µs, p90 {} µs, p99 {} µs",
+            q(0.5),
+            q(0.9),
+            q(0.99)
+        );
+        serde_json::json!({"median_us": q(0.5), "p90_us": q(0.9), "p99_us": q(0.99)})
+    };
     let summary = serde_json::json!({
+        "timing": timing,
         "tpr": num(tpr),
         "tnr": num(tnr),
         "balanced_accuracy": num(ba),

@@ -111,8 +111,10 @@ fn check(paths: &[PathBuf]) -> Result<ExitCode> {
         };
         match result {
             Ok(rs) => {
+                let (pf, automata) = rs.prefilter_stats();
                 println!(
-                    "{}: ok, {} rules, {} not runnable",
+                    "{}: ok, {} rules, {} not runnable; literal prefilter covers {pf} regex rules \
+                     in {automata} automata",
                     p.display(),
                     rs.rule_count(),
                     rs.unsupported().len()

@@ -401,9 +401,14 @@ impl<'a> Builder<'a> {
             }
         }
         // Operator.
+        let mut literals = None;
         let (operator, negated) = match op {
             Some(o) => {
                 let spec = seclang::parse_operator(&o.text);
+                if spec.name == "rx" {
+                    literals =
+                        crate::prefilter::required_literals(&operator::byte_pattern(&spec.param));
+                }
                 match self.operator(&spec.name, &spec.param) {
                     Ok(Some(x)) => (x, spec.negated),
                     Ok(None) => {
@@ -517,6 +522,7 @@ impl<'a> Builder<'a> {
             }
         }
         r.tnode = self.node_for(&ts);
+        r.literals = literals;
         r.id = head_id;
         r.phase = head_phase;
         r.targets = tlist;
@@ -789,6 +795,9 @@ impl Rule {
             chain: None,
             is_action: false,
             line: 0,
+            literals: None,
+            pf: None,
+            pf_skip: false,
         }
     }
 }

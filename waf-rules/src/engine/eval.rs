@@ -33,6 +33,19 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
 struct Cache {
     map: FastMap<(u64, u32), u32>,
     arena: Vec<Vec<u8>>,
+    /// (value key, prefilter) → bitset of rule slots whose literals occur in the value.
+    pf: FastMap<(u64, u32), Vec<u64>>,
+    /// (prefilter, phase) → union of those bitsets over every request value the filter covers.
+    union: FastMap<(u32, u64), Vec<u64>>,
+}
+
+fn scan(f: &NodeFilter, tv: &[u8]) -> Vec<u64> {
+    let mut b = vec![0u64; f.words];
+    for m in f.ac.find_overlapping_iter(tv) {
+        let s = f.slot_of[m.pattern().as_usize()] as usize;
+        b[s / 64] |= 1 << (s % 64);
+    }
+    b
 }
 
 #[derive(Default)]
@@ -237,6 +250,11 @@ fn cached(cache: &mut Cache, nodes: &[(u32, Transform)], key: u64, node: u32, ra
         t.apply(raw)
     } else {
         let pi = cached(cache, nodes, key, parent, raw);
+        if t.is_noop(&cache.arena[pi as usize]) {
+            // Unchanged: share the parent's result instead of copying it.
+            cache.map.insert((key, node), pi);
+            return pi;
+        }
         t.apply(&cache.arena[pi as usize])
     };
     let idx = cache.arena.len() as u32;
@@ -279,6 +297,8 @@ pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig)
         cache: Cache {
             map: FastMap::with_capacity_and_hasher(512, Default::default()),
             arena: Vec::with_capacity(512),
+            pf: FastMap::with_capacity_and_hasher(128, Default::default()),
+            union: FastMap::default(),
         },
         phase: 1,
     };
@@ -595,8 +615,71 @@ impl Ev<'_> {
         }
     }
 
+    /// Whether any request value the filter covers contains a literal of `slot` (after the
+    /// filter's transformations). Computed once per filter and phase.
+    fn may_match(&mut self, fi: u32, slot: u32) -> bool {
+        let bit = |b: &[u64]| b[slot as usize / 64] & (1 << (slot % 64)) != 0;
+        if let Some(b) = self.cache.union.get(&(fi, self.phase)) {
+            return bit(b);
+        }
+        let Ev {
+            rs,
+            req,
+            st,
+            cache,
+            phase,
+            ..
+        } = self;
+        let f = &rs.filters[fi as usize];
+        let nodes = &rs.nodes;
+        let mut acc = vec![0u64; f.words];
+        let mut or = |b: &[u64]| {
+            for (a, x) in acc.iter_mut().zip(b) {
+                *a |= x;
+            }
+        };
+        for &v in &f.vars {
+            if let Some((es, off, names, base)) = entries(req, v) {
+                for (i, (k, val)) in es.iter().enumerate() {
+                    let raw: &[u8] = if names { k.as_bytes() } else { val };
+                    let key = ((base as u64) << 33) | (((off + i) as u64) << 1) | u64::from(names);
+                    let tv: &[u8] = if f.node == 0 {
+                        raw
+                    } else {
+                        let ti = cached(cache, nodes, key, f.node, raw);
+                        &cache.arena[ti as usize]
+                    };
+                    or(cache.pf.entry((key, fi)).or_insert_with(|| scan(f, tv)));
+                }
+            } else if v == Var::Xml {
+                for (_, val) in req.xml_text.iter().chain(&req.xml_attrs) {
+                    or(&scan(f, &chain_apply(nodes, f.node, val)));
+                }
+            } else {
+                let raw = scalar(req, st, v);
+                let key = ((v as u64) << 33) | (1 << 32) | *phase;
+                let tv: &[u8] = if f.node == 0 {
+                    &raw
+                } else {
+                    let ti = cached(cache, nodes, key, f.node, &raw);
+                    &cache.arena[ti as usize]
+                };
+                or(cache.pf.entry((key, fi)).or_insert_with(|| scan(f, tv)));
+            }
+        }
+        let hit = bit(&acc);
+        cache.union.insert((fi, *phase), acc);
+        hit
+    }
+
     /// Runs one rule (and its chain). Returns whether the whole chain matched.
     fn run_rule(&mut self, head: &Rule, r: &Rule) -> bool {
+        if let (Some((fi, slot)), true) = (r.pf, r.pf_skip) {
+            if !self.may_match(fi, slot) {
+                // No value the rule could read contains a literal its regex needs.
+                return false;
+            }
+        }
         if r.is_action {
             for sv in &r.setvars {
                 self.setvar(sv);
@@ -651,6 +734,14 @@ impl Ev<'_> {
                 owned = chain_apply(nodes, r.tnode, &raw);
                 &owned
             };
+            if let (Some((fi, slot)), Some(k)) = (r.pf, key) {
+                let f = &self.rs.filters[fi as usize];
+                let bits = cache.pf.entry((k, fi)).or_insert_with(|| scan(f, tv));
+                if bits[slot as usize / 64] & (1 << (slot % 64)) == 0 {
+                    // None of the literals any match needs is in the value.
+                    continue;
+                }
+            }
             let st_ro: &St = st;
             let req_ro: &Request = req;
             let res = |n: &str, k: Option<&str>| resolve(req_ro, st_ro, n, k);

@@ -291,6 +291,62 @@ pub(crate) struct Rule {
     chain: Option<Box<Rule>>,
     is_action: bool,
     line: usize,
+    /// Literals one of which any match contains (for the prefilter).
+    literals: Option<Vec<Vec<u8>>>,
+    /// (prefilter index, slot) when the prefilter covers this rule.
+    pf: Option<(u32, u32)>,
+    /// Every target is a request variable the filter's per-request union covers, so the whole
+    /// rule can be skipped when none of its literals occurs anywhere in the request.
+    pf_skip: bool,
+}
+
+/// One Aho-Corasick automaton over the literals of every rule reading values through the
+/// same transformation chain.
+#[derive(Debug)]
+pub(crate) struct NodeFilter {
+    ac: aho_corasick::AhoCorasick,
+    /// Pattern index → rule slot.
+    slot_of: Vec<u32>,
+    /// Number of 64-bit words in a slot bitset.
+    words: usize,
+    /// The transformation node the filter reads values through.
+    node: u32,
+    /// The request variables whose values form the per-request union (targets of the rules
+    /// marked `pf_skip`).
+    vars: Vec<Var>,
+}
+
+impl Var {
+    /// Variables read straight from the request (no TX, no match state), which the
+    /// per-request prefilter union covers.
+    fn is_request_value(self) -> bool {
+        matches!(
+            self,
+            Var::Args
+                | Var::ArgsGet
+                | Var::ArgsPost
+                | Var::ArgsNames
+                | Var::ArgsGetNames
+                | Var::ArgsPostNames
+                | Var::Headers
+                | Var::HeadersNames
+                | Var::Cookies
+                | Var::CookiesNames
+                | Var::Files
+                | Var::FilesNames
+                | Var::MultipartPartHeaders
+                | Var::Xml
+                | Var::RequestUri
+                | Var::RequestUriRaw
+                | Var::RequestFilename
+                | Var::RequestBasename
+                | Var::RequestLine
+                | Var::RequestMethod
+                | Var::RequestProtocol
+                | Var::QueryString
+                | Var::RequestBody
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -309,6 +365,7 @@ pub struct RuleSet {
     /// Transformation trie: node → (parent, transformation). Node 0 is "no transformation".
     nodes: Vec<(u32, Transform)>,
     unsupported: Vec<(u32, String)>,
+    filters: Vec<NodeFilter>,
     config: WafConfig,
     file_engine: Option<Mode>,
     rule_count: usize,
@@ -348,6 +405,7 @@ impl RuleSet {
             }
         }
         let skip_to = [resolve_skips(&phases[0]), resolve_skips(&phases[1])];
+        let filters = build_filters(&mut phases);
         let mut config = config.clone();
         if let Some(l) = b.body_limit {
             config.limits.max_body_bytes = config.limits.max_body_bytes.min(l);
@@ -360,6 +418,7 @@ impl RuleSet {
             skip_to,
             nodes: b.nodes,
             unsupported: b.unsupported,
+            filters,
             config,
             file_engine: b.engine,
             rule_count,
@@ -385,6 +444,17 @@ impl RuleSet {
         })
     }
 
+    /// How many `@rx` rules the literal prefilter covers, and over how many automata.
+    pub fn prefilter_stats(&self) -> (usize, usize) {
+        let covered = self.filters.iter().map(|f| {
+            let mut slots: Vec<u32> = f.slot_of.clone();
+            slots.sort_unstable();
+            slots.dedup();
+            slots.len()
+        });
+        (covered.sum(), self.filters.len())
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &WafConfig {
         &self.config
@@ -405,6 +475,83 @@ impl RuleSet {
     pub fn evaluate_with(&self, req: &crate::HttpRequest, config: &WafConfig) -> Verdict {
         eval::evaluate(self, req, config)
     }
+}
+
+/// Per transformation node: (literal, rule slot) pairs, the next free slot, and the request
+/// variables of the rules that can be skipped as a whole.
+type Group = (Vec<(Vec<u8>, u32)>, u32, Vec<Var>);
+
+fn build_filters(phases: &mut [Vec<Item>; 2]) -> Vec<NodeFilter> {
+    use std::collections::BTreeMap;
+    // node → (literals with their slot, next slot)
+    let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
+    fn visit(r: &mut Rule, groups: &mut BTreeMap<u32, Group>) {
+        if let (Some(lits), false, false) = (&r.literals, r.negated, r.multi_match) {
+            let g = groups.entry(r.tnode).or_default();
+            let slot = g.1;
+            g.1 += 1;
+            for l in lits {
+                g.0.push((l.clone(), slot));
+            }
+            r.pf_skip = !r.targets.is_empty()
+                && r.targets
+                    .iter()
+                    .all(|t| !t.count && t.var.is_request_value());
+            if r.pf_skip {
+                for t in &r.targets {
+                    if !g.2.contains(&t.var) {
+                        g.2.push(t.var);
+                    }
+                }
+            }
+            // The filter index is filled in below, once the node order is known.
+            r.pf = Some((r.tnode, slot));
+        }
+        if let Some(c) = r.chain.as_deref_mut() {
+            visit(c, groups);
+        }
+    }
+    for items in phases.iter_mut() {
+        for it in items.iter_mut() {
+            if let Item::Rule(r) = it {
+                visit(r, &mut groups);
+            }
+        }
+    }
+    let mut index_of: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut filters = Vec::new();
+    for (node, (lits, slots, vars)) in groups {
+        let ac = aho_corasick::AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(aho_corasick::MatchKind::Standard)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(lits.iter().map(|(l, _)| l.as_slice()));
+        let Ok(ac) = ac else { continue };
+        index_of.insert(node, filters.len() as u32);
+        filters.push(NodeFilter {
+            ac,
+            slot_of: lits.iter().map(|(_, s)| *s).collect(),
+            words: (slots as usize).div_ceil(64),
+            node,
+            vars,
+        });
+    }
+    fn fix(r: &mut Rule, index_of: &std::collections::BTreeMap<u32, u32>) {
+        if let Some((node, slot)) = r.pf {
+            r.pf = index_of.get(&node).map(|&i| (i, slot));
+        }
+        if let Some(c) = r.chain.as_deref_mut() {
+            fix(c, index_of);
+        }
+    }
+    for items in phases.iter_mut() {
+        for it in items.iter_mut() {
+            if let Item::Rule(r) = it {
+                fix(r, &index_of);
+            }
+        }
+    }
+    filters
 }
 
 fn resolve_skips(items: &[Item]) -> Vec<Option<usize>> {

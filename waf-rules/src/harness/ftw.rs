@@ -173,14 +173,27 @@ fn query_escape(s: &str) -> String {
     out
 }
 
+/// go-ftw sends data that already looks URL-encoded (`+` or a `%XX` escape, or a `%` that is
+/// not an escape) as it is; anything else is parsed as a query and re-encoded with its keys
+/// sorted, as Go's `url.Values.Encode` does.
 fn form_encode(data: &str) -> String {
-    if has_escape(data) {
+    if has_escape(data) || data.contains('+') || data.contains('%') {
         return data.to_string();
     }
-    data.split('&')
+    let mut pairs: Vec<(String, Option<String>)> = data
+        .split('&')
+        .filter(|p| !p.is_empty())
         .map(|pair| match pair.split_once('=') {
-            Some((n, v)) => format!("{}={}", query_escape(n), query_escape(v)),
-            None => query_escape(pair),
+            Some((n, v)) => (query_escape(n), Some(query_escape(v))),
+            None => (query_escape(pair), None),
+        })
+        .collect();
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs
+        .into_iter()
+        .map(|(n, v)| match v {
+            Some(v) => format!("{n}={v}"),
+            None => format!("{n}="),
         })
         .collect::<Vec<_>>()
         .join("&")
@@ -220,8 +233,9 @@ fn parse_raw(raw: &[u8]) -> Option<HttpRequest> {
 pub fn build_request(input: &Input) -> Option<HttpRequest> {
     if let Some(enc) = &input.encoded_request {
         use base64::Engine;
+        let compact: String = enc.chars().filter(|c| !c.is_whitespace()).collect();
         let raw = base64::engine::general_purpose::STANDARD
-            .decode(enc.trim())
+            .decode(compact)
             .ok()?;
         return parse_raw(&raw);
     }
@@ -231,7 +245,7 @@ pub fn build_request(input: &Input) -> Option<HttpRequest> {
     let method = input.method.clone().unwrap_or_else(|| "GET".into());
     let mut body = input.data.clone().unwrap_or_default();
     if auto {
-        if !body.is_empty() && !has(&headers, "content-type") && method != "GET" {
+        if !body.is_empty() && !has(&headers, "content-type") {
             headers.push((
                 "Content-Type".into(),
                 "application/x-www-form-urlencoded".into(),
