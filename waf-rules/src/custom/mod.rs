@@ -62,6 +62,7 @@
 #![doc = "```"]
 
 mod file;
+mod live;
 mod load;
 mod testing;
 
@@ -71,6 +72,7 @@ pub mod cli;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+pub use live::{LiveRules, UpdateOutcome, VersionedRules};
 pub use load::Error;
 pub use testing::{TestOutcome, TestReport};
 
