@@ -4,13 +4,15 @@
 //!
 //! Groups: `evaluate/{10,100,1000}` (the shared passes: one hash / Aho-Corasick / RegexSet pass per
 //! field), `evaluate_naive/{10,100,1000}` (every rule's expression on its own, the loop a simple
-//! engine would run), `compile/{10,100,1000}` (load the TOML) and `parse` (one expression).
+//! engine would run), `compile/{10,100,1000}` (load the TOML), `parse` (one expression) and
+//! `ratelimit/{hot_key,rotating_keys}` (one GCRA check on a capped limiter: the same key, or a new
+//! key each time so every check evicts the least recent one).
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use waf_rules::custom::CustomRules;
-use waf_rules::ratelimit::RateLimiter;
+use waf_rules::ratelimit::{LimitStore, Quota, RateLimiter};
 use waf_rules::HttpRequest;
 
 /// `n` rules of the shapes a shop writes, all with distinct literals.
@@ -120,5 +122,33 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+fn bench_limiter(c: &mut Criterion) {
+    let quota = Quota {
+        requests: 5,
+        period_ms: 60_000,
+        mitigation_ms: 0,
+    };
+    let mut g = c.benchmark_group("ratelimit");
+    let limiter = RateLimiter::new(100_000);
+    g.bench_function(BenchmarkId::from_parameter("hot_key"), |b| {
+        b.iter(|| {
+            limiter.check(
+                black_box(b"login\x00203.0.113.5"),
+                &quota,
+                1_790_000_000_000,
+            )
+        })
+    });
+    let limiter = RateLimiter::new(100_000);
+    let mut i: u32 = 0;
+    g.bench_function(BenchmarkId::from_parameter("rotating_keys"), |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            limiter.check(&i.to_be_bytes(), &quota, 1_790_000_000_000)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_limiter);
 criterion_main!(benches);

@@ -87,6 +87,19 @@ pub trait LimitStore {
     fn check(&self, key: &[u8], quota: &Quota, now_ms: u64) -> LimitDecision;
 }
 
+/// A store that never limits: for scoring a corpus with the rules alone, or to switch rate limits
+/// off.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLimits;
+
+impl LimitStore for NoLimits {
+    fn check(&self, _key: &[u8], quota: &Quota, _now_ms: u64) -> LimitDecision {
+        LimitDecision::Allowed {
+            remaining: quota.requests,
+        }
+    }
+}
+
 /// GCRA on one key's state: the pure step, shared by every store.
 pub fn gcra_step(state: &mut KeyState, quota: &Quota, now_ms: u64) -> LimitDecision {
     if state.blocked_until_ms > now_ms {

@@ -82,3 +82,38 @@ fn engine_types_are_shareable_across_threads() {
     assert_send_sync::<waf_rules::CustomRules>();
     assert_send_sync::<waf_rules::RateLimiter>();
 }
+
+#[test]
+fn eval_command_scores_a_corpus() {
+    let corpus = temp_file(
+        "corpus.jsonl",
+        concat!(
+            r#"{"id": "a1", "method": "GET", "uri": "/.env", "headers": [["Host", "x"]], "body": "", "expect": "attack"}"#,
+            "\n",
+            r#"{"id": "b1", "method": "GET", "uri": "/sale", "headers": [["Host", "x"]], "body": "", "expect": "benign"}"#,
+            "\n",
+            r#"{"id": "b2", "method": "GET", "uri": "/x/.git/config", "headers": [], "body": "", "expect": "benign"}"#,
+            "\n"
+        ),
+    );
+    let out = bin()
+        .arg("eval")
+        .arg(example())
+        .arg(&corpus)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("[attack]: 1 requests, 1 stopped"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[benign]: 2 requests, 1 stopped"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("rule `sensitive-files` stopped 1 non-attack request(s), e.g. b2"),
+        "{stdout}"
+    );
+}

@@ -75,6 +75,7 @@ fn cmp_op() -> impl Strategy<Value = CmpOp> {
         CmpOp::Contains,
         CmpOp::Matches,
         CmpOp::Wildcard,
+        CmpOp::StrictWildcard,
     ])
 }
 
@@ -370,7 +371,11 @@ fn str_condition(star: bool) -> BoxedStrategy<Expr> {
         }),
         (v(), proptest::sample::select(WILDCARDS)).prop_map(|(l, r)| Expr::Compare {
             lhs: Box::new(l),
-            op: CmpOp::Wildcard,
+            op: if r.len() % 2 == 0 {
+                CmpOp::Wildcard
+            } else {
+                CmpOp::StrictWildcard
+            },
             rhs: Lit {
                 value: Literal::Str(r.to_string()),
                 span: sp()

@@ -314,3 +314,37 @@ fn shared_passes_agree_with_naive_evaluation_on_the_example() {
         }
     }
 }
+
+#[test]
+fn shadow_rate_limit_counts_but_never_limits() {
+    let text = r#"
+[[rule]]
+id = "search-shadow"
+expression = 'http.request.uri.path eq "/search"'
+action = "rate_limit"
+mode = "shadow"
+[rule.rate-limit]
+key = ["ip", "arg:q"]
+requests = 2
+period = 60
+
+[[rule.test]]
+name = "the third search would be limited"
+uri = "/search?q=a"
+ip = "192.0.2.1"
+repeat = 3
+expect = "rate-limit"
+"#;
+    let rules = CustomRules::from_toml("s.toml", text).unwrap();
+    assert_eq!(rules.run_tests(NOW).summary(), "1 passed, 0 failed");
+    let limiter = RateLimiter::new(10);
+    let r = req("GET", "/search?q=a", "192.0.2.1", &[]);
+    let verdicts: Vec<_> = (0..3).map(|_| rules.evaluate(&r, NOW, &limiter)).collect();
+    assert!(verdicts.iter().all(|v| v.action == CustomAction::Pass));
+    assert!(verdicts[1].matches.is_empty());
+    assert_eq!(verdicts[2].matches.len(), 1);
+    assert_eq!(verdicts[2].matches[0].mode, Mode::Shadow);
+    // A different query is a different key.
+    let other = req("GET", "/search?q=b", "192.0.2.1", &[]);
+    assert!(rules.evaluate(&other, NOW, &limiter).matches.is_empty());
+}

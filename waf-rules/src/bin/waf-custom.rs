@@ -3,14 +3,16 @@
 //! ```text
 //! waf-custom check FILE...   validate the files as one ruleset (exit 1 with file:line:column on error)
 //! waf-custom test FILE...    run every in-file test case; ends with `N passed, N failed`
+//! waf-custom eval RULES.toml... CORPUS.jsonl...   score the rules on request corpora
 //! ```
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use waf_rules::custom::cli::{check_command, test_command};
+use waf_rules::custom::cli::{check_command, eval_command, test_command};
 
-const USAGE: &str = "usage: waf-custom <check|test> FILE...";
+const USAGE: &str =
+    "usage: waf-custom <check|test> FILE...\n       waf-custom eval RULES.toml... CORPUS.jsonl...";
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
     let result = match cmd.as_deref() {
         Some("check") if !paths.is_empty() => check_command(&paths, &mut out),
         Some("test") if !paths.is_empty() => test_command(&paths, &mut out),
+        Some("eval") if !paths.is_empty() => eval_command(&paths, &mut out),
         Some("-h") | Some("--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -7,7 +7,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use super::{CustomRules, Mode};
+use std::collections::BTreeMap;
+
+use super::{CustomAction, CustomRules, Mode};
+use crate::input::HttpRequest;
+use crate::ratelimit::NoLimits;
 
 /// Reads every file (errors name the path).
 pub fn read_files(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
@@ -85,4 +89,107 @@ pub fn test_command(paths: &[PathBuf], out: &mut dyn Write) -> anyhow::Result<bo
     }
     writeln!(out, "{}", report.summary())?;
     Ok(report.failed() == 0)
+}
+
+/// One line of a corpus file (`waf-corpus/*.jsonl`).
+#[derive(Debug, serde::Deserialize)]
+struct CorpusLine {
+    #[serde(default)]
+    id: String,
+    method: String,
+    uri: String,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    #[serde(default)]
+    body: String,
+    /// `attack` or `benign`.
+    #[serde(default)]
+    expect: String,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    requests: usize,
+    stopped: usize,
+    allowed: usize,
+    logged: usize,
+}
+
+/// Scores the rules (`.toml` files, loaded as one ruleset) against corpora (`.jsonl` files, one
+/// request per line as in `waf-corpus/`), rate limits off. Prints per corpus and expectation how
+/// many requests were stopped (block), let through by an `allow`, or only logged, plus the rules
+/// that stopped benign requests (false positives). Returns whether the rules loaded. `Err` only for
+/// I/O or malformed corpus lines.
+pub fn eval_command(paths: &[PathBuf], out: &mut dyn Write) -> anyhow::Result<bool> {
+    let (rule_paths, corpus_paths): (Vec<PathBuf>, Vec<PathBuf>) = paths
+        .iter()
+        .cloned()
+        .partition(|p| p.extension().is_some_and(|e| e == "toml"));
+    let files = read_files(&rule_paths)?;
+    let rules = match CustomRules::from_files(&files) {
+        Ok(r) => r,
+        Err(e) => {
+            writeln!(out, "error: {e}")?;
+            return Ok(false);
+        }
+    };
+    let now = now_ms();
+    for corpus in &corpus_paths {
+        let text = std::fs::read_to_string(corpus)
+            .with_context(|| format!("cannot read corpus {}", corpus.display()))?;
+        let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
+        let mut false_positives: BTreeMap<String, (usize, String)> = BTreeMap::new();
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let c: CorpusLine = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not a corpus line", corpus.display(), n + 1))?;
+            let req = HttpRequest {
+                method: c.method,
+                uri: c.uri,
+                version: "HTTP/1.1".into(),
+                headers: c.headers,
+                body: c.body.into_bytes(),
+                client_ip: None,
+                country: None,
+            };
+            let v = rules.evaluate(&req, now, &NoLimits);
+            let t = tallies.entry(c.expect.clone()).or_default();
+            t.requests += 1;
+            match &v.action {
+                CustomAction::Block { rule_id } | CustomAction::RateLimited { rule_id, .. } => {
+                    t.stopped += 1;
+                    if c.expect != "attack" {
+                        let fp = false_positives
+                            .entry(rule_id.to_string())
+                            .or_insert((0, c.id.clone()));
+                        fp.0 += 1;
+                    }
+                }
+                CustomAction::Allow { .. } => t.allowed += 1,
+                CustomAction::Pass => {}
+            }
+            if !v.matches.is_empty() && v.action.status().is_none() {
+                t.logged += 1;
+            }
+        }
+        for (expect, t) in &tallies {
+            writeln!(
+                out,
+                "{} [{}]: {} requests, {} stopped, {} allowed by exception, {} only logged",
+                corpus.display(),
+                if expect.is_empty() { "?" } else { expect },
+                t.requests,
+                t.stopped,
+                t.allowed,
+                t.logged
+            )?;
+        }
+        for (rule, (count, example)) in &false_positives {
+            writeln!(out, "  false positives: rule `{rule}` stopped {count} non-attack request(s), e.g. {example}")?;
+        }
+    }
+    Ok(true)
 }

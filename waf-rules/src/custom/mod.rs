@@ -62,6 +62,7 @@
 #![doc = "```"]
 
 mod file;
+mod live;
 mod load;
 mod testing;
 
@@ -71,6 +72,7 @@ pub mod cli;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+pub use live::{LiveRules, UpdateOutcome, VersionedRules};
 pub use load::Error;
 pub use testing::{TestOutcome, TestReport};
 
@@ -122,7 +124,9 @@ impl Mode {
     }
 }
 
-/// One part of a rate-limit key.
+/// One part of a rate-limit key. A part the request lacks counts as the empty string: requests
+/// without a known client address share one bucket per rule, so hosts must always fill
+/// [`HttpRequest::client_ip`] (the edge from the connection, the origin from the edge's signed header).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum KeyPart {
     /// The client address (`ip`).

@@ -135,7 +135,8 @@ pub enum Func {
     EndsWith,
     /// `any(condition over x[*]) -> bool`: true when the condition holds for some element.
     Any,
-    /// `all(condition over x[*]) -> bool`: true when the condition holds for every element.
+    /// `all(condition over x[*]) -> bool`: true when the condition holds for every element (false
+    /// for an empty array, so a missing header never satisfies `all`).
     All,
 }
 
@@ -191,6 +192,8 @@ pub enum CmpOp {
     Matches,
     /// `wildcard`: `*` matches any run of characters, case-insensitive, whole value.
     Wildcard,
+    /// `strict wildcard`: like `wildcard`, but case-sensitive.
+    StrictWildcard,
 }
 
 impl CmpOp {
@@ -206,6 +209,7 @@ impl CmpOp {
             CmpOp::Contains => "contains",
             CmpOp::Matches => "matches",
             CmpOp::Wildcard => "wildcard",
+            CmpOp::StrictWildcard => "strict wildcard",
         }
     }
 }

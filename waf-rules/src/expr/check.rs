@@ -25,9 +25,10 @@ pub fn build_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
         .build()
 }
 
-/// The regex a `wildcard` pattern stands for: `*` is any run, `\*` and `\\` escape, case-insensitive.
-pub fn wildcard_to_regex(pattern: &str) -> String {
-    let mut out = String::from("(?is)^");
+/// The regex a `wildcard` pattern stands for: `*` is any run, `\*` and `\\` escape; case-insensitive
+/// unless `strict` (`strict wildcard`).
+pub fn wildcard_to_regex(pattern: &str, strict: bool) -> String {
+    let mut out = String::from(if strict { "(?s)^" } else { "(?is)^" });
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {
         match c {
@@ -175,6 +176,8 @@ impl Checker<'_> {
             }
             Expr::InList { lhs, list, span } => {
                 let t = self.scalar(lhs)?;
+                // The list name is the last token of the span: point at it alone.
+                let span = &Span::new(span.end.saturating_sub(list.len() + 1), span.end);
                 let Some(kind) = (self.lists)(list) else {
                     return Err(self.err(*span, format!("expected a list defined in the file; there is no list `${list}`")));
                 };
@@ -226,7 +229,8 @@ impl Checker<'_> {
         if let Literal::Str(pattern) = &rhs.value {
             let compiled = match op {
                 CmpOp::Matches => Some(build_regex(pattern)),
-                CmpOp::Wildcard => Some(build_regex(&wildcard_to_regex(pattern))),
+                CmpOp::Wildcard => Some(build_regex(&wildcard_to_regex(pattern, false))),
+                CmpOp::StrictWildcard => Some(build_regex(&wildcard_to_regex(pattern, true))),
                 _ => None,
             };
             if let Some(Err(e)) = compiled {
@@ -392,7 +396,8 @@ mod tests {
         bad(r#"ip.src contains "1""#, "does not apply to addresses");
         bad(r#"http.host eq 1"#, "expected a string after `eq`");
         bad(r#"ip.src in $bots"#, "holds strings");
-        bad(r#"ip.src in $nope"#, "no list `$nope`");
+        let e = bad(r#"ip.src in $nope"#, "no list `$nope`");
+        assert_eq!((e.column, e.found.as_str()), (11, "$nope"));
         bad(r#"http.host matches "(""#, "valid regex");
         bad(
             r#"http.host matches r"\w{10000}\w{10000}\w{10000}""#,
@@ -415,8 +420,10 @@ mod tests {
 
     #[test]
     fn wildcard_translation() {
-        let re = build_regex(&wildcard_to_regex(r"*.Example.com/\*x")).unwrap();
+        let re = build_regex(&wildcard_to_regex(r"*.Example.com/\*x", false)).unwrap();
         assert!(re.is_match("shop.example.COM/*x"));
+        let strict = build_regex(&wildcard_to_regex(r"*.Example.com", true)).unwrap();
+        assert!(strict.is_match("a.Example.com") && !strict.is_match("a.example.com"));
         assert!(!re.is_match("shop.example.com/ax"));
         assert!(!re.is_match("shop.example.com.evil/*x"));
     }

@@ -157,6 +157,15 @@ impl Parser<'_> {
                 "contains" => Some(CmpOp::Contains),
                 "matches" => Some(CmpOp::Matches),
                 "wildcard" => Some(CmpOp::Wildcard),
+                "strict" => {
+                    if !matches!(self.toks.get(self.pos + 1), Some((Tok::Ident(w), _)) if w == "wildcard")
+                    {
+                        self.pos += 1;
+                        return Err(self.error_here("expected `wildcard` after `strict`"));
+                    }
+                    self.pos += 1;
+                    Some(CmpOp::StrictWildcard)
+                }
                 "in" => {
                     self.pos += 1;
                     return self.in_rest(lhs);
@@ -376,6 +385,14 @@ mod tests {
             r#"any(lower(http.request.headers["x"][*]) contains "y") xor not len(http.request.uri.args["q"][0]) gt 5"#
         );
         assert_eq!(roundtrip("ip.src in $office"), "ip.src in $office");
+        assert_eq!(
+            roundtrip(r#"http.host strict wildcard "*.Shop.example""#),
+            r#"http.host strict wildcard "*.Shop.example""#
+        );
+        assert!(parse(r#"http.host strict "x""#)
+            .unwrap_err()
+            .message
+            .contains("`wildcard` after `strict`"));
         assert_eq!(
             roundtrip(r#"http.user_agent ~ r"(?i)sqlmap\d""#),
             r#"http.user_agent matches "(?i)sqlmap\\d""#

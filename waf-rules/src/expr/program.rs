@@ -472,8 +472,9 @@ impl Compiler<'_, '_> {
                             CmpOp::Eq => StrTest::Eq(s.clone()),
                             CmpOp::Contains => StrTest::Contains(s.clone()),
                             CmpOp::Matches => StrTest::Regex(self.regex(rhs, s)?),
-                            CmpOp::Wildcard => {
-                                StrTest::Regex(self.regex(rhs, &wildcard_to_regex(s))?)
+                            CmpOp::Wildcard | CmpOp::StrictWildcard => {
+                                let strict = op == CmpOp::StrictWildcard;
+                                StrTest::Regex(self.regex(rhs, &wildcard_to_regex(s, strict))?)
                             }
                             other => StrTest::Cmp(other, s.clone()),
                         };
