@@ -7,6 +7,7 @@
 //!   moving 1 ms per poll (credit accrual and calls included).
 //! - `room/poll_claim`: a called ticket claiming its turn (admission).
 //! - `token/*`: sign and verify an admission token (HMAC-SHA256, ring); `verify_ticket`.
+//! - `gate/*`: the per-request path and bypass checks (normalisation included).
 //! - `state/*`: the JSON round trip a Durable Object pays to persist the room, beside the
 //!   naive alternative of one record per shopper (an array of seqs, 1 000 000 entries).
 
@@ -167,5 +168,28 @@ fn bench_token(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_room, bench_token);
+fn bench_gate(c: &mut Criterion) {
+    let cfg = RoomConfig::from_toml(
+        "flash-sale.toml",
+        include_str!("../examples/flash-sale.toml"),
+    )
+    .expect("valid");
+    let ip: std::net::IpAddr = "198.51.100.7".parse().expect("ip");
+    let mut g = c.benchmark_group("gate");
+    for path in [
+        "/sale/item/12345?ref=home",
+        "/static/app.js",
+        "/about/../CART/%69tem",
+    ] {
+        g.bench_with_input(BenchmarkId::new("guards", path), path, |b, p| {
+            b.iter(|| black_box(cfg.guards(black_box(p))))
+        });
+    }
+    g.bench_function("bypasses", |b| {
+        b.iter(|| black_box(cfg.bypasses(black_box("/sale/item/1"), Some(ip))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_room, bench_token, bench_gate);
 criterion_main!(benches);

@@ -1121,6 +1121,87 @@ mod tests {
         assert_eq!(r.observe_origin(bad, START), 600);
     }
 
+    #[test]
+    fn progress_grows_from_the_place_at_joining() {
+        let mut r = room();
+        let _ahead: Vec<_> = (0..50).map(|_| r.join(START).unwrap()).collect();
+        r.tick(START + 2000); // 20 called
+        let t = r.join(START + 2000).unwrap();
+        assert_eq!(t.cursor_at_join, 20);
+        let PollOutcome::Waiting {
+            position,
+            progress_permille: p0,
+            estimated_wait_secs,
+        } = r.poll(&t, START + 2000).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((position, p0, estimated_wait_secs), (31, 0, 4));
+        let PollOutcome::Waiting {
+            progress_permille: p1,
+            ..
+        } = r.poll(&t, START + 3500).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(p1, 15 * 1000 / 31);
+    }
+
+    #[test]
+    fn a_room_created_late_does_not_save_up_credits() {
+        // Created 50 minutes into the sale, with nobody in line.
+        let mut r = Room::new(&config(|s| s), 1, START + 50 * 60_000);
+        let tickets: Vec<_> = (0..200)
+            .map(|_| r.join(START + 50 * 60_000).unwrap())
+            .collect();
+        let admitted = tickets
+            .iter()
+            .filter(|t| {
+                matches!(
+                    r.poll(t, START + 50 * 60_000).unwrap(),
+                    PollOutcome::Admitted { .. }
+                )
+            })
+            .count();
+        // At most one poll interval's worth (600/min * 5 s + 1).
+        assert_eq!(admitted, 51);
+    }
+
+    #[test]
+    fn waiting_shoppers_hear_closed_when_the_sale_ends() {
+        let mut r = room();
+        let tickets: Vec<_> = (0..100).map(|_| r.join(START).unwrap()).collect();
+        let end = START + 3_600_000;
+        assert!(matches!(
+            r.poll(&tickets[0], START + 1000).unwrap(),
+            PollOutcome::Admitted { .. }
+        ));
+        assert!(matches!(
+            r.poll(&tickets[99], end - 1).unwrap(),
+            PollOutcome::Waiting { .. }
+        ));
+        assert_eq!(r.poll(&tickets[99], end).unwrap(), PollOutcome::Closed);
+        assert_eq!(r.poll(&tickets[0], end).unwrap(), PollOutcome::Closed);
+        assert_eq!(r.phase(), Phase::Closed);
+    }
+
+    #[test]
+    fn a_single_pre_queued_shopper_is_not_shuffled() {
+        let c = config(|s| s.replace("queueing = \"fifo\"", "queueing = \"pre-queue-shuffle\""));
+        let mut r = Room::new(&c, 5, PRE);
+        r.join(PRE).unwrap();
+        r.tick(START);
+        assert_eq!(r.rank_of(1), 1);
+        assert!(matches!(
+            r.log()[1],
+            LogEntry::SaleStarted {
+                shuffled: false,
+                pre_queue_len: 1,
+                ..
+            }
+        ));
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Join,
