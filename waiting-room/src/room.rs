@@ -374,6 +374,92 @@ pub struct RoomState {
     log: Vec<LogEntry>,
 }
 
+/// A cacheable view of a room for answering polls at the edge without the Durable Object.
+///
+/// A poll by a ticket that has not been called changes nothing in the room, so an edge isolate
+/// holding a recent snapshot can answer it locally; only tickets whose turn may have come (and
+/// joins) need the Durable Object. [`RoomSnapshot::answer`] is exact in that direction: it
+/// answers `Waiting` only for a ticket that cannot have been called since the snapshot (the
+/// cursor can advance by at most the credits held, the pending turns that may pass, and the
+/// credits accrued since), and it reports a position no better than the room's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomSnapshot {
+    room: String,
+    taken_at: u64,
+    phase: Phase,
+    issued: u64,
+    created_at: u64,
+    called_through: u64,
+    credits: u64,
+    pending: u64,
+    rate_per_minute: u32,
+    pre_queue_len: u64,
+    shuffle: Option<Shuffle>,
+    pre_queue_opens_ms: u64,
+    sale_starts_ms: u64,
+    sale_ends_ms: u64,
+    max_age_ms: u64,
+}
+
+impl RoomSnapshot {
+    /// When it was taken (Unix ms).
+    pub fn taken_at(&self) -> u64 {
+        self.taken_at
+    }
+
+    /// The answer the room would give this ticket's poll at `now`, when the snapshot can tell
+    /// without the room: `Waiting` (position as of the snapshot, an upper bound), `PreQueue`,
+    /// `NotOpen` or `Closed`. `None`: ask the room (the ticket may have been called, the
+    /// snapshot is older than one polling interval, or the ticket is not one it knows).
+    pub fn answer(&self, ticket: &Ticket, now: u64) -> Option<PollOutcome> {
+        if ticket.room != self.room
+            || ticket.seq == 0
+            || ticket.seq > self.issued
+            || ticket.issued_at < self.created_at
+            || now < self.taken_at
+            || now - self.taken_at > self.max_age_ms
+        {
+            return None;
+        }
+        if now >= self.sale_ends_ms {
+            return Some(PollOutcome::Closed);
+        }
+        match self.phase {
+            Phase::NotOpen | Phase::Closed => None,
+            Phase::PreQueue if now < self.sale_starts_ms => Some(PollOutcome::PreQueue {
+                sale_starts_at: self.sale_starts_ms,
+                queued: self.issued,
+            }),
+            Phase::PreQueue => None,
+            Phase::Open => {
+                let rank = match &self.shuffle {
+                    Some(sh) if ticket.seq <= self.pre_queue_len => sh.apply(ticket.seq - 1)? + 1,
+                    _ => ticket.seq,
+                };
+                let accrued = u64::from(self.rate_per_minute) * (now - self.taken_at) / 60_000 + 1;
+                let reach = self
+                    .called_through
+                    .saturating_add(self.credits)
+                    .saturating_add(self.pending)
+                    .saturating_add(accrued);
+                if rank <= reach {
+                    return None;
+                }
+                let position = rank - self.called_through;
+                let rate = u64::from(self.rate_per_minute.max(1));
+                let start = ticket.cursor_at_join.min(self.called_through);
+                let span = rank.saturating_sub(start).max(1);
+                Some(PollOutcome::Waiting {
+                    position,
+                    estimated_wait_secs: position.saturating_mul(60).div_ceil(rate),
+                    progress_permille: ((self.called_through - start) * 1000 / span).min(1000)
+                        as u16,
+                })
+            }
+        }
+    }
+}
+
 /// One waiting room: its validated config and its state.
 #[derive(Debug, Clone)]
 pub struct Room {
@@ -611,6 +697,30 @@ impl Room {
         Ok(PollOutcome::Admitted {
             session_expires_at: expires,
         })
+    }
+
+    /// A small, read-only summary of the room at `now` that an edge isolate can cache to answer
+    /// most polls without a round trip to the Durable Object (see [`RoomSnapshot::answer`]).
+    pub fn snapshot(&mut self, now: u64) -> RoomSnapshot {
+        self.tick(now);
+        let s = &self.state;
+        RoomSnapshot {
+            room: s.room.clone(),
+            taken_at: s.last_now,
+            phase: s.phase,
+            issued: s.next_seq - 1,
+            created_at: s.created_at,
+            called_through: s.called_through,
+            credits: s.credits,
+            pending: s.pending_unclaimed,
+            rate_per_minute: s.rate_per_minute,
+            pre_queue_len: s.pre_queue_len,
+            shuffle: s.shuffle,
+            pre_queue_opens_ms: self.config.pre_queue_opens_ms,
+            sale_starts_ms: self.config.sale_starts_ms,
+            sale_ends_ms: self.config.sale_ends_ms,
+            max_age_ms: self.config.poll_interval_ms,
+        }
     }
 
     /// The rank (place in line, from 1) of ticket `seq`, once the sale has started.
@@ -1240,6 +1350,7 @@ mod tests {
             let mut tickets: Vec<Ticket> = Vec::new();
             let mut last_position: Vec<Option<u64>> = Vec::new();
             let mut ever_admitted: Vec<bool> = Vec::new();
+            let mut snapshot: Option<RoomSnapshot> = None;
             for op in ops {
                 match op {
                     Op::Join => {
@@ -1281,6 +1392,28 @@ mod tests {
                         let back: RoomState = serde_json::from_str(&json).unwrap();
                         r = Room::restore(&c, back).unwrap();
                     }
+                }
+                // A snapshot taken a moment ago never contradicts the room.
+                if let Some(snap) = &snapshot {
+                    for (i, t) in tickets.iter().enumerate() {
+                        if let Some(local) = snap.answer(t, now) {
+                            let mut probe = r.clone();
+                            let real = probe.poll(t, now).unwrap();
+                            match (local, real) {
+                                (PollOutcome::Waiting { position: a, .. }, PollOutcome::Waiting { position: b, .. }) => {
+                                    proptest::prop_assert!(b <= a, "ticket {}: snapshot {} room {}", i, a, b);
+                                }
+                                // The pre-queue count shown may lag; the phase may not.
+                                (PollOutcome::PreQueue { sale_starts_at: a, .. }, PollOutcome::PreQueue { sale_starts_at: b, .. }) => {
+                                    proptest::prop_assert_eq!(a, b);
+                                }
+                                (a, b) => proptest::prop_assert_eq!(a, b),
+                            }
+                        }
+                    }
+                }
+                if now % 3 == 0 {
+                    snapshot = Some(r.snapshot(now));
                 }
                 let st = r.stats(now);
                 proptest::prop_assert!(st.active + st.pending <= c.max_active);

@@ -12,7 +12,9 @@
 
 use std::collections::VecDeque;
 
-use waiting_room::{LogEntry, OriginHealth, PollOutcome, Room, RoomConfig, Shuffle, Ticket};
+use waiting_room::{
+    LogEntry, OriginHealth, PollOutcome, Room, RoomConfig, RoomSnapshot, Shuffle, Ticket,
+};
 
 const STEP_MS: u64 = 50;
 const START: u64 = 1_795_770_000_000; // 2026-11-27T09:00:00Z
@@ -80,6 +82,9 @@ struct Report {
     persistent_expired: u64,
     ordering_violations: u64,
     waiting_answers_wrong: u64,
+    /// Share of all polls (waiting ones, estimated from the poll rate, plus claims) that an
+    /// edge with a 1 s snapshot must send to the Durable Object.
+    room_poll_share: f64,
     forfeited: u64,
     pending_at_end: u64,
     abandoned_after_call: u64,
@@ -151,6 +156,8 @@ impl Sim {
         let mut drain_minute = usize::MAX;
         let mut persistent_expired = 0u64;
         let mut waiting_answers_wrong = 0u64;
+        let mut snapshot: Option<RoomSnapshot> = None;
+        let (mut waiting_polls, mut room_polls) = (0f64, 0f64);
         let mut abandoned_after_call = 0u64;
         let mut admitted = 0u64;
         let persistent = abandons_at.iter().filter(|&&a| a == u64::MAX).count() as u64;
@@ -202,6 +209,26 @@ impl Sim {
                     Ok(PollOutcome::Waiting { position: 1, .. }) => {}
                     _ => waiting_answers_wrong += 1,
                 }
+            }
+            // Edge isolates answer waiting polls from a snapshot refreshed every second; only the
+            // polls of tickets the snapshot cannot rule out reach the Durable Object.
+            if (now - START).is_multiple_of(1000) {
+                snapshot = Some(room.snapshot(now));
+            }
+            if let (Some(snap), true) = (&snapshot, last_called < n as u64) {
+                let (mut lo, mut hi) = (last_called + 1, n as u64 + 1);
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    let t = &tickets[seq_at_rank[mid as usize] as usize - 1];
+                    if snap.answer(t, now).is_some() {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
+                }
+                let per_step = STEP_MS as f64 / poll_ms as f64;
+                waiting_polls += (n as u64 - last_called) as f64 * per_step;
+                room_polls += (lo - last_called - 1) as f64 * per_step;
             }
             let slot = (k % slots as u64) as usize;
             let due = std::mem::take(&mut wheel[slot]);
@@ -256,6 +283,7 @@ impl Sim {
             persistent_expired,
             ordering_violations,
             waiting_answers_wrong,
+            room_poll_share: (room_polls + admitted as f64) / (waiting_polls + admitted as f64),
             forfeited: stats.forfeited,
             pending_at_end: stats.pending,
             abandoned_after_call,
@@ -369,7 +397,8 @@ fn summary(name: &str, r: &Report, rate: u64) {
          per minute: first {} , steady min {lo} / max {hi} vs {rate} configured \
          ({:+.3} % / {:+.3} %), minutes {:?}; max active {} (room's conservative count incl. \
          pending turns {}); ordering violations {}; persistent shoppers expired {}; \
-         forfeited turns {} (abandoned before their call {}); wrong waiting answers {}",
+         forfeited turns {} (abandoned before their call {}); wrong waiting answers {}; \
+         share of polls needing the room with a 1 s edge snapshot {:.4} %",
         r.admitted,
         r.rank_of_seq.len(),
         r.persistent,
@@ -385,6 +414,7 @@ fn summary(name: &str, r: &Report, rate: u64) {
         r.forfeited,
         r.abandoned_after_call,
         r.waiting_answers_wrong,
+        r.room_poll_share * 100.0,
     );
 }
 
@@ -395,6 +425,7 @@ fn common_checks(r: &Report, max_active: u64) {
         "a shopper who kept polling lost the turn"
     );
     assert_eq!(r.waiting_answers_wrong, 0);
+    assert!(r.room_poll_share < 0.05, "{}", r.room_poll_share);
     assert!(r.max_active_seen <= max_active);
     assert!(r.max_active_room <= max_active);
     // Abandoned tickets stopped blocking the line: only turns whose holder had left went
