@@ -1412,7 +1412,7 @@ mod tests {
                         }
                     }
                 }
-                if now % 3 == 0 {
+                if now.is_multiple_of(3) {
                     snapshot = Some(r.snapshot(now));
                 }
                 let st = r.stats(now);
