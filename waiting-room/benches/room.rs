@@ -6,6 +6,8 @@
 //! - `room/poll_waiting/{clock}`: a waiting ticket's poll, with the clock standing still and
 //!   moving 1 ms per poll (credit accrual and calls included).
 //! - `room/poll_claim`: a called ticket claiming its turn (admission).
+//! - `room/snapshot_answer*`: an edge isolate answering a waiting poll from a cached
+//!   `RoomSnapshot`, for a FIFO ticket and for a shuffled pre-queue ticket.
 //! - `token/*`: sign and verify an admission token (HMAC-SHA256, ring); `verify_ticket`.
 //! - `gate/*`: the per-request path and bypass checks (normalisation included).
 //! - `state/*`: the JSON round trip a Durable Object pays to persist the room, beside the
@@ -91,6 +93,16 @@ fn bench_room(c: &mut Criterion) {
             })
         },
     );
+
+    // The edge's local answer from a cached snapshot (no Durable Object round trip).
+    let snapshot = room.clone().snapshot(now);
+    g.bench_function("snapshot_answer", |b| {
+        b.iter(|| black_box(snapshot.answer(black_box(&last), now + 500)))
+    });
+    let pre = tickets[1000].clone(); // pre-queued: rank through the shuffle
+    g.bench_function("snapshot_answer_shuffled", |b| {
+        b.iter(|| black_box(snapshot.answer(black_box(&pre), now + 500)))
+    });
 
     // A called, unclaimed ticket: the first rank called in the current batch.
     let mut probe = room.clone();
