@@ -57,7 +57,8 @@ pub enum PollOutcome {
     Waiting {
         /// 1 = next to be called.
         position: u64,
-        /// Estimate at the current rate (an upper bound when some shoppers ahead leave).
+        /// Estimate at the current rate, discounted by the share of turns that passed unclaimed
+        /// so far.
         estimated_wait_secs: u64,
         /// Progress since joining, 0..=1000.
         progress_permille: u16,
@@ -395,6 +396,8 @@ pub struct RoomSnapshot {
     rate_per_minute: u32,
     pre_queue_len: u64,
     shuffle: Option<Shuffle>,
+    admitted: u64,
+    forfeited: u64,
     pre_queue_opens_ms: u64,
     sale_starts_ms: u64,
     sale_ends_ms: u64,
@@ -446,12 +449,17 @@ impl RoomSnapshot {
                     return None;
                 }
                 let position = rank - self.called_through;
-                let rate = u64::from(self.rate_per_minute.max(1));
+
                 let start = ticket.cursor_at_join.min(self.called_through);
                 let span = rank.saturating_sub(start).max(1);
                 Some(PollOutcome::Waiting {
                     position,
-                    estimated_wait_secs: position.saturating_mul(60).div_ceil(rate),
+                    estimated_wait_secs: estimate_wait_secs(
+                        position,
+                        self.rate_per_minute,
+                        self.admitted,
+                        self.forfeited,
+                    ),
                     progress_permille: ((self.called_through - start) * 1000 / span).min(1000)
                         as u16,
                 })
@@ -658,8 +666,8 @@ impl Room {
         let s = &mut self.state;
         if rank > s.called_through {
             let position = rank - s.called_through;
-            let rate = u64::from(s.rate_per_minute.max(1));
-            let estimated_wait_secs = position.saturating_mul(60).div_ceil(rate);
+            let estimated_wait_secs =
+                estimate_wait_secs(position, s.rate_per_minute, s.admitted, s.forfeited);
             let start = ticket.cursor_at_join.min(s.called_through);
             let span = rank.saturating_sub(start).max(1);
             let progress_permille = ((s.called_through - start) * 1000 / span).min(1000) as u16;
@@ -716,6 +724,8 @@ impl Room {
             rate_per_minute: s.rate_per_minute,
             pre_queue_len: s.pre_queue_len,
             shuffle: s.shuffle,
+            admitted: s.admitted,
+            forfeited: s.forfeited,
             pre_queue_opens_ms: self.config.pre_queue_opens_ms,
             sale_starts_ms: self.config.sale_starts_ms,
             sale_ends_ms: self.config.sale_ends_ms,
@@ -928,6 +938,21 @@ impl Room {
             s.credits = s.credits.min(burst);
         }
     }
+}
+
+/// Seconds until `position` is called at `rate` per minute, discounted by the share of turns
+/// that passed unclaimed so far (once there are 100 to judge by): shoppers ahead who left do
+/// not make anyone wait.
+fn estimate_wait_secs(position: u64, rate_per_minute: u32, admitted: u64, forfeited: u64) -> u64 {
+    let rate = u64::from(rate_per_minute.max(1));
+    let resolved = admitted.saturating_add(forfeited);
+    let effective = if resolved >= 100 {
+        // position * admitted / resolved, without overflow for any realistic size.
+        (u128::from(position) * u128::from(admitted) / u128::from(resolved)) as u64
+    } else {
+        position
+    };
+    effective.max(1).saturating_mul(60).div_ceil(rate)
 }
 
 fn active_bucket_ms(session_ms: u64) -> u64 {
@@ -1255,6 +1280,15 @@ mod tests {
             panic!()
         };
         assert_eq!(p1, 15 * 1000 / 31);
+    }
+
+    #[test]
+    fn wait_estimate_discounts_abandonment() {
+        assert_eq!(estimate_wait_secs(600, 600, 0, 0), 60);
+        assert_eq!(estimate_wait_secs(600, 600, 80, 10), 60);
+        assert_eq!(estimate_wait_secs(600, 600, 800, 200), 48);
+        assert_eq!(estimate_wait_secs(1, 600, 0, 1000), 1);
+        assert_eq!(estimate_wait_secs(u64::MAX, 1, u64::MAX / 2, 1), u64::MAX);
     }
 
     #[test]
