@@ -71,7 +71,10 @@
 //! **Credits** accrue at the admission rate with exact integer arithmetic (a leaky bucket:
 //! `rate × elapsed_ms / 60 000`, the remainder carried), from the sale start. Unused credits
 //! are capped at a burst of one poll interval's worth (`rate × poll / 60 s + 1`) so a quiet room
-//! does not save up a flood.
+//! does not save up a flood. The bucket starts with a **head start** of half a polling
+//! interval's worth ([`room::head_start`]): a called shopper claims at its next poll, on
+//! average half an interval later, so without it the first interval would admit at about half
+//! the rate; with it, admissions run at the rate from the first second.
 //!
 //! Each credit **calls** the next rank: the cursor `called_through` advances by one. A called
 //! rank's holder claims the turn at its next poll, which **admits** it. Calls also need room
@@ -98,14 +101,15 @@
 //!
 //! # Guarantees
 //!
-//! - **Rate.** Every admission consumes a credit that accrued at the configured rate, and a
-//!   credit is used by at most one admission (forfeited turns return theirs). So admissions
-//!   from the sale start to `t` never exceed `∫ rate dt / 60 000`, and while the line is long,
+//! - **Rate.** Every admission consumes a credit that accrued at the configured rate (or the
+//!   head start), and a credit is used by at most one admission (forfeited turns return
+//!   theirs). So admissions from the sale start to `t` never exceed
+//!   `head start + ∫ rate dt / 60 000`, and while the line is long,
 //!   shoppers keep polling and the cap is not binding, each credit becomes an admission within
 //!   one polling interval of accruing (or, for a credit that calls an abandoned ticket, within
 //!   `abandon-timeout + 1 s` more per abandoned ticket it meets). The simulation test measures
-//!   it: admissions per minute within ±1 % of the rate once the first turn windows have
-//!   passed.
+//!   it: every full minute while the line is long, the first included, admits within ±1 % of
+//!   the rate.
 //! - **Cap.** `active + pending ≤ max-active` at all times.
 //! - **Order.** Ranks are called strictly in order. A shopper who polls at least every
 //!   `abandon-timeout` never loses a turn, and is admitted at the first poll after its call:

@@ -852,6 +852,11 @@ impl Room {
             let shuffled = c.queueing == QueueingMethod::PreQueueShuffle && s.pre_queue_len > 1;
             s.shuffle = shuffled.then(|| Shuffle::new(s.seed, s.pre_queue_len));
             s.accrued_to = c.sale_starts_ms;
+            // Head start: half a polling interval's worth of credits. A called shopper claims
+            // at its next poll, on average half an interval later, so without it the first
+            // interval would admit at half the rate; with it admissions run at the rate from
+            // the first second (see the crate docs).
+            s.credits = head_start(s.rate_per_minute, c.poll_interval_ms);
             s.last_increase_at = c.sale_starts_ms;
             s.log.push(LogEntry::SaleStarted {
                 at: c.sale_starts_ms,
@@ -955,6 +960,11 @@ fn estimate_wait_secs(position: u64, rate_per_minute: u32, admitted: u64, forfei
     effective.max(1).saturating_mul(60).div_ceil(rate)
 }
 
+/// Credits the bucket holds when the sale starts: `rate × poll / 2`.
+pub fn head_start(rate_per_minute: u32, poll_interval_ms: u64) -> u64 {
+    u64::from(rate_per_minute) * poll_interval_ms / 120_000
+}
+
 fn active_bucket_ms(session_ms: u64) -> u64 {
     session_ms.div_ceil(512).max(1000)
 }
@@ -989,16 +999,18 @@ mod tests {
                 queued: 1
             }
         );
-        // Nothing is admitted before the sale starts, however long the pre-queue waited.
+        // Nothing is admitted before the sale starts, however long the pre-queue waited...
         assert!(matches!(
+            r.poll(&t, START - 1).unwrap(),
+            PollOutcome::PreQueue { .. }
+        ));
+        // ... and the head start (600/min * 5 s / 2 = 25 credits) calls the first at once.
+        assert_eq!(
             r.poll(&t, START).unwrap(),
-            PollOutcome::Waiting { position: 1, .. }
-        ));
-        // 600/min = one every 100 ms.
-        assert!(matches!(
-            r.poll(&t, START + 100).unwrap(),
-            PollOutcome::Admitted { session_expires_at } if session_expires_at == START + 100 + 600_000
-        ));
+            PollOutcome::Admitted {
+                session_expires_at: START + 600_000
+            }
+        );
         let end = START + 3_600_000;
         assert_eq!(r.poll(&t, end).unwrap(), PollOutcome::Closed);
         assert_eq!(r.join(end), Err(JoinError::Closed));
@@ -1039,21 +1051,21 @@ mod tests {
     fn admits_in_order_at_the_rate() {
         let mut r = room();
         let tickets: Vec<_> = (0..100).map(|_| r.join(START).unwrap()).collect();
-        // After 1 s at 600/min, exactly 10 are called.
+        // After 1 s at 600/min, exactly 25 (head start) + 10 are called.
         let now = START + 1000;
         for (i, t) in tickets.iter().enumerate() {
             let out = r.poll(t, now).unwrap();
-            if i < 10 {
+            if i < 35 {
                 assert!(matches!(out, PollOutcome::Admitted { .. }), "{i}: {out:?}");
             } else {
                 assert!(
-                    matches!(out, PollOutcome::Waiting { position, .. } if position == i as u64 - 9),
+                    matches!(out, PollOutcome::Waiting { position, .. } if position == i as u64 - 34),
                     "{i}: {out:?}"
                 );
             }
         }
         let st = r.stats(now);
-        assert_eq!((st.admitted, st.active, st.pending), (10, 10, 0));
+        assert_eq!((st.admitted, st.active, st.pending), (35, 35, 0));
         // Polling again inside the turn window re-admits without a second admission, and
         // never extends the session.
         let again = r.poll(&tickets[0], now + 500).unwrap();
@@ -1063,7 +1075,7 @@ mod tests {
                 session_expires_at: now + 600_000
             }
         );
-        assert_eq!(r.stats(now + 500).admitted, 10);
+        assert_eq!(r.stats(now + 500).admitted, 35);
         assert_eq!(r.stats(now + 500).reclaims, 1);
     }
 
@@ -1077,20 +1089,21 @@ mod tests {
             r.tick(now);
             now += 500;
         }
-        // Turns called at 0.5 s and 1.0 s/1.5 s: deadlines at 1 s + 15 s and 2 s + 15 s.
+        // Turns called in second 0 (25 head start + 5 at 0.5 s) and in second 1 (1.0 s and
+        // 1.5 s): deadlines at 1 s + 15 s and 2 s + 15 s; their credits call the next ones.
         let st = r.stats(START + 16_999);
-        assert_eq!((st.forfeited, st.called_through), (5, 169 + 5));
+        assert_eq!((st.forfeited, st.called_through), (30, 25 + 169 + 30));
         let st = r.stats(START + 17_000);
-        assert_eq!((st.forfeited, st.called_through), (15, 170 + 15));
-        assert_eq!(st.pending, 170);
+        assert_eq!((st.forfeited, st.called_through), (40, 25 + 170 + 40));
+        assert_eq!(st.pending, 195);
         assert_eq!(r.poll(&tickets[0], now).unwrap(), PollOutcome::Expired);
-        // The line moved past them: rank 185 is admitted.
+        // The line moved past them: rank 235 is admitted.
         assert!(matches!(
-            r.poll(&tickets[184], now).unwrap(),
+            r.poll(&tickets[234], now).unwrap(),
             PollOutcome::Admitted { .. }
         ));
         assert!(matches!(
-            r.poll(&tickets[185], now).unwrap(),
+            r.poll(&tickets[235], now).unwrap(),
             PollOutcome::Waiting { position: 1, .. }
         ));
     }
@@ -1259,10 +1272,10 @@ mod tests {
     #[test]
     fn progress_grows_from_the_place_at_joining() {
         let mut r = room();
-        let _ahead: Vec<_> = (0..50).map(|_| r.join(START).unwrap()).collect();
-        r.tick(START + 2000); // 20 called
+        let _ahead: Vec<_> = (0..100).map(|_| r.join(START).unwrap()).collect();
+        r.tick(START + 2000); // 25 + 20 called
         let t = r.join(START + 2000).unwrap();
-        assert_eq!(t.cursor_at_join, 20);
+        assert_eq!(t.cursor_at_join, 45);
         let PollOutcome::Waiting {
             position,
             progress_permille: p0,
@@ -1271,7 +1284,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!((position, p0, estimated_wait_secs), (31, 0, 4));
+        assert_eq!((position, p0, estimated_wait_secs), (56, 0, 6));
         let PollOutcome::Waiting {
             progress_permille: p1,
             ..
@@ -1279,7 +1292,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(p1, 15 * 1000 / 31);
+        assert_eq!(p1, 15 * 1000 / 56);
     }
 
     #[test]
@@ -1454,7 +1467,10 @@ mod tests {
                 proptest::prop_assert!(st.called_through <= st.issued);
                 proptest::prop_assert_eq!(st.admitted + st.forfeited + st.pending, st.called_through);
                 let elapsed = now.saturating_sub(START);
-                proptest::prop_assert!(st.admitted <= 1200 * elapsed / 60_000, "{:?}", st);
+                proptest::prop_assert!(
+                    st.admitted <= 1200 * elapsed / 60_000 + head_start(1200, c.poll_interval_ms),
+                    "{:?}", st
+                );
             }
         }
     }
