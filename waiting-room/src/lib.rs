@@ -52,9 +52,10 @@
 //!     }
 //! }
 //!
-//! // Persist and restore.
-//! let saved = serde_json::to_string(room.state())?;
-//! let room = Room::restore(&config, serde_json::from_str::<RoomState>(&saved)?)?;
+//! // Persist and restore (a few KiB of JSON).
+//! let saved: String = room.to_json();
+//! let room = Room::from_json(&config, &saved)?;
+//! # let _: &RoomState = room.state();
 //! # let _ = (room, set_cookie);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -111,10 +112,10 @@
 //!   it: every full minute while the line is long, the first included, admits within ±1 % of
 //!   the rate.
 //! - **Cap.** `active + pending ≤ max-active` at all times.
-//! - **Order.** Ranks are called strictly in order. A shopper who polls at least every
-//!   `abandon-timeout` never loses a turn, and is admitted at the first poll after its call:
-//!   no later rank is called before it, so no later ticket is admitted more than one polling
-//!   interval before it.
+//! - **Order.** Ranks are called strictly in order. A shopper whose polls are less than
+//!   `abandon-timeout` apart never loses a turn, and is admitted at its first poll after its
+//!   call. Since no later rank is called before it, it is admitted no later than its first poll
+//!   after any later ticket's admission (the simulation checks exactly this, for every pair).
 //! - **Abandonment.** An unclaimed turn blocks nobody for longer than `abandon-timeout + 1 s`.
 //! - **State size** is independent of the number of shoppers: a few counters, at most
 //!   `abandon-timeout / 1 s + 2` batches, at most 514 active-session buckets and one bit per
@@ -129,7 +130,9 @@
 //! interval; [`RoomSnapshot::answer`] answers `Waiting` only for tickets that cannot have been
 //! called since (rank beyond cursor + credits + pending + what accrued since), and `None` for
 //! the rest, which go to the room. In the 1,000,000-shopper simulation with a 1 s snapshot,
-//! 0.9 % of polls reach the room.
+//! 0.9 % of polls reach the room. The Durable Object should then [`Room::tick`] at least once a
+//! second during the sale (an alarm), so that credits accrue and turns resolve even when few
+//! requests reach it (idle credits are capped at one polling interval's worth).
 //!
 //! # Closed loop
 //!
