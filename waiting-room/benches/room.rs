@@ -5,8 +5,12 @@
 //! - `room/join`: issue a ticket in a room with a long line.
 //! - `room/poll_waiting/{clock}`: a waiting ticket's poll, with the clock standing still and
 //!   moving 1 ms per poll (credit accrual and calls included).
-//! - `room/poll_claim`: a called ticket claiming its turn (admission).
+//! - `room/poll_claim`: a called ticket claiming its turn (admission), warm; and
+//!   `room/poll_claim_fresh_room` on a just-cloned room (cold caches, as after a restore).
+//! - `room/snapshot_answer*`: an edge isolate answering a waiting poll from a cached
+//!   `RoomSnapshot`, for a FIFO ticket and for a shuffled pre-queue ticket.
 //! - `token/*`: sign and verify an admission token (HMAC-SHA256, ring); `verify_ticket`.
+//! - `gate/*`: the per-request path and bypass checks (normalisation included).
 //! - `state/*`: the JSON round trip a Durable Object pays to persist the room, beside the
 //!   naive alternative of one record per shopper (an array of seqs, 1 000 000 entries).
 
@@ -91,6 +95,16 @@ fn bench_room(c: &mut Criterion) {
         },
     );
 
+    // The edge's local answer from a cached snapshot (no Durable Object round trip).
+    let snapshot = room.clone().snapshot(now);
+    g.bench_function("snapshot_answer", |b| {
+        b.iter(|| black_box(snapshot.answer(black_box(&last), now + 500)))
+    });
+    let pre = tickets[1000].clone(); // pre-queued: rank through the shuffle
+    g.bench_function("snapshot_answer_shuffled", |b| {
+        b.iter(|| black_box(snapshot.answer(black_box(&pre), now + 500)))
+    });
+
     // A called, unclaimed ticket: the first rank called in the current batch.
     let mut probe = room.clone();
     let called = probe.stats(now).called_through;
@@ -100,7 +114,7 @@ fn bench_room(c: &mut Criterion) {
         probe.poll(&claimer, now),
         Ok(PollOutcome::Admitted { .. })
     ));
-    g.bench_function("poll_claim", |b| {
+    g.bench_function("poll_claim_fresh_room", |b| {
         b.iter_batched(
             || room.clone(),
             |mut r| {
@@ -109,6 +123,28 @@ fn bench_room(c: &mut Criterion) {
             },
             BatchSize::LargeInput,
         )
+    });
+    // Warm: one room, 2 000 different called tickets claiming in turn (the room is cloned
+    // outside the timed loop every 2 000 claims).
+    let claimers: Vec<Ticket> = (called - 1999..=called)
+        .map(|rank| tickets[(room.seq_at(rank) - 1) as usize].clone())
+        .collect();
+    g.bench_function("poll_claim", |b| {
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let mut r = room.clone();
+                let n = left.min(claimers.len() as u64) as usize;
+                let start = std::time::Instant::now();
+                for t in &claimers[..n] {
+                    black_box(r.poll(black_box(t), now)).ok();
+                }
+                total += start.elapsed();
+                left -= n as u64;
+            }
+            total
+        })
     });
     g.finish();
 
@@ -167,5 +203,28 @@ fn bench_token(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_room, bench_token);
+fn bench_gate(c: &mut Criterion) {
+    let cfg = RoomConfig::from_toml(
+        "flash-sale.toml",
+        include_str!("../examples/flash-sale.toml"),
+    )
+    .expect("valid");
+    let ip: std::net::IpAddr = "198.51.100.7".parse().expect("ip");
+    let mut g = c.benchmark_group("gate");
+    for path in [
+        "/sale/item/12345?ref=home",
+        "/static/app.js",
+        "/about/../CART/%69tem",
+    ] {
+        g.bench_with_input(BenchmarkId::new("guards", path), path, |b, p| {
+            b.iter(|| black_box(cfg.guards(black_box(p))))
+        });
+    }
+    g.bench_function("bypasses", |b| {
+        b.iter(|| black_box(cfg.bypasses(black_box("/sale/item/1"), Some(ip))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_room, bench_token, bench_gate);
 criterion_main!(benches);

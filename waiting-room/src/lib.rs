@@ -52,9 +52,10 @@
 //!     }
 //! }
 //!
-//! // Persist and restore.
-//! let saved = serde_json::to_string(room.state())?;
-//! let room = Room::restore(&config, serde_json::from_str::<RoomState>(&saved)?)?;
+//! // Persist and restore (a few KiB of JSON).
+//! let saved: String = room.to_json();
+//! let room = Room::from_json(&config, &saved)?;
+//! # let _: &RoomState = room.state();
 //! # let _ = (room, set_cookie);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -71,7 +72,10 @@
 //! **Credits** accrue at the admission rate with exact integer arithmetic (a leaky bucket:
 //! `rate × elapsed_ms / 60 000`, the remainder carried), from the sale start. Unused credits
 //! are capped at a burst of one poll interval's worth (`rate × poll / 60 s + 1`) so a quiet room
-//! does not save up a flood.
+//! does not save up a flood. The bucket starts with a **head start** of half a polling
+//! interval's worth ([`room::head_start`]): a called shopper claims at its next poll, on
+//! average half an interval later, so without it the first interval would admit at about half
+//! the rate; with it, admissions run at the rate from the first second.
 //!
 //! Each credit **calls** the next rank: the cursor `called_through` advances by one. A called
 //! rank's holder claims the turn at its next poll, which **admits** it. Calls also need room
@@ -98,24 +102,37 @@
 //!
 //! # Guarantees
 //!
-//! - **Rate.** Every admission consumes a credit that accrued at the configured rate, and a
-//!   credit is used by at most one admission (forfeited turns return theirs). So admissions
-//!   from the sale start to `t` never exceed `∫ rate dt / 60 000`, and while the line is long,
+//! - **Rate.** Every admission consumes a credit that accrued at the configured rate (or the
+//!   head start), and a credit is used by at most one admission (forfeited turns return
+//!   theirs). So admissions from the sale start to `t` never exceed
+//!   `head start + ∫ rate dt / 60 000`, and while the line is long,
 //!   shoppers keep polling and the cap is not binding, each credit becomes an admission within
 //!   one polling interval of accruing (or, for a credit that calls an abandoned ticket, within
 //!   `abandon-timeout + 1 s` more per abandoned ticket it meets). The simulation test measures
-//!   it: admissions per minute within ±1 % of the rate once the first turn windows have
-//!   passed.
+//!   it: every full minute while the line is long, the first included, admits within ±1 % of
+//!   the rate.
 //! - **Cap.** `active + pending ≤ max-active` at all times.
-//! - **Order.** Ranks are called strictly in order. A shopper who polls at least every
-//!   `abandon-timeout` never loses a turn, and is admitted at the first poll after its call:
-//!   no later rank is called before it, so no later ticket is admitted more than one polling
-//!   interval before it.
+//! - **Order.** Ranks are called strictly in order. A shopper whose polls are less than
+//!   `abandon-timeout` apart never loses a turn, and is admitted at its first poll after its
+//!   call. Since no later rank is called before it, it is admitted no later than its first poll
+//!   after any later ticket's admission (the simulation checks exactly this, for every pair).
 //! - **Abandonment.** An unclaimed turn blocks nobody for longer than `abandon-timeout + 1 s`.
 //! - **State size** is independent of the number of shoppers: a few counters, at most
 //!   `abandon-timeout / 1 s + 2` batches, at most 514 active-session buckets and one bit per
 //!   pending rank (about `rate × abandon-timeout / 60 s`, bounded by [`room::MAX_PENDING_RANKS`],
 //!   32 KiB).
+//!
+//! # Answering polls without the Durable Object
+//!
+//! A poll by a ticket that has not been called changes nothing, so the edge need not send it to
+//! the Durable Object. [`Room::snapshot`] returns a small [`RoomSnapshot`] (cursor, credits,
+//! pending turns, rate, shuffle key, schedule) that isolates may cache for up to one polling
+//! interval; [`RoomSnapshot::answer`] answers `Waiting` only for tickets that cannot have been
+//! called since (rank beyond cursor + credits + pending + what accrued since), and `None` for
+//! the rest, which go to the room. In the 1,000,000-shopper simulation with a 1 s snapshot,
+//! 0.9 % of polls reach the room. The Durable Object should then [`Room::tick`] at least once a
+//! second during the sale (an alarm), so that credits accrue and turns resolve even when few
+//! requests reach it (idle credits are capped at one polling interval's worth).
 //!
 //! # Closed loop
 //!
@@ -140,6 +157,6 @@ pub mod token;
 pub use config::{ClosedLoop, ConfigError, FailureMode, QueueingMethod, RoomConfig};
 pub use room::{
     JoinError, LogEntry, OriginHealth, Phase, PollError, PollOutcome, RestoreError, Room,
-    RoomState, RoomStats, Ticket,
+    RoomSnapshot, RoomState, RoomStats, Ticket,
 };
 pub use shuffle::Shuffle;

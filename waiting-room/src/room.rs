@@ -57,7 +57,8 @@ pub enum PollOutcome {
     Waiting {
         /// 1 = next to be called.
         position: u64,
-        /// Estimate at the current rate (an upper bound when some shoppers ahead leave).
+        /// Estimate at the current rate, discounted by the share of turns that passed unclaimed
+        /// so far.
         estimated_wait_secs: u64,
         /// Progress since joining, 0..=1000.
         progress_permille: u16,
@@ -374,6 +375,99 @@ pub struct RoomState {
     log: Vec<LogEntry>,
 }
 
+/// A cacheable view of a room for answering polls at the edge without the Durable Object.
+///
+/// A poll by a ticket that has not been called changes nothing in the room, so an edge isolate
+/// holding a recent snapshot can answer it locally; only tickets whose turn may have come (and
+/// joins) need the Durable Object. [`RoomSnapshot::answer`] is exact in that direction: it
+/// answers `Waiting` only for a ticket that cannot have been called since the snapshot (the
+/// cursor can advance by at most the credits held, the pending turns that may pass, and the
+/// credits accrued since), and it reports a position no better than the room's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomSnapshot {
+    room: String,
+    taken_at: u64,
+    phase: Phase,
+    issued: u64,
+    created_at: u64,
+    called_through: u64,
+    credits: u64,
+    pending: u64,
+    rate_per_minute: u32,
+    pre_queue_len: u64,
+    shuffle: Option<Shuffle>,
+    admitted: u64,
+    forfeited: u64,
+    pre_queue_opens_ms: u64,
+    sale_starts_ms: u64,
+    sale_ends_ms: u64,
+    max_age_ms: u64,
+}
+
+impl RoomSnapshot {
+    /// When it was taken (Unix ms).
+    pub fn taken_at(&self) -> u64 {
+        self.taken_at
+    }
+
+    /// The answer the room would give this ticket's poll at `now`, when the snapshot can tell
+    /// without the room: `Waiting` (position as of the snapshot, an upper bound), `PreQueue`,
+    /// `NotOpen` or `Closed`. `None`: ask the room (the ticket may have been called, the
+    /// snapshot is older than one polling interval, or the ticket is not one it knows).
+    pub fn answer(&self, ticket: &Ticket, now: u64) -> Option<PollOutcome> {
+        if ticket.room != self.room
+            || ticket.seq == 0
+            || ticket.seq > self.issued
+            || ticket.issued_at < self.created_at
+            || now < self.taken_at
+            || now - self.taken_at > self.max_age_ms
+        {
+            return None;
+        }
+        if now >= self.sale_ends_ms {
+            return Some(PollOutcome::Closed);
+        }
+        match self.phase {
+            Phase::NotOpen | Phase::Closed => None,
+            Phase::PreQueue if now < self.sale_starts_ms => Some(PollOutcome::PreQueue {
+                sale_starts_at: self.sale_starts_ms,
+                queued: self.issued,
+            }),
+            Phase::PreQueue => None,
+            Phase::Open => {
+                let rank = match &self.shuffle {
+                    Some(sh) if ticket.seq <= self.pre_queue_len => sh.apply(ticket.seq - 1)? + 1,
+                    _ => ticket.seq,
+                };
+                let accrued = u64::from(self.rate_per_minute) * (now - self.taken_at) / 60_000 + 1;
+                let reach = self
+                    .called_through
+                    .saturating_add(self.credits)
+                    .saturating_add(self.pending)
+                    .saturating_add(accrued);
+                if rank <= reach {
+                    return None;
+                }
+                let position = rank - self.called_through;
+
+                let start = ticket.cursor_at_join.min(self.called_through);
+                let span = rank.saturating_sub(start).max(1);
+                Some(PollOutcome::Waiting {
+                    position,
+                    estimated_wait_secs: estimate_wait_secs(
+                        position,
+                        self.rate_per_minute,
+                        self.admitted,
+                        self.forfeited,
+                    ),
+                    progress_permille: ((self.called_through - start) * 1000 / span).min(1000)
+                        as u16,
+                })
+            }
+        }
+    }
+}
+
 /// One waiting room: its validated config and its state.
 #[derive(Debug, Clone)]
 pub struct Room {
@@ -572,8 +666,8 @@ impl Room {
         let s = &mut self.state;
         if rank > s.called_through {
             let position = rank - s.called_through;
-            let rate = u64::from(s.rate_per_minute.max(1));
-            let estimated_wait_secs = position.saturating_mul(60).div_ceil(rate);
+            let estimated_wait_secs =
+                estimate_wait_secs(position, s.rate_per_minute, s.admitted, s.forfeited);
             let start = ticket.cursor_at_join.min(s.called_through);
             let span = rank.saturating_sub(start).max(1);
             let progress_permille = ((s.called_through - start) * 1000 / span).min(1000) as u16;
@@ -611,6 +705,32 @@ impl Room {
         Ok(PollOutcome::Admitted {
             session_expires_at: expires,
         })
+    }
+
+    /// A small, read-only summary of the room at `now` that an edge isolate can cache to answer
+    /// most polls without a round trip to the Durable Object (see [`RoomSnapshot::answer`]).
+    pub fn snapshot(&mut self, now: u64) -> RoomSnapshot {
+        self.tick(now);
+        let s = &self.state;
+        RoomSnapshot {
+            room: s.room.clone(),
+            taken_at: s.last_now,
+            phase: s.phase,
+            issued: s.next_seq - 1,
+            created_at: s.created_at,
+            called_through: s.called_through,
+            credits: s.credits,
+            pending: s.pending_unclaimed,
+            rate_per_minute: s.rate_per_minute,
+            pre_queue_len: s.pre_queue_len,
+            shuffle: s.shuffle,
+            admitted: s.admitted,
+            forfeited: s.forfeited,
+            pre_queue_opens_ms: self.config.pre_queue_opens_ms,
+            sale_starts_ms: self.config.sale_starts_ms,
+            sale_ends_ms: self.config.sale_ends_ms,
+            max_age_ms: self.config.poll_interval_ms,
+        }
     }
 
     /// The rank (place in line, from 1) of ticket `seq`, once the sale has started.
@@ -732,6 +852,11 @@ impl Room {
             let shuffled = c.queueing == QueueingMethod::PreQueueShuffle && s.pre_queue_len > 1;
             s.shuffle = shuffled.then(|| Shuffle::new(s.seed, s.pre_queue_len));
             s.accrued_to = c.sale_starts_ms;
+            // Head start: half a polling interval's worth of credits. A called shopper claims
+            // at its next poll, on average half an interval later, so without it the first
+            // interval would admit at half the rate; with it admissions run at the rate from
+            // the first second (see the crate docs).
+            s.credits = head_start(s.rate_per_minute, c.poll_interval_ms);
             s.last_increase_at = c.sale_starts_ms;
             s.log.push(LogEntry::SaleStarted {
                 at: c.sale_starts_ms,
@@ -820,6 +945,26 @@ impl Room {
     }
 }
 
+/// Seconds until `position` is called at `rate` per minute, discounted by the share of turns
+/// that passed unclaimed so far (once there are 100 to judge by): shoppers ahead who left do
+/// not make anyone wait.
+fn estimate_wait_secs(position: u64, rate_per_minute: u32, admitted: u64, forfeited: u64) -> u64 {
+    let rate = u64::from(rate_per_minute.max(1));
+    let resolved = admitted.saturating_add(forfeited);
+    let effective = if resolved >= 100 {
+        // position * admitted / resolved, without overflow for any realistic size.
+        (u128::from(position) * u128::from(admitted) / u128::from(resolved)) as u64
+    } else {
+        position
+    };
+    effective.max(1).saturating_mul(60).div_ceil(rate)
+}
+
+/// Credits the bucket holds when the sale starts: `rate × poll / 2`.
+pub fn head_start(rate_per_minute: u32, poll_interval_ms: u64) -> u64 {
+    u64::from(rate_per_minute) * poll_interval_ms / 120_000
+}
+
 fn active_bucket_ms(session_ms: u64) -> u64 {
     session_ms.div_ceil(512).max(1000)
 }
@@ -854,16 +999,18 @@ mod tests {
                 queued: 1
             }
         );
-        // Nothing is admitted before the sale starts, however long the pre-queue waited.
+        // Nothing is admitted before the sale starts, however long the pre-queue waited...
         assert!(matches!(
+            r.poll(&t, START - 1).unwrap(),
+            PollOutcome::PreQueue { .. }
+        ));
+        // ... and the head start (600/min * 5 s / 2 = 25 credits) calls the first at once.
+        assert_eq!(
             r.poll(&t, START).unwrap(),
-            PollOutcome::Waiting { position: 1, .. }
-        ));
-        // 600/min = one every 100 ms.
-        assert!(matches!(
-            r.poll(&t, START + 100).unwrap(),
-            PollOutcome::Admitted { session_expires_at } if session_expires_at == START + 100 + 600_000
-        ));
+            PollOutcome::Admitted {
+                session_expires_at: START + 600_000
+            }
+        );
         let end = START + 3_600_000;
         assert_eq!(r.poll(&t, end).unwrap(), PollOutcome::Closed);
         assert_eq!(r.join(end), Err(JoinError::Closed));
@@ -904,21 +1051,21 @@ mod tests {
     fn admits_in_order_at_the_rate() {
         let mut r = room();
         let tickets: Vec<_> = (0..100).map(|_| r.join(START).unwrap()).collect();
-        // After 1 s at 600/min, exactly 10 are called.
+        // After 1 s at 600/min, exactly 25 (head start) + 10 are called.
         let now = START + 1000;
         for (i, t) in tickets.iter().enumerate() {
             let out = r.poll(t, now).unwrap();
-            if i < 10 {
+            if i < 35 {
                 assert!(matches!(out, PollOutcome::Admitted { .. }), "{i}: {out:?}");
             } else {
                 assert!(
-                    matches!(out, PollOutcome::Waiting { position, .. } if position == i as u64 - 9),
+                    matches!(out, PollOutcome::Waiting { position, .. } if position == i as u64 - 34),
                     "{i}: {out:?}"
                 );
             }
         }
         let st = r.stats(now);
-        assert_eq!((st.admitted, st.active, st.pending), (10, 10, 0));
+        assert_eq!((st.admitted, st.active, st.pending), (35, 35, 0));
         // Polling again inside the turn window re-admits without a second admission, and
         // never extends the session.
         let again = r.poll(&tickets[0], now + 500).unwrap();
@@ -928,7 +1075,7 @@ mod tests {
                 session_expires_at: now + 600_000
             }
         );
-        assert_eq!(r.stats(now + 500).admitted, 10);
+        assert_eq!(r.stats(now + 500).admitted, 35);
         assert_eq!(r.stats(now + 500).reclaims, 1);
     }
 
@@ -942,20 +1089,21 @@ mod tests {
             r.tick(now);
             now += 500;
         }
-        // Turns called at 0.5 s and 1.0 s/1.5 s: deadlines at 1 s + 15 s and 2 s + 15 s.
+        // Turns called in second 0 (25 head start + 5 at 0.5 s) and in second 1 (1.0 s and
+        // 1.5 s): deadlines at 1 s + 15 s and 2 s + 15 s; their credits call the next ones.
         let st = r.stats(START + 16_999);
-        assert_eq!((st.forfeited, st.called_through), (5, 169 + 5));
+        assert_eq!((st.forfeited, st.called_through), (30, 25 + 169 + 30));
         let st = r.stats(START + 17_000);
-        assert_eq!((st.forfeited, st.called_through), (15, 170 + 15));
-        assert_eq!(st.pending, 170);
+        assert_eq!((st.forfeited, st.called_through), (40, 25 + 170 + 40));
+        assert_eq!(st.pending, 195);
         assert_eq!(r.poll(&tickets[0], now).unwrap(), PollOutcome::Expired);
-        // The line moved past them: rank 185 is admitted.
+        // The line moved past them: rank 235 is admitted.
         assert!(matches!(
-            r.poll(&tickets[184], now).unwrap(),
+            r.poll(&tickets[234], now).unwrap(),
             PollOutcome::Admitted { .. }
         ));
         assert!(matches!(
-            r.poll(&tickets[185], now).unwrap(),
+            r.poll(&tickets[235], now).unwrap(),
             PollOutcome::Waiting { position: 1, .. }
         ));
     }
@@ -1121,6 +1269,96 @@ mod tests {
         assert_eq!(r.observe_origin(bad, START), 600);
     }
 
+    #[test]
+    fn progress_grows_from_the_place_at_joining() {
+        let mut r = room();
+        let _ahead: Vec<_> = (0..100).map(|_| r.join(START).unwrap()).collect();
+        r.tick(START + 2000); // 25 + 20 called
+        let t = r.join(START + 2000).unwrap();
+        assert_eq!(t.cursor_at_join, 45);
+        let PollOutcome::Waiting {
+            position,
+            progress_permille: p0,
+            estimated_wait_secs,
+        } = r.poll(&t, START + 2000).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((position, p0, estimated_wait_secs), (56, 0, 6));
+        let PollOutcome::Waiting {
+            progress_permille: p1,
+            ..
+        } = r.poll(&t, START + 3500).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(p1, 15 * 1000 / 56);
+    }
+
+    #[test]
+    fn wait_estimate_discounts_abandonment() {
+        assert_eq!(estimate_wait_secs(600, 600, 0, 0), 60);
+        assert_eq!(estimate_wait_secs(600, 600, 80, 10), 60);
+        assert_eq!(estimate_wait_secs(600, 600, 800, 200), 48);
+        assert_eq!(estimate_wait_secs(1, 600, 0, 1000), 1);
+        assert_eq!(estimate_wait_secs(u64::MAX, 1, u64::MAX / 2, 1), u64::MAX);
+    }
+
+    #[test]
+    fn a_room_created_late_does_not_save_up_credits() {
+        // Created 50 minutes into the sale, with nobody in line.
+        let mut r = Room::new(&config(|s| s), 1, START + 50 * 60_000);
+        let tickets: Vec<_> = (0..200)
+            .map(|_| r.join(START + 50 * 60_000).unwrap())
+            .collect();
+        let admitted = tickets
+            .iter()
+            .filter(|t| {
+                matches!(
+                    r.poll(t, START + 50 * 60_000).unwrap(),
+                    PollOutcome::Admitted { .. }
+                )
+            })
+            .count();
+        // At most one poll interval's worth (600/min * 5 s + 1).
+        assert_eq!(admitted, 51);
+    }
+
+    #[test]
+    fn waiting_shoppers_hear_closed_when_the_sale_ends() {
+        let mut r = room();
+        let tickets: Vec<_> = (0..100).map(|_| r.join(START).unwrap()).collect();
+        let end = START + 3_600_000;
+        assert!(matches!(
+            r.poll(&tickets[0], START + 1000).unwrap(),
+            PollOutcome::Admitted { .. }
+        ));
+        assert!(matches!(
+            r.poll(&tickets[99], end - 1).unwrap(),
+            PollOutcome::Waiting { .. }
+        ));
+        assert_eq!(r.poll(&tickets[99], end).unwrap(), PollOutcome::Closed);
+        assert_eq!(r.poll(&tickets[0], end).unwrap(), PollOutcome::Closed);
+        assert_eq!(r.phase(), Phase::Closed);
+    }
+
+    #[test]
+    fn a_single_pre_queued_shopper_is_not_shuffled() {
+        let c = config(|s| s.replace("queueing = \"fifo\"", "queueing = \"pre-queue-shuffle\""));
+        let mut r = Room::new(&c, 5, PRE);
+        r.join(PRE).unwrap();
+        r.tick(START);
+        assert_eq!(r.rank_of(1), 1);
+        assert!(matches!(
+            r.log()[1],
+            LogEntry::SaleStarted {
+                shuffled: false,
+                pre_queue_len: 1,
+                ..
+            }
+        ));
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Join,
@@ -1159,6 +1397,7 @@ mod tests {
             let mut tickets: Vec<Ticket> = Vec::new();
             let mut last_position: Vec<Option<u64>> = Vec::new();
             let mut ever_admitted: Vec<bool> = Vec::new();
+            let mut snapshot: Option<RoomSnapshot> = None;
             for op in ops {
                 match op {
                     Op::Join => {
@@ -1201,12 +1440,37 @@ mod tests {
                         r = Room::restore(&c, back).unwrap();
                     }
                 }
+                // A snapshot taken a moment ago never contradicts the room.
+                if let Some(snap) = &snapshot {
+                    for (i, t) in tickets.iter().enumerate() {
+                        if let Some(local) = snap.answer(t, now) {
+                            let mut probe = r.clone();
+                            let real = probe.poll(t, now).unwrap();
+                            match (local, real) {
+                                (PollOutcome::Waiting { position: a, .. }, PollOutcome::Waiting { position: b, .. }) => {
+                                    proptest::prop_assert!(b <= a, "ticket {}: snapshot {} room {}", i, a, b);
+                                }
+                                // The pre-queue count shown may lag; the phase may not.
+                                (PollOutcome::PreQueue { sale_starts_at: a, .. }, PollOutcome::PreQueue { sale_starts_at: b, .. }) => {
+                                    proptest::prop_assert_eq!(a, b);
+                                }
+                                (a, b) => proptest::prop_assert_eq!(a, b),
+                            }
+                        }
+                    }
+                }
+                if now.is_multiple_of(3) {
+                    snapshot = Some(r.snapshot(now));
+                }
                 let st = r.stats(now);
                 proptest::prop_assert!(st.active + st.pending <= c.max_active);
                 proptest::prop_assert!(st.called_through <= st.issued);
                 proptest::prop_assert_eq!(st.admitted + st.forfeited + st.pending, st.called_through);
                 let elapsed = now.saturating_sub(START);
-                proptest::prop_assert!(st.admitted <= 1200 * elapsed / 60_000, "{:?}", st);
+                proptest::prop_assert!(
+                    st.admitted <= 1200 * elapsed / 60_000 + head_start(1200, c.poll_interval_ms),
+                    "{:?}", st
+                );
             }
         }
     }

@@ -99,12 +99,15 @@ pub struct Admission {
     pub expires_at: u64,
 }
 
+#[derive(Clone)]
 struct Key {
     id: String,
     key: hmac::Key,
 }
 
 /// The signing keys: one current, optionally one previous (accepted, never used to sign).
+/// `Clone + Send + Sync`, so one set can be shared by every request of a proxy or an isolate.
+#[derive(Clone)]
 pub struct Keys {
     current: Key,
     previous: Option<Key>,
@@ -453,6 +456,8 @@ mod tests {
             KeyError::DuplicateId("k1".into())
         );
         assert!(!format!("{:?}", keys()).contains("0123"));
+        fn shareable<T: Clone + Send + Sync>() {}
+        shareable::<Keys>();
     }
 
     #[test]
