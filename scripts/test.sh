@@ -17,12 +17,15 @@ bash scripts/build-worker.sh >/dev/null
 cargo build --quiet --target wasm32-unknown-unknown --lib -p edge-signature
 
 log "binaries the end-to-end tests start"
-cargo build --quiet -p demo-shop -p origin-proxy -p static-sync
+cargo build --quiet -p demo-shop -p origin-proxy -p static-sync -p waf-rules
 
 log "example configs (--check)"
 for f in origin-proxy/examples/*.toml; do
   EDGE_SIGNING_KEY=example-key-for-config-checks ./target/debug/origin-proxy --check --config "$f"
 done
+
+./target/debug/waf-rules check waf-rules/examples/*.toml
+./target/debug/waf-rules test waf-rules/examples/*.toml | tail -n 1
 
 log "tests"
 out="$ROOT/target/test-output.txt"

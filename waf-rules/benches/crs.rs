@@ -39,7 +39,10 @@ fn bench(c: &mut Criterion) {
     if !dir.join("rules").is_dir() {
         // Benchmarks measure; without the data there is nothing to measure (tests fail loudly
         // on a missing shared folder, benches only say so).
-        eprintln!("no CRS at {} (set FLASHEDGE_SHARED): nothing measured", dir.display());
+        eprintln!(
+            "no CRS at {} (set FLASHEDGE_SHARED): nothing measured",
+            dir.display()
+        );
         return;
     }
     let (files, data) = waf_rules::crs::read_dir(&dir).expect("CRS directory");

@@ -23,7 +23,13 @@ struct Cli {
 enum Cmd {
     /// Validate rule files (or directories of them); errors name file, line, column, directive.
     Check {
-        /// `.conf` files or directories (a CRS directory is loaded as a whole).
+        /// `.conf` files or directories (a CRS directory is loaded as a whole), and custom
+        /// rules files (`.toml`).
+        paths: Vec<PathBuf>,
+    },
+    /// Run the test cases inside custom rules files; ends with `N passed, N failed`.
+    Test {
+        /// Custom rules files (`.toml`), loaded together as one ruleset.
         paths: Vec<PathBuf>,
     },
     /// Run go-ftw YAML regression tests in-process, configured as CRS's test harness.
@@ -40,7 +46,31 @@ enum Cmd {
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Check { paths } => check(&paths),
+        Cmd::Check { paths } => {
+            let (custom, seclang): (Vec<PathBuf>, Vec<PathBuf>) = paths
+                .into_iter()
+                .partition(|p| p.extension().is_some_and(|e| e == "toml"));
+            let mut ok = true;
+            if !custom.is_empty() {
+                ok &= waf_rules::custom::cli::check_command(&custom, &mut std::io::stdout())?;
+            }
+            if !seclang.is_empty() || custom.is_empty() {
+                ok &= check(&seclang)? == ExitCode::SUCCESS;
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Test { paths } => {
+            let ok = waf_rules::custom::cli::test_command(&paths, &mut std::io::stdout())?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Cmd::Ftw(a) => ftw::ftw(&a),
         Cmd::CorpusFtw(a) => ftw::corpus(&a),
         Cmd::Eval(a) => eval::eval(&a),
