@@ -358,7 +358,10 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
         // The connection is closed after an error (pingora does not reuse it): say so, so that
         // clients with a connection pool do not send their next request into a closed socket.
         let extra: &[(&str, &str)] = if code == 503 {
-            &[("retry-after", retry_after.as_str()), ("connection", "close")]
+            &[
+                ("retry-after", retry_after.as_str()),
+                ("connection", "close"),
+            ]
         } else {
             &[("connection", "close")]
         };
