@@ -4,7 +4,7 @@ use worker::{Context, Env, Request, Response, Result};
 
 use crate::config::EdgeConfig;
 use crate::waf::{self, Decision, WafSettings};
-use crate::{error, forward, pages};
+use crate::{error, forward, limits, pages};
 
 /// Prefix of the edge's own endpoints; never forwarded.
 pub const EDGE_PREFIX: &str = "/__edge/";
@@ -44,11 +44,26 @@ pub async fn handle(
         forward::client_ip(&req),
         req.cf().and_then(|cf| cf.country()),
     );
-    if let Decision::Stop {
-        status,
-        retry_after,
-    } = engine.inspect(&view, now_ms, &id)
-    {
+    let (decision, global) = engine.inspect(&view, now_ms, &id);
+    let stop = match decision {
+        Decision::Stop {
+            status,
+            retry_after,
+        } => Some((status, retry_after)),
+        Decision::Pass if global.is_empty() => None,
+        Decision::Pass => {
+            let (stop, exceeded) = limits::check_all(env, &global, now_ms).await;
+            for (rule, mode) in &exceeded {
+                engine.count_global(rule, mode);
+                worker::console_log!(
+                    "{}",
+                    serde_json::json!({ "waf": "global_limit", "request_id": id, "rule": rule, "mode": mode })
+                );
+            }
+            stop.map(|s| (s.status, s.retry_after))
+        }
+    };
+    if let Some((status, retry_after)) = stop {
         let wants_json = req
             .headers()
             .get("accept")?

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::rc::Rc;
 
-use waf_rules::custom::Mode as RuleMode;
+use waf_rules::custom::GlobalLimitCheck;
 use waf_rules::{
     Action, CustomAction, CustomRules, HttpRequest, Mode, RateLimiter, RuleSet, WafConfig,
 };
@@ -157,7 +157,14 @@ pub enum Decision {
 
 impl Engine {
     /// Judges one request at `now_ms`, logs what matched (with the request id) and counts it.
-    pub fn inspect(&self, req: &HttpRequest, now_ms: u64, request_id: &str) -> Decision {
+    /// Also returns the checks of global rate limits the caller must make against the
+    /// Durable Object ([`crate::limits`]) when the request is not stopped here.
+    pub fn inspect(
+        &self,
+        req: &HttpRequest,
+        now_ms: u64,
+        request_id: &str,
+    ) -> (Decision, Vec<GlobalLimitCheck>) {
         let custom = self.custom.evaluate(req, now_ms, &self.limiter);
         for m in &custom.matches {
             self.count(&m.rule_id, m.action.as_str(), m.mode.as_str());
@@ -214,14 +221,16 @@ impl Engine {
                 serde_json::json!({ "waf": outcome, "request_id": request_id, "custom": rules, "crs": crs_ids, "score": score })
             );
         }
-        if custom
-            .global_limits
-            .iter()
-            .any(|g| g.mode == RuleMode::Enforce)
-        {
-            worker::console_warn!("WAF: global rate limits are counted per isolate (no Durable Object store configured)");
-        }
-        decision
+        let global = match decision {
+            Decision::Pass => custom.global_limits,
+            Decision::Stop { .. } => Vec::new(),
+        };
+        (decision, global)
+    }
+
+    /// Counts a match found outside [`Engine::inspect`] (an exceeded global limit).
+    pub fn count_global(&self, rule: &str, mode: &'static str) {
+        self.count(rule, "rate_limit", mode);
     }
 
     fn count(&self, rule: &str, action: &'static str, mode: &'static str) {

@@ -180,3 +180,67 @@ async fn shadow_rules_change_nothing_and_login_floods_get_429_per_address() -> R
     ensure!(other.status() != 429, "another address was limited too");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_limit_is_kept_by_a_durable_object_across_isolates() -> Result<()> {
+    let dir = scratch_dir("edge_waf_global")?;
+    let key = test_key();
+    let shop = Shop::start("shop-a", &dir)?;
+    let proxy = Proxy::start(
+        &ProxySettings {
+            backends: &[shop.addr],
+            hc_interval_ms: 1000,
+        },
+        &key,
+        &dir,
+    )?;
+    let http = reqwest::Client::new();
+    let check = |edge: &Edge, ip: &'static str| {
+        http.post(format!("{}/api/gift-cards/balance", edge.url()))
+            .header(
+                "user-agent",
+                "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+            )
+            .header("cf-connecting-ip", ip)
+            .header("content-type", "application/json")
+            .body(r#"{"card":"6006-1234"}"#)
+            .send()
+    };
+
+    // Ten checks in the first isolate: all under the limit (gift-card-guessing: 10/min/IP).
+    let edge = Edge::start(&proxy.url(), &key, &dir)?;
+    for n in 1..=10 {
+        let resp = check(&edge, "203.0.113.61").await?;
+        ensure!(resp.status() != 429, "check {n} was limited");
+    }
+    drop(edge);
+
+    // A new isolate (wrangler restarted on the same local state) has an empty local limiter:
+    // only the Durable Object remembers the ten, so the eleventh is limited.
+    let edge = Edge::start(&proxy.url(), &key, &dir)?;
+    let resp = check(&edge, "203.0.113.61").await?;
+    ensure!(
+        resp.status() == 429,
+        "the eleventh check (new isolate) got {}",
+        resp.status()
+    );
+    ensure!(
+        resp.headers().contains_key("retry-after"),
+        "429 without Retry-After"
+    );
+    let other = check(&edge, "198.51.100.61").await?;
+    ensure!(other.status() != 429, "another address was limited");
+    let counts = edge_counts(&http, &edge).await?;
+    ensure!(
+        counts
+            .iter()
+            .any(|c| c["rule"] == "gift-card-guessing" && c["mode"] == "enforce"),
+        "global limit not counted: {counts:?}"
+    );
+    ensure!(
+        shop.stats()?["by_path"]["/api/gift-cards/balance"] == 11,
+        "shop counts {}",
+        shop.stats()?
+    );
+    Ok(())
+}
