@@ -18,6 +18,9 @@ if ! grep -q '^EDGE_SIGNING_KEY=' "$vars" 2>/dev/null; then
   echo "EDGE_SIGNING_KEY=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" >> "$vars"
   chmod 600 "$vars"
 fi
+if ! grep -q '^ROOM_SIGNING_KEY=' "$vars" 2>/dev/null; then
+  echo "ROOM_SIGNING_KEY=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" >> "$vars"
+fi
 EDGE_SIGNING_KEY="$(sed -n 's/^EDGE_SIGNING_KEY=//p' "$vars" | head -n1)"
 export EDGE_SIGNING_KEY
 

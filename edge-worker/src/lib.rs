@@ -16,6 +16,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod forward;
+pub mod gate;
 pub mod limits;
 pub mod pages;
 pub mod router;

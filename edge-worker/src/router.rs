@@ -4,7 +4,7 @@ use worker::{Context, Env, Request, Response, Result};
 
 use crate::config::EdgeConfig;
 use crate::waf::{self, Decision, WafSettings};
-use crate::{error, forward, limits, pages};
+use crate::{error, forward, gate, limits, pages};
 
 /// Prefix of the edge's own endpoints; never forwarded.
 pub const EDGE_PREFIX: &str = "/__edge/";
@@ -21,6 +21,9 @@ pub async fn handle(
     let path = req.path();
     if let Some(endpoint) = path.strip_prefix(EDGE_PREFIX) {
         return edge_endpoint(endpoint, &req, env);
+    }
+    if let Some(queued) = gate::handle(&req, env, now_ms).await? {
+        return Ok(queued);
     }
     if let Some(page) = pages::serve(&req, env, now_ms).await? {
         return Ok(page);

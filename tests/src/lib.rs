@@ -416,6 +416,12 @@ impl Edge {
     /// Starts `wrangler dev` on the prebuilt worker with `origin` as `ORIGIN_URL` and `key` as
     /// the signing secret (from an env file in `dir`, never on the command line).
     pub fn start(origin: &str, key: &str, dir: &Path) -> Result<Edge> {
+        Edge::start_with(origin, key, dir, "")
+    }
+
+    /// Like [`Edge::start`], with extra `NAME="value"` lines for the worker's env file (vars
+    /// and secrets; `\n` in double quotes is a newline).
+    pub fn start_with(origin: &str, key: &str, dir: &Path, extra: &str) -> Result<Edge> {
         let worker_dir = root().join("edge-worker");
         if !worker_dir.join("build/index.js").exists() {
             bail!(
@@ -435,7 +441,9 @@ impl Edge {
         let env_file = dir.join("edge.env");
         std::fs::write(
             &env_file,
-            format!("EDGE_SIGNING_KEY={key}\nEDGE_ADMIN_TOKEN={EDGE_ADMIN_TOKEN}\n"),
+            format!(
+                "EDGE_SIGNING_KEY={key}\nROOM_SIGNING_KEY={key}-room\nEDGE_ADMIN_TOKEN={EDGE_ADMIN_TOKEN}\n{extra}"
+            ),
         )?;
         let mut cmd = Command::new(wrangler);
         cmd.current_dir(&worker_dir)

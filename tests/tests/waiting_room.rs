@@ -1,0 +1,259 @@
+//! The flash-sale waiting room end to end on workerd: the worker's gate and the room's Durable
+//! Object admit shoppers at the configured rate, in the order they arrived; admitted shoppers
+//! reach the demo shop, queued ones never do.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use e2e_tests::{scratch_dir, test_key, Edge, Proxy, ProxySettings, Shop};
+
+/// 60 a minute (one a second), polled every second, turns pass after 4 s.
+const ROOM: &str = r#"id = "e2e-room"
+failure-mode = "closed"
+[paths]
+exact = ["/sale"]
+prefix = ["/sale/"]
+[admission]
+admitted-per-minute = 60
+max-active = 1000
+session-duration-secs = 120
+poll-interval-secs = 1
+abandon-timeout-secs = 4
+queueing = "fifo"
+[schedule]
+pre-queue-opens = "2026-01-01T00:00:00Z"
+sale-starts = "2026-01-01T00:00:00Z"
+sale-ends = "2030-01-01T00:00:00Z"
+[closed-loop]
+min-admitted-per-minute = 30
+max-admitted-per-minute = 120
+target-p99-latency-ms = 800
+max-error-rate = 0.02
+max-shed-count = 0
+decrease-factor = 0.7
+decrease-cooldown-secs = 10
+increase-per-minute = 60
+[page]
+title = "In line"
+message = "Please wait"
+"#;
+
+const SHOPPERS: usize = 24;
+const WINDOW: Duration = Duration::from_secs(8);
+
+/// Keeps the cookies a response sets (name → value), as a browser would for this test.
+fn keep_cookies(jar: &mut BTreeMap<String, String>, resp: &reqwest::Response) {
+    for v in resp.headers().get_all("set-cookie") {
+        let Ok(v) = v.to_str() else { continue };
+        let pair = v.split(';').next().unwrap_or("");
+        if let Some((name, value)) = pair.split_once('=') {
+            if value.is_empty() || v.contains("Max-Age=0") {
+                jar.remove(name.trim());
+            } else {
+                jar.insert(name.trim().to_owned(), value.trim().to_owned());
+            }
+        }
+    }
+}
+
+fn cookie_header(jar: &BTreeMap<String, String>) -> String {
+    jar.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shoppers_are_admitted_at_the_rate_in_arrival_order_and_only_they_reach_the_shop(
+) -> Result<()> {
+    let dir = scratch_dir("waiting_room")?;
+    let key = test_key();
+    let shop = Shop::start("shop-a", &dir)?;
+    let proxy = Proxy::start(
+        &ProxySettings {
+            backends: &[shop.addr],
+            hc_interval_ms: 1000,
+        },
+        &key,
+        &dir,
+    )?;
+    let extra = format!(
+        "ROOM_CONFIG=\"{}\"\n",
+        ROOM.replace('"', "'").replace('\n', "\\n")
+    );
+    let edge = Edge::start_with(&proxy.url(), &key, &dir, &extra)?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()?;
+    let url = format!("{}/sale/flash-deal", edge.url());
+
+    // Everyone arrives in a burst, in a known order; each gets a ticket and the waiting page.
+    let first_contact = Instant::now();
+    let mut jars = Vec::with_capacity(SHOPPERS);
+    for n in 0..SHOPPERS {
+        let resp = http
+            .get(&url)
+            .header("accept", "application/json")
+            .send()
+            .await?;
+        let mut jar = BTreeMap::new();
+        keep_cookies(&mut jar, &resp);
+        let status = resp.status();
+        ensure!(
+            jar.contains_key("fe_ticket"),
+            "shopper {n} got no ticket cookie ({status})"
+        );
+        if status == 200 {
+            let body: serde_json::Value = resp.json().await?;
+            ensure!(
+                body.to_string().contains("position") || body.to_string().contains("admitted"),
+                "shopper {n} status: {body}"
+            );
+        }
+        jars.push(jar);
+    }
+    let start = Instant::now();
+    ensure!(shop.requests()? == 0, "a queued shopper reached the shop");
+
+    // Everyone keeps polling every 300 ms for the window; an admitted shopper goes through once.
+    let admitted_at: Arc<std::sync::Mutex<BTreeMap<usize, Duration>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for (n, mut jar) in jars.into_iter().enumerate() {
+        let http = http.clone();
+        let url = url.clone();
+        let admitted_at = admitted_at.clone();
+        tasks.push(tokio::spawn(async move {
+            while start.elapsed() < WINDOW {
+                if jar.contains_key("fe_admit") {
+                    admitted_at.lock().expect("lock").insert(n, start.elapsed());
+                    // Through the gate with the pass: the request reaches the shop.
+                    let through = http
+                        .get(&url)
+                        .header("cookie", cookie_header(&jar))
+                        .send()
+                        .await?;
+                    anyhow::ensure!(
+                        through.headers().contains_key("x-served-by"),
+                        "admitted shopper {n} did not reach the shop: {}",
+                        through.status()
+                    );
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let resp = http
+                    .get(&url)
+                    .header("accept", "application/json")
+                    .header("cookie", cookie_header(&jar))
+                    .send()
+                    .await?;
+                keep_cookies(&mut jar, &resp);
+                if resp.status() == 307 {
+                    continue;
+                }
+                anyhow::ensure!(
+                    resp.status() == 200,
+                    "shopper {n} poll status {}",
+                    resp.status()
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await.context("shopper task")??;
+    }
+    let elapsed = first_contact.elapsed().as_secs_f64();
+    let admitted = admitted_at.lock().expect("lock").clone();
+    let k = admitted.len();
+
+    // The rate: one a second since the room first saw a shopper, plus what a room may hold in
+    // reserve at that moment (idle credit capped at one poll interval, a head start of half an
+    // interval) and one for the second that had begun: never more.
+    ensure!(
+        k as f64 <= elapsed + 2.5,
+        "{k} admitted in {elapsed:.1} s at 60/min"
+    );
+    ensure!((2..SHOPPERS).contains(&k), "{k} admitted in {elapsed:.1} s");
+    // FIFO: the admitted shoppers are exactly the first k to arrive.
+    let order: Vec<usize> = admitted.keys().copied().collect();
+    ensure!(
+        order == (0..k).collect::<Vec<_>>(),
+        "admitted out of arrival order: {order:?}"
+    );
+    // Only the admitted reached the shop, once each.
+    ensure!(
+        shop.requests()? == k as u64,
+        "shop counted {} requests for {k} admitted",
+        shop.requests()?
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_foreign_passes_are_refused_at_the_edge() -> Result<()> {
+    let dir = scratch_dir("waiting_room_tokens")?;
+    let key = test_key();
+    let shop = Shop::start("shop-a", &dir)?;
+    let proxy = Proxy::start(
+        &ProxySettings {
+            backends: &[shop.addr],
+            hc_interval_ms: 1000,
+        },
+        &key,
+        &dir,
+    )?;
+    let extra = format!(
+        "ROOM_CONFIG=\"{}\"\n",
+        ROOM.replace('"', "'").replace('\n', "\\n")
+    );
+    let edge = Edge::start_with(&proxy.url(), &key, &dir, &extra)?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let url = format!("{}/sale/flash-deal", edge.url());
+    // A pass signed with another key, one for another room, and garbage: all queued, none through.
+    let other =
+        waiting_room::token::Keys::new(("k1", b"another-key-of-at-least-32-bytes-long!!"), None)?;
+    let right = waiting_room::token::Keys::new(("k1", format!("{key}-room").as_bytes()), None)?;
+    let far = e2e_tests::unix_now() * 1000 + 3_600_000;
+    for (what, pass) in [
+        ("forged", other.sign_admission("e2e-room", 1, far)),
+        ("other room", right.sign_admission("another-room", 1, far)),
+        ("expired", right.sign_admission("e2e-room", 1, 1_000)),
+        ("garbage", "not-a-token".to_owned()),
+    ] {
+        let resp = http
+            .get(&url)
+            .header("cookie", format!("fe_admit={pass}"))
+            .send()
+            .await?;
+        ensure!(
+            !resp.headers().contains_key("x-served-by"),
+            "{what} pass reached the shop"
+        );
+        ensure!(
+            resp.status() == 200 || resp.status() == 307,
+            "{what}: status {}",
+            resp.status()
+        );
+    }
+    // The real thing gets through.
+    let resp = http
+        .get(&url)
+        .header(
+            "cookie",
+            format!("fe_admit={}", right.sign_admission("e2e-room", 1, far)),
+        )
+        .send()
+        .await?;
+    ensure!(
+        resp.headers().contains_key("x-served-by"),
+        "a valid pass did not get through: {}",
+        resp.status()
+    );
+    ensure!(shop.requests()? == 1, "shop counted {}", shop.requests()?);
+    Ok(())
+}
