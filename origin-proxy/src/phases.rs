@@ -216,15 +216,21 @@ pub fn on_proxy_error(
     now_ms: u64,
 ) -> Box<Error> {
     let mut e = e.more_context(format!("Peer: {peer}"));
+    // The client going away is not the backend's fault, and nobody is left to retry for.
+    let upstream = e.esource() == &ErrorSource::Upstream;
     let timeout = matches!(
         e.etype(),
         ErrorType::ReadTimedout | ErrorType::WriteTimedout
     );
-    if timeout || !client_reused {
+    if upstream && (timeout || !client_reused) {
         note_passive_failure(ctx, now_ms);
     }
     let retries_left = note_tried(ctx);
-    let retry = req.method.is_idempotent() && !body_truncated && !response_started && retries_left;
+    let retry = upstream
+        && req.method.is_idempotent()
+        && !body_truncated
+        && !response_started
+        && retries_left;
     e.set_retry(retry);
     if retry {
         count_retry(ctx);
@@ -343,6 +349,9 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
     };
     // Once the response has started, the only honest thing left is to close the connection.
     if code > 0 && session.response_written().is_none() {
+        // The connection is closed after this answer: say so, or a client that pools
+        // connections sends its next request into a closed socket.
+        session.set_keepalive(None);
         let reason = match code {
             503 => "no backend available, retry shortly",
             504 => "the backend did not answer in time",
