@@ -31,9 +31,16 @@ trap cleanup EXIT INT TERM
 
 state="$ROOT/target/dev"
 mkdir -p "$state"
+examples="$ROOT/origin-proxy/examples"
+crs_line="s|^crs-dir = \"|crs-dir = \"$examples/|"
+if [ ! -d "$ROOT/../shared/crs-4.28.0" ]; then
+  log "no OWASP CRS at ../shared/crs-4.28.0: the origin proxy runs the custom rules only"
+  crs_line='/^crs-dir = /d'
+fi
 sed -e "s/127.0.0.1:8080/127.0.0.1:$PROXY_PORT/" \
     -e "s/127.0.0.1:9001/127.0.0.1:$SHOP_A_PORT/" -e "s/127.0.0.1:9002/127.0.0.1:$SHOP_B_PORT/" \
-    origin-proxy/examples/dev.toml > "$state/origin-proxy.toml"
+    -e "$crs_line" -e "s|^rules = \[\"|rules = [\"$examples/|" \
+    "$examples/dev.toml" > "$state/origin-proxy.toml"
 ./target/debug/origin-proxy --check --config "$state/origin-proxy.toml" >/dev/null
 
 setsid ./target/debug/demo-shop --listen "127.0.0.1:$SHOP_A_PORT" --name shop-a & pids+=($!)

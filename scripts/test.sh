@@ -17,7 +17,7 @@ bash scripts/build-worker.sh >/dev/null
 cargo build --quiet --target wasm32-unknown-unknown --lib -p edge-signature
 
 log "binaries the end-to-end tests start"
-cargo build --quiet -p demo-shop -p origin-proxy
+cargo build --quiet -p demo-shop -p origin-proxy -p static-sync
 
 log "example configs (--check)"
 for f in origin-proxy/examples/*.toml; do

@@ -103,7 +103,18 @@ const PRODUCTS: [Product; 4] = [
 
 #[derive(Deserialize)]
 struct DelayQuery {
+    /// Wait this long before answering (capped at [`MAX_DELAY_MS`]).
     delay_ms: Option<u64>,
+    /// `Cache-Control: public, max-age=N` instead of the default 30 s.
+    max_age: Option<u32>,
+}
+
+impl DelayQuery {
+    fn cache_control(&self) -> HeaderValue {
+        let secs = self.max_age.unwrap_or(30);
+        HeaderValue::from_str(&format!("public, max-age={secs}"))
+            .unwrap_or(HeaderValue::from_static("no-store"))
+    }
 }
 
 #[derive(Deserialize)]
@@ -175,10 +186,8 @@ async fn catalog(
         StatusCode::OK,
         json!({ "products": PRODUCTS.to_vec() }),
     );
-    resp.headers_mut().insert(
-        "cache-control",
-        HeaderValue::from_static("public, max-age=30"),
-    );
+    resp.headers_mut()
+        .insert("cache-control", q.cache_control());
     resp
 }
 
@@ -201,10 +210,8 @@ async fn product(
     {
         Some(p) => {
             let mut resp = shop.reply(&headers, StatusCode::OK, json!(p));
-            resp.headers_mut().insert(
-                "cache-control",
-                HeaderValue::from_static("public, max-age=30"),
-            );
+            resp.headers_mut()
+                .insert("cache-control", q.cache_control());
             resp
         }
         None => shop.reply(

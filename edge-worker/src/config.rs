@@ -10,7 +10,15 @@ pub struct EdgeConfig {
     pub origin: String,
     /// Key for the edge signature (secret `EDGE_SIGNING_KEY`).
     pub signing_key: edge_signature::SigningKey,
+    /// How long to wait for the origin before serving a stale copy or the maintenance page
+    /// (var `ORIGIN_TIMEOUT_MS`, default 10 s, capped at 60 s).
+    pub origin_timeout_ms: u64,
 }
+
+/// Default origin timeout.
+pub const DEFAULT_ORIGIN_TIMEOUT_MS: u64 = 10_000;
+/// Longest origin timeout accepted.
+pub const MAX_ORIGIN_TIMEOUT_MS: u64 = 60_000;
 
 impl EdgeConfig {
     /// Reads `ORIGIN_URL` (var) and `EDGE_SIGNING_KEY` (secret).
@@ -31,9 +39,23 @@ impl EdgeConfig {
                     edge_signature::SigningKey::MIN_LEN
                 ))
             })?;
+        let origin_timeout_ms = match env.var("ORIGIN_TIMEOUT_MS") {
+            Err(_) => DEFAULT_ORIGIN_TIMEOUT_MS,
+            Ok(v) => v
+                .to_string()
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| (1..=MAX_ORIGIN_TIMEOUT_MS).contains(ms))
+                .ok_or_else(|| {
+                    EdgeError::Misconfigured(format!(
+                        "ORIGIN_TIMEOUT_MS must be 1..={MAX_ORIGIN_TIMEOUT_MS} milliseconds"
+                    ))
+                })?,
+        };
         Ok(EdgeConfig {
             origin,
             signing_key,
+            origin_timeout_ms,
         })
     }
 }

@@ -106,6 +106,7 @@ struct FileConfig {
     routes: Vec<FileRoute>,
     #[serde(default)]
     shutdown: FileShutdown,
+    waf: Option<crate::waf::FileWaf>,
 }
 
 fn default_threads() -> usize {
@@ -361,6 +362,8 @@ pub struct Config {
     pub grace_period_secs: u64,
     /// Seconds to wait for in-flight requests when shutting down.
     pub shutdown_timeout_secs: u64,
+    /// The compiled WAF (`[waf]`), if configured.
+    pub waf: Option<std::sync::Arc<crate::waf::OriginWaf>>,
 }
 
 /// How requests prove they came through the edge.
@@ -555,6 +558,13 @@ impl Config {
         for (i, r) in file.routes.into_iter().enumerate() {
             routes.push(route_config(i, r, &pools, &invalid)?);
         }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let waf = match file.waf {
+            None => None,
+            Some(w) => Some(std::sync::Arc::new(
+                crate::waf::OriginWaf::load(w, base).map_err(|e| invalid("waf", e))?,
+            )),
+        };
         Ok(Config {
             listen: file.listen,
             threads: file.threads,
@@ -569,6 +579,7 @@ impl Config {
             routes,
             grace_period_secs: file.shutdown.grace_period_secs,
             shutdown_timeout_secs: file.shutdown.timeout_secs,
+            waf,
         })
     }
 

@@ -26,6 +26,7 @@ pub mod phases;
 pub mod proxy;
 pub mod reload;
 pub mod state;
+pub mod waf;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};

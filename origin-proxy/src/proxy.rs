@@ -118,8 +118,16 @@ impl ProxyHttp for OriginProxy {
             session.client_addr(),
             ctx,
         );
-        let Err(refusal) = admitted else {
-            return Ok(false);
+        let refusal = match admitted {
+            Err(refusal) => refusal,
+            Ok(()) => {
+                let waf = ctx.state.as_ref().and_then(|s| s.config.waf.clone());
+                let Some(waf) = waf else { return Ok(false) };
+                match crate::waf::check(session, &waf, &self.metrics).await? {
+                    None => return Ok(false),
+                    Some(refusal) => refusal,
+                }
+            }
         };
         let retry_after = refusal.retry_after.map(|s| s.to_string());
         let extra: Vec<(&str, &str)> = retry_after

@@ -401,6 +401,9 @@ pool = "shop"
     }
 }
 
+/// The admin token the tests give the edge (`/__edge/waf`).
+pub const EDGE_ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+
 /// The edge worker in workerd, through `wrangler dev`.
 pub struct Edge {
     /// The wrangler process (its group holds workerd).
@@ -430,7 +433,10 @@ impl Edge {
         let inspector = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let env_file = dir.join("edge.env");
-        std::fs::write(&env_file, format!("EDGE_SIGNING_KEY={key}\n"))?;
+        std::fs::write(
+            &env_file,
+            format!("EDGE_SIGNING_KEY={key}\nEDGE_ADMIN_TOKEN={EDGE_ADMIN_TOKEN}\n"),
+        )?;
         let mut cmd = Command::new(wrangler);
         cmd.current_dir(&worker_dir)
             .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
@@ -548,4 +554,19 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The shared test data (`../shared` beside the repo, or `$FLASHEDGE_SHARED`): the OWASP CRS
+/// and the WAF corpora. Fails, naming the path, when it is absent.
+pub fn shared_dir() -> Result<PathBuf> {
+    let dir = std::env::var_os("FLASHEDGE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared"));
+    if !dir.join("crs-4.28.0").is_dir() {
+        bail!(
+            "{} has no crs-4.28.0: set FLASHEDGE_SHARED to the shared data folder",
+            dir.display()
+        );
+    }
+    Ok(dir)
 }

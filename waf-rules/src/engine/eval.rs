@@ -1,0 +1,738 @@
+//! Evaluation of a compiled rule set against one request.
+
+use super::*;
+use crate::request::{Entry, Request};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A fast hasher for the cache's integer keys.
+#[derive(Default)]
+struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
+
+#[derive(Default)]
+struct Cache {
+    map: FastMap<(u64, u32), u32>,
+    arena: Vec<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct St {
+    tx: BTreeMap<String, Vec<u8>>,
+    matched_var: Vec<u8>,
+    matched_var_name: String,
+    matched_vars: Vec<Entry>,
+    removed_ids: Vec<(u32, u32)>,
+    removed_tags: Vec<String>,
+    removed_targets: Vec<(RuleSel, Target)>,
+    body_proc: Option<String>,
+    force_body: bool,
+    mode: Mode,
+    stop: bool,
+    blocked: bool,
+    matches: Vec<RuleMatch>,
+    rule_id: u32,
+    rule_msg: String,
+}
+
+enum Src {
+    /// An entry of a request collection: (cache base var, index, names?).
+    Entry(Var, usize, bool),
+    Scalar(Var),
+    Owned(String, Vec<u8>),
+}
+
+/// A matched value: its index in the collected values, the matched bytes, captures.
+type Hit = (usize, Vec<u8>, Option<Vec<Vec<u8>>>);
+
+struct Val {
+    shown: Var,
+    src: Src,
+}
+
+fn entries(req: &Request, var: Var) -> Option<(&[Entry], usize, bool, Var)> {
+    let g = req.args_get_len.min(req.args.len());
+    Some(match var {
+        Var::Args => (&req.args[..], 0, false, Var::Args),
+        Var::ArgsGet => (&req.args[..g], 0, false, Var::Args),
+        Var::ArgsPost => (&req.args[g..], g, false, Var::Args),
+        Var::ArgsNames => (&req.args[..], 0, true, Var::Args),
+        Var::ArgsGetNames => (&req.args[..g], 0, true, Var::Args),
+        Var::ArgsPostNames => (&req.args[g..], g, true, Var::Args),
+        Var::Headers => (&req.headers[..], 0, false, Var::Headers),
+        Var::HeadersNames => (&req.headers[..], 0, true, Var::Headers),
+        Var::Cookies => (&req.cookies[..], 0, false, Var::Cookies),
+        Var::CookiesNames => (&req.cookies[..], 0, true, Var::Cookies),
+        Var::Files => (&req.files[..], 0, false, Var::Files),
+        Var::FilesNames => (&req.files[..], 0, true, Var::Files),
+        Var::FilesSizes => (&req.files_sizes[..], 0, false, Var::FilesSizes),
+        Var::MultipartPartHeaders => (
+            &req.multipart_part_headers[..],
+            0,
+            false,
+            Var::MultipartPartHeaders,
+        ),
+        _ => return None,
+    })
+}
+
+fn bool_bytes(b: bool) -> Cow<'static, [u8]> {
+    Cow::Borrowed(if b { b"1" } else { b"0" })
+}
+
+fn scalar<'a>(req: &'a Request, st: &'a St, var: Var) -> Cow<'a, [u8]> {
+    match var {
+        Var::RequestUri => Cow::Borrowed(&req.uri),
+        Var::RequestUriRaw => Cow::Borrowed(&req.uri_raw),
+        Var::RequestFilename => Cow::Borrowed(&req.filename),
+        Var::RequestBasename => Cow::Borrowed(&req.basename),
+        Var::RequestLine => Cow::Borrowed(&req.request_line),
+        Var::RequestMethod => Cow::Borrowed(&req.method),
+        Var::RequestProtocol => Cow::Borrowed(&req.protocol),
+        Var::QueryString => Cow::Borrowed(&req.query),
+        // As ModSecurity: only the URL-encoded processor (or `forceRequestBodyVariable`)
+        // exposes the raw body; JSON, XML and multipart bodies are inspected through ARGS/FILES.
+        Var::RequestBody if st.force_body || req.body_processor == "URLENCODED" => {
+            Cow::Borrowed(&req.body)
+        }
+        Var::RequestBody => Cow::Borrowed(b""),
+        Var::RequestBodyLength => Cow::Owned(req.body.len().to_string().into_bytes()),
+        Var::FullRequestLength => Cow::Owned(
+            (req.request_line.len()
+                + req
+                    .headers
+                    .iter()
+                    .map(|(n, v)| n.len() + v.len() + 4)
+                    .sum::<usize>()
+                + req.body_length)
+                .to_string()
+                .into_bytes(),
+        ),
+        Var::RemoteAddr => Cow::Borrowed(&req.remote_addr),
+        Var::UniqueId => Cow::Borrowed(&req.unique_id),
+        Var::ReqbodyProcessor => Cow::Borrowed(req.body_processor.as_bytes()),
+        Var::ReqbodyError => bool_bytes(req.body_error),
+        Var::ReqbodyErrorMsg => Cow::Borrowed(req.body_error_msg.as_bytes()),
+        Var::ArgsCombinedSize => Cow::Owned(req.args_combined_size().to_string().into_bytes()),
+        Var::FilesCombinedSize => Cow::Owned(req.files_combined_size().to_string().into_bytes()),
+        Var::MatchedVar => Cow::Borrowed(&st.matched_var),
+        Var::MatchedVarName => Cow::Borrowed(st.matched_var_name.as_bytes()),
+        Var::InboundDataError => bool_bytes(req.inbound_data_error),
+        Var::MultipartStrictError => bool_bytes(req.multipart_error),
+        Var::MultipartUnmatchedBoundary => bool_bytes(false),
+        _ => Cow::Borrowed(b""),
+    }
+}
+
+fn key_matches(sel: &KeySel, key: &str) -> bool {
+    match sel {
+        KeySel::Name(n) => key.eq_ignore_ascii_case(n),
+        KeySel::Regex(re) => re.is_match(key),
+    }
+}
+
+fn excluded(var: Var, key: Option<&str>, ex: &Target) -> bool {
+    if ex.var != var {
+        return false;
+    }
+    match (&ex.key, key) {
+        (None, _) => true,
+        (Some(sel), Some(k)) => key_matches(sel, k),
+        (Some(_), None) => false,
+    }
+}
+
+fn xml_entries<'a>(req: &'a Request, key: Option<&KeySel>) -> &'a [Entry] {
+    match key {
+        Some(KeySel::Name(n)) if n.contains('@') => &req.xml_attrs,
+        _ => &req.xml_text,
+    }
+}
+
+/// First value of a variable, for macro expansion.
+fn first_value(req: &Request, st: &St, var: Var, key: Option<&str>) -> Vec<u8> {
+    if var == Var::Tx {
+        let Some(k) = key else {
+            return Vec::new();
+        };
+        let v = if k.bytes().any(|b| b.is_ascii_uppercase()) {
+            st.tx.get(&k.to_ascii_lowercase())
+        } else {
+            st.tx.get(k)
+        };
+        return v.cloned().unwrap_or_default();
+    }
+    if let Some((es, _, names, _)) = entries(req, var) {
+        for (n, v) in es {
+            if key.is_none_or(|k| n.eq_ignore_ascii_case(k)) {
+                return if names {
+                    n.as_bytes().to_vec()
+                } else {
+                    v.clone()
+                };
+            }
+        }
+        return Vec::new();
+    }
+    scalar(req, st, var).into_owned()
+}
+
+fn resolve(req: &Request, st: &St, name: &str, key: Option<&str>) -> Vec<u8> {
+    if name == "TX" {
+        return first_value(req, st, Var::Tx, key);
+    }
+    match name {
+        "RULE" => match key.map(str::to_ascii_lowercase).as_deref() {
+            Some("id") => st.rule_id.to_string().into_bytes(),
+            Some("msg") => st.rule_msg.clone().into_bytes(),
+            _ => Vec::new(),
+        },
+        _ => match Var::from_name(name) {
+            Some(v) => first_value(req, st, v, key),
+            None => Vec::new(),
+        },
+    }
+}
+
+fn chain_apply(nodes: &[(u32, Transform)], node: u32, raw: &[u8]) -> Vec<u8> {
+    let mut list = Vec::new();
+    let mut n = node;
+    while n != 0 {
+        let (p, t) = nodes[n as usize];
+        list.push(t);
+        n = p;
+    }
+    let mut cur = raw.to_vec();
+    for t in list.iter().rev() {
+        cur = t.apply(&cur);
+    }
+    cur
+}
+
+fn cached(cache: &mut Cache, nodes: &[(u32, Transform)], key: u64, node: u32, raw: &[u8]) -> u32 {
+    if let Some(&i) = cache.map.get(&(key, node)) {
+        return i;
+    }
+    let (parent, t) = nodes[node as usize];
+    let out = if parent == 0 {
+        t.apply(raw)
+    } else {
+        let pi = cached(cache, nodes, key, parent, raw);
+        t.apply(&cache.arena[pi as usize])
+    };
+    let idx = cache.arena.len() as u32;
+    cache.arena.push(out);
+    cache.map.insert((key, node), idx);
+    idx
+}
+
+fn excerpt(v: &[u8], max: usize) -> String {
+    let cut = &v[..v.len().min(max)];
+    String::from_utf8_lossy(cut).into_owned()
+}
+
+struct Ev<'r> {
+    rs: &'r RuleSet,
+    cfg: &'r WafConfig,
+    req: Request,
+    st: St,
+    cache: Cache,
+    phase: u64,
+}
+
+pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig) -> Verdict {
+    if cfg.mode == Mode::Off {
+        return Verdict {
+            action: Action::Allow,
+            score: 0,
+            matches: Vec::new(),
+        };
+    }
+    let limits = &rs.config.limits;
+    let mut ev = Ev {
+        rs,
+        cfg,
+        req: Request::new(http, limits),
+        st: St {
+            mode: cfg.mode,
+            ..Default::default()
+        },
+        cache: Cache {
+            map: FastMap::with_capacity_and_hasher(512, Default::default()),
+            arena: Vec::with_capacity(512),
+        },
+        phase: 1,
+    };
+    let tx = &mut ev.st.tx;
+    tx.insert(
+        "blocking_paranoia_level".into(),
+        cfg.paranoia.clamp(1, 4).to_string().into_bytes(),
+    );
+    tx.insert(
+        "inbound_anomaly_score_threshold".into(),
+        cfg.inbound_threshold.to_string().into_bytes(),
+    );
+    for (k, v) in &cfg.tx {
+        tx.insert(k.to_ascii_lowercase(), v.as_bytes().to_vec());
+    }
+    ev.run_phase(0);
+    if !ev.st.stop {
+        let proc_override = ev.st.body_proc.clone();
+        ev.req.process_body(proc_override.as_deref(), limits);
+        // Cached transformations stay valid: entries keep their indices and the scalars
+        // that change with the body are keyed by phase.
+        ev.phase = 2;
+        if ev.req.body_error {
+            // ModSecurity's recommended configuration (rule 200002) refuses bodies it cannot parse.
+            ev.st.matches.push(RuleMatch {
+                id: 200002,
+                msg: format!("Failed to parse request body: {}", ev.req.body_error_msg),
+                variable: "REQBODY_ERROR".into(),
+                value_excerpt: "1".into(),
+                paranoia: 1,
+                severity: Some(Severity::Critical),
+            });
+            if ev.st.mode == Mode::Block {
+                ev.st.blocked = true;
+                ev.st.stop = true;
+            }
+        }
+        if !ev.st.stop {
+            ev.run_phase(1);
+        }
+    }
+    ev.verdict()
+}
+
+impl Ev<'_> {
+    fn verdict(self) -> Verdict {
+        let tx = &self.st.tx;
+        let num = |k: &str| tx.get(k).map(|v| crate::operator::to_int(v));
+        let score = num("blocking_inbound_anomaly_score").unwrap_or_else(|| {
+            let pl = num("blocking_paranoia_level").unwrap_or(1).clamp(1, 4);
+            (1..=pl)
+                .map(|p| num(&format!("inbound_anomaly_score_pl{p}")).unwrap_or(0))
+                .sum()
+        });
+        let block = self.st.blocked && self.cfg.mode == Mode::Block;
+        Verdict {
+            action: if block { Action::Block } else { Action::Allow },
+            score,
+            matches: self.st.matches,
+        }
+    }
+
+    fn removed(&self, r: &Rule) -> bool {
+        self.st
+            .removed_ids
+            .iter()
+            .any(|&(lo, hi)| r.id >= lo && r.id <= hi)
+            || (!self.st.removed_tags.is_empty()
+                && r.tags.iter().any(|t| self.st.removed_tags.contains(t)))
+    }
+
+    fn run_phase(&mut self, p: usize) {
+        let rs = self.rs;
+        let items = &rs.phases[p];
+        let mut i = 0;
+        while i < items.len() && !self.st.stop {
+            let Item::Rule(r) = &items[i] else {
+                i += 1;
+                continue;
+            };
+            if self.removed(r) {
+                i += 1;
+                continue;
+            }
+            self.st.matched_vars.clear();
+            if !self.run_rule(r, r) {
+                i += 1;
+                continue;
+            }
+            self.actions(r);
+            if self.st.stop {
+                break;
+            }
+            if let Some(to) = rs.skip_to[p][i] {
+                i = to;
+                continue;
+            }
+            i += 1;
+            let mut skip = r.skip;
+            while skip > 0 && i < items.len() {
+                if matches!(items[i], Item::Rule(_)) {
+                    skip -= 1;
+                }
+                i += 1;
+            }
+        }
+    }
+
+    fn actions(&mut self, head: &Rule) {
+        self.st.rule_id = head.id;
+        self.st.rule_msg = head.msg_raw.clone();
+        if head.log {
+            let (req, st) = (&self.req, &self.st);
+            let res = |n: &str, k: Option<&str>| resolve(req, st, n, k);
+            let msg = head
+                .msg
+                .as_ref()
+                .map(|m| String::from_utf8_lossy(&m.expand(&res)).into_owned())
+                .unwrap_or_default();
+            let m = RuleMatch {
+                id: head.id,
+                msg,
+                variable: st.matched_var_name.clone(),
+                value_excerpt: excerpt(&st.matched_var, self.rs.config.limits.excerpt_bytes),
+                paranoia: head.paranoia,
+                severity: head.severity,
+            };
+            self.st.matches.push(m);
+        }
+        match head.disruptive {
+            Disruptive::Deny | Disruptive::Block if self.st.mode == Mode::Block => {
+                self.st.blocked = true;
+                self.st.stop = true;
+            }
+            Disruptive::Allow if self.st.mode == Mode::Block => self.st.stop = true,
+            _ => {}
+        }
+    }
+
+    fn setvar(&mut self, sv: &SetVar) {
+        let (req, st) = (&self.req, &self.st);
+        let res = |n: &str, k: Option<&str>| resolve(req, st, n, k);
+        let name = String::from_utf8_lossy(&sv.name.expand(&res)).to_ascii_lowercase();
+        let cur = || {
+            st.tx
+                .get(&name)
+                .map(|v| crate::operator::to_int(v))
+                .unwrap_or(0)
+        };
+        let new = match &sv.op {
+            SetOp::Delete => {
+                self.st.tx.remove(&name);
+                return;
+            }
+            SetOp::Set(m) => m.expand(&res),
+            SetOp::Add(m) => (cur().saturating_add(crate::operator::to_int(&m.expand(&res))))
+                .to_string()
+                .into_bytes(),
+            SetOp::Sub(m) => (cur().saturating_sub(crate::operator::to_int(&m.expand(&res))))
+                .to_string()
+                .into_bytes(),
+        };
+        self.st.tx.insert(name, new);
+    }
+
+    fn ctl(&mut self, c: &Ctl) {
+        match c {
+            Ctl::RemoveById(r) => self.st.removed_ids.extend(r.iter().copied()),
+            Ctl::RemoveByTag(t) => self.st.removed_tags.push(t.clone()),
+            Ctl::RemoveTarget(sel, ts) => {
+                for t in ts {
+                    self.st.removed_targets.push((sel.clone(), t.clone()));
+                }
+            }
+            Ctl::BodyProcessor(p) => self.st.body_proc = Some(p.clone()),
+            Ctl::ForceBodyVariable(on) => self.st.force_body = *on,
+            Ctl::RuleEngine(m) => {
+                self.st.mode = *m;
+                if *m == Mode::Off {
+                    self.st.stop = true;
+                }
+            }
+        }
+    }
+
+    fn is_excluded(&self, head: &Rule, r: &Rule, var: Var, key: Option<&str>) -> bool {
+        if r.excludes.iter().any(|ex| excluded(var, key, ex)) {
+            return true;
+        }
+        self.st.removed_targets.iter().any(|(sel, ex)| {
+            let applies = match sel {
+                RuleSel::Ids(lo, hi) => head.id >= *lo && head.id <= *hi,
+                RuleSel::Tag(t) => head.tags.iter().any(|x| x == t),
+            };
+            applies && excluded(var, key, ex)
+        })
+    }
+
+    fn collect(&self, head: &Rule, r: &Rule) -> Vec<Val> {
+        let mut out = Vec::new();
+        let (req, st) = (&self.req, &self.st);
+        for t in &r.targets {
+            if t.count {
+                let n = match t.var {
+                    Var::Tx => st
+                        .tx
+                        .keys()
+                        .filter(|k| t.key.as_ref().is_none_or(|s| key_matches(s, k)))
+                        .count(),
+                    Var::Xml => xml_entries(req, t.key.as_ref()).len(),
+                    Var::MatchedVars | Var::MatchedVarsNames => st.matched_vars.len(),
+                    v => match entries(req, v) {
+                        Some((es, _, _, _)) => es
+                            .iter()
+                            .filter(|(n, _)| t.key.as_ref().is_none_or(|s| key_matches(s, n)))
+                            .count(),
+                        None => usize::from(!scalar(req, st, v).is_empty()),
+                    },
+                };
+                out.push(Val {
+                    shown: t.var,
+                    src: Src::Owned(String::new(), n.to_string().into_bytes()),
+                });
+                continue;
+            }
+            match t.var {
+                Var::Tx if matches!(t.key, Some(KeySel::Name(_))) => {
+                    if let Some(KeySel::Name(n)) = &t.key {
+                        if let Some((k, v)) = st.tx.get_key_value(n.as_str()) {
+                            if !self.is_excluded(head, r, Var::Tx, Some(k)) {
+                                out.push(Val {
+                                    shown: Var::Tx,
+                                    src: Src::Owned(k.clone(), v.clone()),
+                                });
+                            }
+                        }
+                    }
+                }
+                Var::Tx => {
+                    for (k, v) in &st.tx {
+                        if t.key.as_ref().is_none_or(|s| key_matches(s, k))
+                            && !self.is_excluded(head, r, Var::Tx, Some(k))
+                        {
+                            out.push(Val {
+                                shown: Var::Tx,
+                                src: Src::Owned(k.clone(), v.clone()),
+                            });
+                        }
+                    }
+                }
+                Var::MatchedVars | Var::MatchedVarsNames => {
+                    for (k, v) in &st.matched_vars {
+                        let val = if t.var == Var::MatchedVars {
+                            v.clone()
+                        } else {
+                            k.as_bytes().to_vec()
+                        };
+                        out.push(Val {
+                            shown: t.var,
+                            src: Src::Owned(k.clone(), val),
+                        });
+                    }
+                }
+                Var::Xml => {
+                    for (k, v) in xml_entries(req, t.key.as_ref()) {
+                        out.push(Val {
+                            shown: Var::Xml,
+                            src: Src::Owned(k.clone(), v.clone()),
+                        });
+                    }
+                }
+                v => match entries(req, v) {
+                    Some((es, off, names, base)) => {
+                        for (idx, (k, _)) in es.iter().enumerate() {
+                            if t.key.as_ref().is_none_or(|s| key_matches(s, k))
+                                && !self.is_excluded(head, r, v, Some(k))
+                            {
+                                out.push(Val {
+                                    shown: v,
+                                    src: Src::Entry(base, off + idx, names),
+                                });
+                            }
+                        }
+                    }
+                    None => {
+                        if !self.is_excluded(head, r, v, None) {
+                            out.push(Val {
+                                shown: v,
+                                src: Src::Scalar(v),
+                            });
+                        }
+                    }
+                },
+            }
+        }
+        out
+    }
+
+    fn val_name(&self, v: &Val) -> String {
+        let key: Option<&str> = match &v.src {
+            Src::Entry(base, idx, _) => {
+                let es: &[Entry] = match entries(&self.req, *base) {
+                    Some((es, _, _, _)) => es,
+                    None => &[],
+                };
+                es.get(*idx).map(|(k, _)| k.as_str())
+            }
+            Src::Scalar(_) => None,
+            Src::Owned(k, _) => Some(k.as_str()).filter(|k| !k.is_empty()),
+        };
+        match key {
+            Some(k) => format!("{}:{}", v.shown.name(), k),
+            None => v.shown.name().to_string(),
+        }
+    }
+
+    /// Runs one rule (and its chain). Returns whether the whole chain matched.
+    fn run_rule(&mut self, head: &Rule, r: &Rule) -> bool {
+        if r.is_action {
+            for sv in &r.setvars {
+                self.setvar(sv);
+            }
+            for c in &r.ctls {
+                self.ctl(c);
+            }
+            return match &r.chain {
+                Some(next) => self.run_rule(head, next),
+                None => true,
+            };
+        }
+        let vals = self.collect(head, r);
+        let nodes = &self.rs.nodes;
+        let mut hits: Vec<Hit> = Vec::new();
+        for (vi, v) in vals.iter().enumerate() {
+            let Ev {
+                req,
+                st,
+                cache,
+                phase,
+                ..
+            } = self;
+            let (raw, key): (Cow<[u8]>, Option<u64>) = match &v.src {
+                Src::Entry(base, idx, names) => {
+                    let es = entries(req, *base).map(|e| e.0).unwrap_or(&[]);
+                    let Some((k, val)) = es.get(*idx) else {
+                        continue;
+                    };
+                    let b: &[u8] = if *names { k.as_bytes() } else { val };
+                    (
+                        Cow::Borrowed(b),
+                        Some(((*base as u64) << 33) | ((*idx as u64) << 1) | u64::from(*names)),
+                    )
+                }
+                Src::Scalar(s) => {
+                    let cacheable = !matches!(s, Var::MatchedVar | Var::MatchedVarName);
+                    (
+                        scalar(req, st, *s),
+                        cacheable.then_some(((*s as u64) << 33) | (1 << 32) | *phase),
+                    )
+                }
+                Src::Owned(_, b) => (Cow::Borrowed(b.as_slice()), None),
+            };
+            let owned;
+            let tv: &[u8] = if r.tnode == 0 {
+                &raw
+            } else if let Some(k) = key {
+                let i = cached(cache, nodes, k, r.tnode, &raw);
+                &cache.arena[i as usize]
+            } else {
+                owned = chain_apply(nodes, r.tnode, &raw);
+                &owned
+            };
+            let st_ro: &St = st;
+            let req_ro: &Request = req;
+            let res = |n: &str, k: Option<&str>| resolve(req_ro, st_ro, n, k);
+            let expand = |m: &Macro| m.expand(&res);
+            let mut found = r.op.run(tv, r.capture, &expand);
+            let mut hit = found.is_some() != r.negated;
+            let mut multi_hit: Option<Vec<u8>> = None;
+            if !hit && r.multi_match && r.tnode != 0 {
+                // multiMatch: the operator also runs on the raw value and after every step.
+                let mut steps = Vec::new();
+                let mut n = r.tnode;
+                while n != 0 {
+                    let (p, t) = nodes[n as usize];
+                    steps.push(t);
+                    n = p;
+                }
+                // Values that no step changes are not run again (the final one already was).
+                let mut cur = raw.to_vec();
+                let mut candidates: Vec<Vec<u8>> = Vec::new();
+                if cur.as_slice() != tv {
+                    candidates.push(cur.clone());
+                }
+                for t in steps.iter().rev() {
+                    let next = t.apply(&cur);
+                    if next != cur && next.as_slice() != tv {
+                        candidates.push(next.clone());
+                    }
+                    cur = next;
+                }
+                for c in candidates {
+                    let f = r.op.run(&c, r.capture, &expand);
+                    if f.is_some() != r.negated {
+                        found = f;
+                        hit = true;
+                        multi_hit = Some(c);
+                        break;
+                    }
+                }
+            }
+            if hit {
+                let caps = if r.capture {
+                    found.map(|f| f.captures).filter(|c| !c.is_empty())
+                } else {
+                    None
+                };
+                hits.push((vi, multi_hit.unwrap_or_else(|| tv.to_vec()), caps));
+            }
+        }
+        if hits.is_empty() {
+            return false;
+        }
+        // Non-disruptive actions run as soon as this link matches, before the next link is
+        // evaluated (CRS chains read TX values their head just set); logging and the
+        // disruptive action wait for the whole chain. As in ModSecurity, setvars run once per
+        // matched value (CRS 920450 and 921170 count headers and parameters that way).
+        self.st.rule_id = head.id;
+        let per_match = true;
+        let mut mv = Vec::with_capacity(hits.len());
+        let n_hits = hits.len();
+        for (k, (vi, tv, caps)) in hits.into_iter().enumerate() {
+            if let Some(caps) = caps {
+                for (i, c) in caps.into_iter().enumerate() {
+                    self.st.tx.insert(i.to_string(), c);
+                }
+            }
+            let name = self.val_name(&vals[vi]);
+            self.st.matched_var_name = name.clone();
+            self.st.matched_var = tv.clone();
+            mv.push((name, tv));
+            if per_match || k + 1 == n_hits {
+                for sv in &r.setvars {
+                    self.setvar(sv);
+                }
+            }
+        }
+        self.st.matched_vars = mv;
+        for c in &r.ctls {
+            self.ctl(c);
+        }
+        match &r.chain {
+            Some(next) => self.run_rule(head, next),
+            None => true,
+        }
+    }
+}

@@ -1,0 +1,145 @@
+use super::*;
+use crate::HttpRequest;
+
+fn rs(text: &str) -> RuleSet {
+    RuleSet::from_sources(
+        &[("t.conf".into(), text.into())],
+        &[],
+        &WafConfig::default(),
+    )
+    .expect("loads")
+}
+
+fn get(uri: &str) -> HttpRequest {
+    HttpRequest {
+        method: "GET".into(),
+        uri: uri.into(),
+        version: "HTTP/1.1".into(),
+        headers: vec![("Host".into(), "x".into())],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn simple_rule_blocks_and_reports() {
+    let r = rs(
+        r#"SecRule ARGS "@rx (?i)<script" "id:1,phase:2,deny,t:urlDecodeUni,msg:'xss %{MATCHED_VAR_NAME}'""#,
+    );
+    let v = r.evaluate(&get("/?q=%3CScript%3E"));
+    assert_eq!(v.action, Action::Block);
+    assert_eq!(v.matches[0].id, 1);
+    assert_eq!(v.matches[0].variable, "ARGS:q");
+    assert_eq!(v.matches[0].msg, "xss ARGS:q");
+    assert_eq!(r.evaluate(&get("/?q=hello")).action, Action::Allow);
+}
+
+#[test]
+fn detect_mode_never_blocks() {
+    let r = rs(r#"SecRule ARGS "@rx a" "id:1,phase:2,deny""#);
+    let cfg = WafConfig {
+        mode: Mode::Detect,
+        ..WafConfig::default()
+    };
+    let v = r.evaluate_with(&get("/?q=a"), &cfg);
+    assert_eq!(v.action, Action::Allow);
+    assert_eq!(v.matches.len(), 1);
+}
+
+#[test]
+fn chains_setvar_and_skip_after() {
+    let r = rs(r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.score=0"
+SecRule REQUEST_METHOD "@streq GET" "id:2,phase:1,pass,nolog,skipAfter:END"
+SecRule ARGS "@rx x" "id:3,phase:1,deny"
+SecMarker END
+SecRule ARGS:a "@rx ^(\d+)$" "id:4,phase:2,pass,capture,chain,setvar:tx.score=+%{tx.1}"
+    SecRule TX:1 "@gt 5" "setvar:tx.big=1"
+SecRule TX:score "@ge 7" "id:5,phase:2,deny,msg:'score %{tx.score}'"
+"#);
+    let v = r.evaluate(&get("/?a=7&b=x"));
+    assert_eq!(v.action, Action::Block);
+    let ids: Vec<u32> = v.matches.iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![4, 5]);
+    assert_eq!(v.matches[1].msg, "score 7");
+    assert_eq!(r.evaluate(&get("/?a=3")).action, Action::Allow);
+}
+
+#[test]
+fn exclusions_and_counts() {
+    let r = rs(r#"
+SecRule ARGS|!ARGS:safe "@rx bad" "id:1,phase:2,deny"
+SecRule &ARGS "@gt 3" "id:2,phase:2,deny"
+"#);
+    assert_eq!(r.evaluate(&get("/?safe=bad")).action, Action::Allow);
+    assert_eq!(r.evaluate(&get("/?other=bad")).action, Action::Block);
+    assert_eq!(r.evaluate(&get("/?a&b&c&d")).matches[0].id, 2);
+}
+
+#[test]
+fn ctl_removes_rules_at_runtime() {
+    let r = rs(r#"
+SecRule REQUEST_FILENAME "@streq /ok" "id:1,phase:1,pass,nolog,ctl:ruleRemoveById=3"
+SecRule REQUEST_FILENAME "@streq /ok" "id:2,phase:1,pass,nolog,ctl:ruleRemoveTargetById=4;ARGS:q"
+SecRule ARGS "@rx bad" "id:3,phase:2,deny"
+SecRule ARGS "@rx evil" "id:4,phase:2,deny"
+"#);
+    assert_eq!(r.evaluate(&get("/ok?q=bad")).action, Action::Allow);
+    assert_eq!(r.evaluate(&get("/ok?q=evil")).action, Action::Allow);
+    assert_eq!(r.evaluate(&get("/ok?z=evil")).action, Action::Block);
+    assert_eq!(r.evaluate(&get("/no?q=bad")).action, Action::Block);
+}
+
+#[test]
+fn unsupported_rules_are_reported_not_dropped_silently() {
+    let r = rs(r#"
+SecRule ARGS "@rbl x" "id:1,phase:2,deny"
+SecRule RESPONSE_BODY "@rx x" "id:2,phase:4,deny"
+"#);
+    let ids: Vec<u32> = r.unsupported().iter().map(|u| u.0).collect();
+    assert_eq!(ids, vec![1, 2]);
+}
+
+#[test]
+fn parse_errors_name_location() {
+    let e = RuleSet::from_sources(
+        &[(
+            "a.conf".into(),
+            "\nSecRule ARGS \"@rx x\" \"phase:2\"\n".into(),
+        )],
+        &[],
+        &WafConfig::default(),
+    )
+    .expect_err("no id");
+    assert!(e.to_string().starts_with("a.conf:2:"), "{e}");
+    let e = RuleSet::from_sources(
+        &[("a.conf".into(), "SecBogus On\n".into())],
+        &[],
+        &WafConfig::default(),
+    )
+    .expect_err("unknown");
+    assert_eq!(e.to_string(), "a.conf:1:1: SecBogus: unknown directive");
+    let e = RuleSet::from_sources(
+        &[("a.conf".into(), "SecRule ARGS \"@rx (\" \"id:1\"\n".into())],
+        &[],
+        &WafConfig::default(),
+    )
+    .expect_err("bad regex");
+    assert!(
+        e.to_string().starts_with("a.conf:1:14: SecRule: regex"),
+        "{e}"
+    );
+}
+
+#[test]
+fn ruleset_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<RuleSet>();
+}
+
+#[test]
+fn multi_match_checks_every_step() {
+    let r = rs(
+        r#"SecRule ARGS "@rx ^while\(!false\)$" "id:1,phase:2,deny,t:none,t:base64Decode,multiMatch""#,
+    );
+    assert_eq!(r.evaluate(&get("/?a=while(!false)")).action, Action::Block);
+}

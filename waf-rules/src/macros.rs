@@ -1,0 +1,88 @@
+//! Macro expansion (`%{tx.anomaly_score}`, `%{MATCHED_VAR}`), parsed once at load.
+
+/// One part of a macro template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// Literal text.
+    Lit(String),
+    /// A variable reference: upper-cased name and optional key (`TX` + `anomaly_score`).
+    Var(String, Option<String>),
+}
+
+/// A parsed template.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Macro {
+    /// Its parts in order.
+    pub parts: Vec<Part>,
+}
+
+impl Macro {
+    /// Parses `text`, splitting out `%{...}` references.
+    pub fn parse(text: &str) -> Macro {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(p) = rest.find("%{") {
+            let Some(e) = rest[p + 2..].find('}') else {
+                break;
+            };
+            if p > 0 {
+                parts.push(Part::Lit(rest[..p].to_string()));
+            }
+            let inner = &rest[p + 2..p + 2 + e];
+            let (name, key) = match inner.split_once(['.', ':']) {
+                Some((n, k)) => (n, Some(k.to_string())),
+                None => (inner, None),
+            };
+            parts.push(Part::Var(name.to_ascii_uppercase(), key));
+            rest = &rest[p + 3 + e..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Lit(rest.to_string()));
+        }
+        Macro { parts }
+    }
+
+    /// A literal template.
+    pub fn lit(text: &str) -> Macro {
+        Macro {
+            parts: vec![Part::Lit(text.to_string())],
+        }
+    }
+
+    /// The text when the template has no references.
+    pub fn literal(&self) -> Option<&[u8]> {
+        match self.parts.as_slice() {
+            [] => Some(b""),
+            [Part::Lit(s)] => Some(s.as_bytes()),
+            _ => None,
+        }
+    }
+
+    /// Expands the template with a resolver for references.
+    pub fn expand(&self, resolve: &dyn Fn(&str, Option<&str>) -> Vec<u8>) -> Vec<u8> {
+        if let Some(l) = self.literal() {
+            return l.to_vec();
+        }
+        let mut out = Vec::new();
+        for p in &self.parts {
+            match p {
+                Part::Lit(s) => out.extend_from_slice(s.as_bytes()),
+                Part::Var(n, k) => out.extend(resolve(n, k.as_deref())),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_expands() {
+        let m = Macro::parse("score %{tx.a}/%{MATCHED_VAR}%{x");
+        assert_eq!(m.parts.len(), 5);
+        let out = m.expand(&|n, k| format!("<{n}:{}>", k.unwrap_or("")).into_bytes());
+        assert_eq!(out, b"score <TX:a>/<MATCHED_VAR:>%{x");
+    }
+}

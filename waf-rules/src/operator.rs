@@ -1,0 +1,390 @@
+//! Operators (`@rx`, `@pm`, ...), compiled once at load.
+
+use crate::macros::Macro;
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use std::net::IpAddr;
+
+/// A compiled operator.
+#[derive(Debug)]
+pub enum Operator {
+    /// `@rx`: a linear-time regex (dot matches newline, bytes, ASCII classes).
+    Rx(regex::bytes::Regex),
+    /// `@pm` / `@pmFromFile`: case-insensitive phrase match.
+    Pm(AhoCorasick),
+    /// `@detectSQLi` (libinjection).
+    DetectSqli,
+    /// `@detectXSS` (libinjection).
+    DetectXss,
+    /// `@within`: the value is a substring of the parameter.
+    Within(Macro),
+    /// `@streq`.
+    Streq(Macro),
+    /// `@contains`.
+    Contains(Macro),
+    /// `@beginsWith`.
+    BeginsWith(Macro),
+    /// `@endsWith`.
+    EndsWith(Macro),
+    /// `@eq`.
+    Eq(Macro),
+    /// `@ge`.
+    Ge(Macro),
+    /// `@gt`.
+    Gt(Macro),
+    /// `@lt`.
+    Lt(Macro),
+    /// `@le`.
+    Le(Macro),
+    /// `@ipMatch`.
+    IpMatch(Vec<(IpAddr, u8)>),
+    /// `@validateByteRange`: matches when a byte is outside the allowed set.
+    ValidateByteRange(Box<[bool; 256]>),
+    /// `@validateUrlEncoding`: matches on an invalid `%` escape.
+    ValidateUrlEncoding,
+    /// `@validateUtf8Encoding`: matches on invalid UTF-8.
+    ValidateUtf8Encoding,
+    /// `@unconditionalMatch`.
+    Unconditional,
+    /// `@noMatch`.
+    NoMatch,
+}
+
+/// Compiles a regex the way CRS patterns are meant (PCRE with DOTALL, byte-oriented).
+///
+/// PCRE without UTF mode sees a non-ASCII character in a pattern as its UTF-8 bytes (so `[’]`
+/// is a class of three bytes); writing those bytes as `\xHH` escapes gives the same meaning.
+pub fn compile_rx(pattern: &str) -> Result<regex::bytes::Regex, String> {
+    let mut bytes_pattern = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars().peekable();
+    while let Some(ch) = chars.next() {
+        if ch == '\\' {
+            // `\x{e2}` is a code point to regex-syntax but a byte to PCRE: write `\xE2`.
+            let rest: String = chars.clone().take(6).collect();
+            if let Some(inner) = rest.strip_prefix("x{") {
+                if let Some(end) = inner.find('}') {
+                    let hex = &inner[..end];
+                    if (1..=2).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        bytes_pattern.push_str(&format!("\\x{hex:0>2}"));
+                        for _ in 0..end + 3 {
+                            chars.next();
+                        }
+                        continue;
+                    }
+                }
+            }
+            bytes_pattern.push('\\');
+            if let Some(n) = chars.next() {
+                bytes_pattern.push(n);
+            }
+        } else if ch.is_ascii() {
+            bytes_pattern.push(ch);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in ch.encode_utf8(&mut buf).bytes() {
+                bytes_pattern.push_str(&format!("\\x{b:02X}"));
+            }
+        }
+    }
+    let build = |unicode: bool| {
+        regex::bytes::RegexBuilder::new(if unicode { pattern } else { &bytes_pattern })
+            .dot_matches_new_line(true)
+            .unicode(unicode)
+            .size_limit(64 << 20)
+            .dfa_size_limit(8 << 20)
+            .build()
+    };
+    build(false)
+        .or_else(|_| build(true))
+        .map_err(|e| format!("regex does not compile: {e}"))
+}
+
+fn phrase_matcher(phrases: &[String]) -> Result<AhoCorasick, String> {
+    AhoCorasickBuilder::new()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostFirst)
+        .build(phrases.iter().filter(|p| !p.is_empty()))
+        .map_err(|e| format!("phrase set does not build: {e}"))
+}
+
+/// Parses a `@pm` parameter (space-separated phrases).
+pub fn pm(param: &str) -> Result<Operator, String> {
+    let phrases: Vec<String> = param.split_whitespace().map(str::to_string).collect();
+    Ok(Operator::Pm(phrase_matcher(&phrases)?))
+}
+
+/// Builds `@pmFromFile` from the data files' lines (`#` comments and blanks skipped).
+pub fn pm_from_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Operator, String> {
+    let phrases: Vec<String> = lines
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    Ok(Operator::Pm(phrase_matcher(&phrases)?))
+}
+
+/// Parses `@ipMatch` networks.
+pub fn ip_match(param: &str) -> Result<Operator, String> {
+    let mut nets = Vec::new();
+    for item in param
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let (addr, bits) = match item.split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (item, None),
+        };
+        let ip: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("bad address `{item}` in @ipMatch"))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let bits = match bits {
+            Some(b) => b
+                .parse::<u8>()
+                .ok()
+                .filter(|&b| b <= max)
+                .ok_or_else(|| format!("bad prefix length in `{item}`"))?,
+            None => max,
+        };
+        nets.push((ip, bits));
+    }
+    Ok(Operator::IpMatch(nets))
+}
+
+/// Parses `@validateByteRange` (`1-255`, `9,10,32-126`).
+pub fn byte_range(param: &str) -> Result<Operator, String> {
+    let mut allowed = Box::new([false; 256]);
+    for item in param.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (a, b) = match item.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (item, item),
+        };
+        let a: u8 = a.parse().map_err(|_| format!("bad byte range `{item}`"))?;
+        let b: u8 = b.parse().map_err(|_| format!("bad byte range `{item}`"))?;
+        if a > b {
+            return Err(format!("bad byte range `{item}`"));
+        }
+        for x in a..=b {
+            allowed[x as usize] = true;
+        }
+    }
+    Ok(Operator::ValidateByteRange(allowed))
+}
+
+fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let m = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
+            (u32::from(a) & m) == (u32::from(n) & m)
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let m = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
+            (u128::from(a) & m) == (u128::from(n) & m)
+        }
+        _ => false,
+    }
+}
+
+/// Integer as ModSecurity reads it: leading whitespace and sign, digits; anything else is 0.
+pub fn to_int(b: &[u8]) -> i64 {
+    let s = String::from_utf8_lossy(b);
+    let s = s.trim();
+    let mut end = 0;
+    for (i, c) in s.char_indices() {
+        if c.is_ascii_digit() || (i == 0 && (c == '-' || c == '+')) {
+            end = i + 1;
+        } else {
+            break;
+        }
+    }
+    s[..end].parse().unwrap_or(0)
+}
+
+fn invalid_url_encoding(v: &[u8]) -> bool {
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%' {
+            let ok =
+                v.len() > i + 2 && v[i + 1].is_ascii_hexdigit() && v[i + 2].is_ascii_hexdigit();
+            if !ok {
+                return true;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// What a successful operator run found: the matched text and, for `@rx`, its groups.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Capture groups 0..=9 (for the `capture` action).
+    pub captures: Vec<Vec<u8>>,
+}
+
+impl Operator {
+    /// Runs the operator; `expand` resolves macros in the parameter.
+    pub fn run(
+        &self,
+        v: &[u8],
+        want_captures: bool,
+        expand: &dyn Fn(&Macro) -> Vec<u8>,
+    ) -> Option<Found> {
+        let yes = || Some(Found::default());
+        let bool_found = |b: bool| if b { Some(Found::default()) } else { None };
+        match self {
+            Operator::Rx(re) => {
+                if !re.is_match(v) {
+                    return None;
+                }
+                if want_captures {
+                    let caps = re.captures(v)?;
+                    let captures = (0..caps.len().min(10))
+                        .map(|i| {
+                            caps.get(i)
+                                .map(|m| m.as_bytes().to_vec())
+                                .unwrap_or_default()
+                        })
+                        .collect();
+                    Some(Found { captures })
+                } else {
+                    yes()
+                }
+            }
+            Operator::Pm(ac) => {
+                let m = ac.find(v)?;
+                Some(Found {
+                    captures: vec![v[m.start()..m.end()].to_vec()],
+                })
+            }
+            Operator::DetectSqli => {
+                let r = libinjectionrs::detect_sqli(v);
+                if r.is_injection() {
+                    let fp = r
+                        .fingerprint
+                        .map(|f| f.as_str().as_bytes().to_vec())
+                        .unwrap_or_default();
+                    Some(Found { captures: vec![fp] })
+                } else {
+                    None
+                }
+            }
+            Operator::DetectXss => bool_found(libinjectionrs::detect_xss(v).is_injection()),
+            Operator::Within(m) => {
+                let p = expand(m);
+                bool_found(v.is_empty() || contains(&p, v))
+            }
+            Operator::Streq(m) => bool_found(expand(m) == v),
+            Operator::Contains(m) => bool_found(contains(v, &expand(m))),
+            Operator::BeginsWith(m) => bool_found(v.starts_with(&expand(m))),
+            Operator::EndsWith(m) => bool_found(v.ends_with(&expand(m))),
+            Operator::Eq(m) => bool_found(to_int(v) == to_int(&expand(m))),
+            Operator::Ge(m) => bool_found(to_int(v) >= to_int(&expand(m))),
+            Operator::Gt(m) => bool_found(to_int(v) > to_int(&expand(m))),
+            Operator::Lt(m) => bool_found(to_int(v) < to_int(&expand(m))),
+            Operator::Le(m) => bool_found(to_int(v) <= to_int(&expand(m))),
+            Operator::IpMatch(nets) => {
+                let ip: IpAddr = std::str::from_utf8(v).ok()?.trim().parse().ok()?;
+                bool_found(nets.iter().any(|&(n, b)| in_net(ip, n, b)))
+            }
+            Operator::ValidateByteRange(allowed) => {
+                bool_found(v.iter().any(|&b| !allowed[b as usize]))
+            }
+            Operator::ValidateUrlEncoding => bool_found(invalid_url_encoding(v)),
+            Operator::ValidateUtf8Encoding => bool_found(std::str::from_utf8(v).is_err()),
+            Operator::Unconditional => yes(),
+            Operator::NoMatch => None,
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(op: &Operator, v: &str) -> bool {
+        op.run(v.as_bytes(), false, &|m| {
+            m.literal().unwrap_or_default().to_vec()
+        })
+        .is_some()
+    }
+
+    #[test]
+    fn rx_is_dotall_and_bytes() {
+        let op = Operator::Rx(compile_rx("a.b").expect("compiles"));
+        assert!(run(&op, "a\nb"));
+        let op = Operator::Rx(compile_rx(r"\xff").expect("compiles"));
+        assert!(op.run(&[0xff], false, &|_| Vec::new()).is_some());
+        // A non-ASCII character in a class is its bytes, as PCRE without UTF mode reads it.
+        let op = Operator::Rx(compile_rx("^[’]{3}$").expect("compiles"));
+        assert!(run(&op, "’"));
+    }
+
+    #[test]
+    fn pm_is_case_insensitive() {
+        let op = pm("foo bar").expect("builds");
+        assert!(run(&op, "xxBARxx"));
+        assert!(!run(&op, "baz"));
+    }
+
+    #[test]
+    fn numbers_and_strings() {
+        assert!(run(&Operator::Eq(Macro::lit("0")), "abc"));
+        assert!(run(&Operator::Gt(Macro::lit("3")), "4"));
+        assert!(run(&Operator::Within(Macro::lit("GET POST")), "POST"));
+        assert!(!run(&Operator::Within(Macro::lit("GET POST")), "PUT"));
+        assert!(run(&Operator::BeginsWith(Macro::lit("/a")), "/ab"));
+    }
+
+    #[test]
+    fn validators() {
+        let br = byte_range("32-126").expect("parses");
+        assert!(run(&br, "a\u{1}"));
+        assert!(!run(&br, "abc"));
+        assert!(run(&Operator::ValidateUrlEncoding, "%zz"));
+        assert!(!run(&Operator::ValidateUrlEncoding, "%41"));
+        assert!(Operator::ValidateUtf8Encoding
+            .run(&[0xc0, 0x80], false, &|_| Vec::new())
+            .is_some());
+        let ip = ip_match("127.0.0.1,10.0.0.0/8,::1").expect("parses");
+        assert!(run(&ip, "10.2.3.4"));
+        assert!(run(&ip, "::1"));
+        assert!(!run(&ip, "11.0.0.1"));
+    }
+
+    #[test]
+    fn libinjection() {
+        assert!(run(&Operator::DetectSqli, "1' OR '1'='1"));
+        assert!(!run(&Operator::DetectSqli, "hello world"));
+        assert!(run(&Operator::DetectXss, "<script>alert(1)</script>"));
+    }
+}
+
+#[cfg(test)]
+mod crs_patterns {
+    use super::*;
+
+    #[test]
+    fn byte_escapes_match_bytes() {
+        let re = compile_rx(r"((?:(?:[!-\+\-:->@\[\]\^`\{-~]|\x{c2}\x{b4}|\x{e2}\x80[\x98\x99])[^!-\+\-:->@\[\]\^`\{-~]*?){12})").expect("compiles");
+        let a = compile_rx(r"\x{e2}\x80[\x98\x99]").expect("c");
+        assert!(a.is_match("’".as_bytes()), "a");
+        let b = compile_rx(r"(?:(?:[!-\+\-:->@\[\]\^`\{-~]|\x{c2}\x{b4}|\x{e2}\x80[\x98\x99])[^!-\+\-:->@\[\]\^`\{-~]*?){5}").expect("c");
+        assert!(b.is_match("1’ OR ’1’=’x’".as_bytes()), "b");
+        assert!(re.is_match("1’ OR ’1’=’x’#;--()".as_bytes()));
+    }
+}

@@ -1,0 +1,661 @@
+//! The request model CRS rules look at, built once per request from an [`HttpRequest`].
+//!
+//! Phase 1 sees the request line, URI, query arguments, headers and cookies. Before phase 2 the
+//! body goes through the processor CRS expects (URL-encoded, JSON, multipart, a light XML text
+//! extractor), chosen by `Content-Type` or by a `ctl:requestBodyProcessor` action; a body that
+//! cannot be parsed sets `REQBODY_ERROR`, as in ModSecurity.
+
+use crate::config::Limits;
+use crate::input::HttpRequest;
+use crate::transform::Transform;
+
+/// A named value: a collection entry.
+pub type Entry = (String, Vec<u8>);
+
+/// The parsed request.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// `REQUEST_METHOD`.
+    pub method: Vec<u8>,
+    /// `REQUEST_URI_RAW`: the request target as sent.
+    pub uri_raw: Vec<u8>,
+    /// `REQUEST_URI`: the target without scheme and authority.
+    pub uri: Vec<u8>,
+    /// `REQUEST_FILENAME`: the path without the query string (not decoded).
+    pub filename: Vec<u8>,
+    /// `REQUEST_BASENAME`: the last path segment.
+    pub basename: Vec<u8>,
+    /// `QUERY_STRING`.
+    pub query: Vec<u8>,
+    /// `REQUEST_PROTOCOL`.
+    pub protocol: Vec<u8>,
+    /// `REQUEST_LINE`.
+    pub request_line: Vec<u8>,
+    /// `REQUEST_HEADERS` in wire order.
+    pub headers: Vec<Entry>,
+    /// `REQUEST_COOKIES`.
+    pub cookies: Vec<Entry>,
+    /// `ARGS`: the query arguments first (`ARGS_GET`), then the body arguments (`ARGS_POST`).
+    pub args: Vec<Entry>,
+    /// How many of `args` came from the query string.
+    pub args_get_len: usize,
+    /// `FILES`: field name → file name.
+    pub files: Vec<Entry>,
+    /// `FILES_SIZES`: field name → size.
+    pub files_sizes: Vec<Entry>,
+    /// `MULTIPART_PART_HEADERS`: part name → header line.
+    pub multipart_part_headers: Vec<Entry>,
+    /// `XML:/*` (the document's text) and `XML://@*` (attribute values).
+    pub xml_text: Vec<Entry>,
+    /// Attribute values of the XML body.
+    pub xml_attrs: Vec<Entry>,
+    /// `REQUEST_BODY` (available in phase 2).
+    pub body: Vec<u8>,
+    /// `REQUEST_BODY_LENGTH`.
+    pub body_length: usize,
+    /// The body as received (capped), kept for the phase-2 processors.
+    raw_body: Vec<u8>,
+    /// `REQBODY_PROCESSOR`.
+    pub body_processor: String,
+    /// `REQBODY_ERROR`.
+    pub body_error: bool,
+    /// `REQBODY_ERROR_MSG`.
+    pub body_error_msg: String,
+    /// `INBOUND_DATA_ERROR`: the body was longer than the inspection limit.
+    pub inbound_data_error: bool,
+    /// `MULTIPART_STRICT_ERROR` and friends, collapsed.
+    pub multipart_error: bool,
+    /// `REMOTE_ADDR`.
+    pub remote_addr: Vec<u8>,
+    /// `UNIQUE_ID`, derived from the request (the engine has no randomness).
+    pub unique_id: Vec<u8>,
+    /// Arguments dropped past the limit.
+    pub args_truncated: bool,
+}
+
+fn hexval(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding: `%XX` and `+`; invalid escapes kept.
+pub fn form_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                if let (Some(h), Some(l)) = (
+                    input.get(i + 1).and_then(|&c| hexval(c)),
+                    input.get(i + 2).and_then(|&c| hexval(c)),
+                ) {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// `%XX` decoding without `+` → space (paths); invalid escapes kept.
+pub fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                input.get(i + 1).and_then(|&c| hexval(c)),
+                input.get(i + 2).and_then(|&c| hexval(c)),
+            ) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    out
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn parse_urlencoded(input: &[u8], out: &mut Vec<Entry>, max: usize) -> bool {
+    for pair in input.split(|&b| b == b'&') {
+        if pair.is_empty() {
+            continue;
+        }
+        if out.len() >= max {
+            return false;
+        }
+        let (n, v) = match pair.iter().position(|&b| b == b'=') {
+            Some(p) => (&pair[..p], &pair[p + 1..]),
+            None => (pair, &b""[..]),
+        };
+        out.push((lossy(&form_decode(n)), form_decode(v)));
+    }
+    true
+}
+
+/// The body processor ModSecurity's recommended configuration picks for a `Content-Type`.
+pub fn processor_for(content_type: &str) -> &'static str {
+    let ct = content_type.trim_start().to_ascii_lowercase();
+    if ct.starts_with("application/x-www-form-urlencoded") {
+        "URLENCODED"
+    } else if ct.starts_with("multipart/form-data") {
+        "MULTIPART"
+    } else if let Some(rest) = ct.strip_prefix("application/") {
+        let mime = rest.split(';').next().unwrap_or("").trim();
+        if mime == "json" || mime.ends_with("+json") {
+            "JSON"
+        } else if mime == "xml" || mime.ends_with("+xml") {
+            "XML"
+        } else {
+            ""
+        }
+    } else if ct.starts_with("text/xml") {
+        "XML"
+    } else {
+        ""
+    }
+}
+
+impl Request {
+    /// Builds the phase-1 view of a request. The body is kept for [`Request::process_body`].
+    pub fn new(req: &HttpRequest, limits: &Limits) -> Request {
+        let mut r = Request {
+            method: req.method.as_bytes().to_vec(),
+            uri_raw: req.uri.as_bytes().to_vec(),
+            protocol: req.version.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        r.request_line = format!("{} {} {}", req.method, req.uri, req.version).into_bytes();
+        // Strip scheme and authority from an absolute-form target.
+        let mut target = req.uri.as_str();
+        if let Some(p) = target.find("://") {
+            if target[..p].bytes().all(|b| b.is_ascii_alphabetic()) && p > 0 {
+                let after = &target[p + 3..];
+                target = match after.find('/') {
+                    Some(s) => &after[s..],
+                    None => "/",
+                };
+            }
+        }
+        r.uri = target.as_bytes().to_vec();
+        let (path, query) = match target.find('?') {
+            Some(q) => (&target[..q], &target[q + 1..]),
+            None => (target, ""),
+        };
+        let path = path.split('#').next().unwrap_or(path);
+        // REQUEST_FILENAME is the percent-decoded path, as ModSecurity and Coraza expose it.
+        r.filename = percent_decode(path.as_bytes());
+        r.basename = match r.filename.iter().rposition(|&b| b == b'/' || b == b'\\') {
+            Some(s) => r.filename[s + 1..].to_vec(),
+            None => r.filename.clone(),
+        };
+        r.query = query.as_bytes().to_vec();
+        if !parse_urlencoded(query.as_bytes(), &mut r.args, limits.max_args) {
+            r.args_truncated = true;
+        }
+        r.args_get_len = r.args.len();
+        for (n, v) in &req.headers {
+            r.headers.push((n.clone(), v.as_bytes().to_vec()));
+            if n.eq_ignore_ascii_case("cookie") {
+                for c in v.split(';') {
+                    let c = c.trim_start();
+                    if c.is_empty() {
+                        continue;
+                    }
+                    let (cn, cv) = match c.find('=') {
+                        Some(p) => (&c[..p], &c[p + 1..]),
+                        None => (c, ""),
+                    };
+                    r.cookies.push((cn.to_string(), cv.as_bytes().to_vec()));
+                }
+            }
+        }
+        r.remote_addr = req
+            .client_ip
+            .map(|ip| ip.to_string().into_bytes())
+            .unwrap_or_default();
+        let mut raw = req.body.clone();
+        r.body_length = raw.len();
+        if raw.len() > limits.max_body_bytes {
+            raw.truncate(limits.max_body_bytes);
+            r.inbound_data_error = true;
+        }
+        r.raw_body = raw;
+        r.body_processor = processor_for(req.header("content-type").unwrap_or("")).to_string();
+        let digest = sha1_smol::Sha1::from(&r.request_line).digest().to_string();
+        r.unique_id = digest.as_bytes()[..20].to_vec();
+        r
+    }
+
+    /// Runs the body processor (`processor` overrides the one chosen by `Content-Type`).
+    /// `force_body` keeps `REQUEST_BODY` filled whatever the processor (it always is here,
+    /// as in ModSecurity 3).
+    pub fn process_body(&mut self, processor: Option<&str>, limits: &Limits) {
+        if let Some(p) = processor {
+            self.body_processor = p.to_ascii_uppercase();
+        }
+        let body = std::mem::take(&mut self.raw_body);
+        self.body = body.clone();
+        if body.is_empty() {
+            return;
+        }
+        let max = limits.max_args;
+        match self.body_processor.as_str() {
+            "URLENCODED" if !parse_urlencoded(&body, &mut self.args, max + self.args_get_len) => {
+                self.args_truncated = true;
+                self.set_error("too many arguments");
+            }
+            "JSON" => self.process_json(&body, limits),
+            "MULTIPART" => self.process_multipart(&body, limits),
+            "XML" => self.process_xml(&body),
+            _ => {}
+        }
+    }
+
+    fn set_error(&mut self, msg: &str) {
+        self.body_error = true;
+        if self.body_error_msg.is_empty() {
+            self.body_error_msg = msg.to_string();
+        }
+    }
+
+    fn process_json(&mut self, body: &[u8], limits: &Limits) {
+        let v: serde_json::Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => {
+                self.set_error(&format!("JSON parsing error: {e}"));
+                return;
+            }
+        };
+        let mut out = Vec::new();
+        if !flatten_json(&v, "json", 0, limits.max_json_depth, &mut out) {
+            self.set_error("JSON nesting too deep");
+        }
+        let room = (limits.max_args + self.args_get_len).saturating_sub(self.args.len());
+        if out.len() > room {
+            out.truncate(room);
+            self.args_truncated = true;
+            self.set_error("too many arguments");
+        }
+        self.args.extend(out);
+    }
+
+    fn process_multipart(&mut self, body: &[u8], limits: &Limits) {
+        let ct = self
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| lossy(v))
+            .unwrap_or_default();
+        let boundary = ct.split(';').skip(1).find_map(|p| {
+            let p = p.trim();
+            let (k, v) = p.split_once('=')?;
+            if k.trim().eq_ignore_ascii_case("boundary") {
+                Some(v.trim().trim_matches('"').to_string())
+            } else {
+                None
+            }
+        });
+        let Some(boundary) = boundary.filter(|b| !b.is_empty()) else {
+            self.set_error("multipart: no boundary");
+            return;
+        };
+        let delim = format!("--{boundary}");
+        let d = delim.as_bytes();
+        let positions: Vec<usize> = find_all(body, d);
+        if positions.is_empty() {
+            self.set_error("multipart: boundary not found");
+            self.multipart_error = true;
+            return;
+        }
+        let mut finished = false;
+        for w in 0..positions.len() {
+            let start = positions[w] + d.len();
+            if body[start..].starts_with(b"--") {
+                finished = true;
+                break;
+            }
+            let end = positions.get(w + 1).copied().unwrap_or(body.len());
+            if end < start {
+                continue;
+            }
+            let mut part = &body[start..end];
+            part = part
+                .strip_prefix(b"\r\n")
+                .or_else(|| part.strip_prefix(b"\n"))
+                .unwrap_or(part);
+            part = part
+                .strip_suffix(b"\r\n")
+                .or_else(|| part.strip_suffix(b"\n"))
+                .unwrap_or(part);
+            let (head, content) = match find_all(part, b"\r\n\r\n").first() {
+                Some(&p) => (&part[..p], &part[p + 4..]),
+                None => match find_all(part, b"\n\n").first() {
+                    Some(&p) => (&part[..p], &part[p + 2..]),
+                    None => {
+                        self.multipart_error = true;
+                        self.set_error("multipart: part without header end");
+                        continue;
+                    }
+                },
+            };
+            let mut name = None;
+            let mut filename = None;
+            let mut lines = Vec::new();
+            for line in head.split(|&b| b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.is_empty() {
+                    continue;
+                }
+                let l = lossy(line);
+                if let Some((hn, hv)) = l.split_once(':') {
+                    if hn.trim().eq_ignore_ascii_case("content-disposition") {
+                        for (k, v) in disposition_params(hv) {
+                            match k.to_ascii_lowercase().as_str() {
+                                "name" => name = Some(v),
+                                "filename" | "filename*" => filename = Some(v),
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                lines.push(l);
+            }
+            let name = name.unwrap_or_default();
+            for l in lines {
+                self.multipart_part_headers
+                    .push((name.clone(), l.into_bytes()));
+            }
+            match filename {
+                Some(f) => {
+                    self.files.push((name.clone(), f.into_bytes()));
+                    self.files_sizes
+                        .push((name, content.len().to_string().into_bytes()));
+                }
+                None => {
+                    if self.args.len() >= limits.max_args + self.args_get_len {
+                        self.args_truncated = true;
+                        self.set_error("too many arguments");
+                        break;
+                    }
+                    self.args.push((name, content.to_vec()));
+                }
+            }
+        }
+        if !finished {
+            self.multipart_error = true;
+            self.set_error("multipart: final boundary missing");
+        }
+    }
+
+    fn process_xml(&mut self, body: &[u8]) {
+        // Not a validating parser: text nodes and attribute values, which is what CRS inspects.
+        let mut text = Vec::new();
+        let mut i = 0;
+        let mut depth: i64 = 0;
+        while i < body.len() {
+            if body[i] == b'<' {
+                let Some(rel) = body[i..].iter().position(|&b| b == b'>') else {
+                    self.set_error("XML: unterminated tag");
+                    break;
+                };
+                let tag = &body[i + 1..i + rel];
+                if tag.first() == Some(&b'/') {
+                    depth -= 1;
+                } else if !matches!(tag.first(), Some(b'?' | b'!')) && !tag.ends_with(b"/") {
+                    depth += 1;
+                }
+                let mut q = 0;
+                while q < tag.len() {
+                    if tag[q] == b'"' || tag[q] == b'\'' {
+                        let quote = tag[q];
+                        if let Some(e) = tag[q + 1..].iter().position(|&b| b == quote) {
+                            self.xml_attrs.push((
+                                "XML".into(),
+                                Transform::HtmlEntityDecode.apply(&tag[q + 1..q + 1 + e]),
+                            ));
+                            q += e + 2;
+                            continue;
+                        }
+                    }
+                    q += 1;
+                }
+                i += rel + 1;
+            } else {
+                text.push(body[i]);
+                i += 1;
+            }
+        }
+        if depth != 0 {
+            self.set_error("XML: unbalanced tags");
+        }
+        self.xml_text
+            .push(("XML".into(), Transform::HtmlEntityDecode.apply(&text)));
+    }
+
+    /// `ARGS_COMBINED_SIZE`.
+    pub fn args_combined_size(&self) -> usize {
+        self.args.iter().map(|(n, v)| n.len() + v.len()).sum()
+    }
+
+    /// `FILES_COMBINED_SIZE`.
+    pub fn files_combined_size(&self) -> usize {
+        self.files_sizes
+            .iter()
+            .map(|(_, v)| {
+                std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+/// `form-data; name="a;b"; filename="x"` → [(name, a;b), (filename, x)]; quotes may hold `;`.
+fn disposition_params(v: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let b = v.as_bytes();
+    let mut i = match v.find(';') {
+        Some(p) => p + 1,
+        None => return out,
+    };
+    while i < b.len() {
+        while i < b.len() && (b[i] == b' ' || b[i] == b'\t' || b[i] == b';') {
+            i += 1;
+        }
+        let ks = i;
+        while i < b.len() && b[i] != b'=' && b[i] != b';' {
+            i += 1;
+        }
+        let key = v[ks..i].trim().to_string();
+        if i >= b.len() || b[i] == b';' {
+            continue;
+        }
+        i += 1;
+        let mut val = String::new();
+        if i < b.len() && b[i] == b'"' {
+            i += 1;
+            let vs = i;
+            while i < b.len() && b[i] != b'"' {
+                if b[i] == b'\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            val.push_str(&v[vs..i.min(b.len())]);
+            i += 1;
+        } else {
+            let vs = i;
+            while i < b.len() && b[i] != b';' {
+                i += 1;
+            }
+            val.push_str(v[vs..i].trim());
+        }
+        out.push((key, val));
+    }
+    out
+}
+
+fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    if needle.is_empty() || hay.len() < needle.len() {
+        return out;
+    }
+    let finder = aho_corasick::AhoCorasick::new([needle]);
+    if let Ok(f) = finder {
+        for m in f.find_iter(hay) {
+            out.push(m.start());
+        }
+    }
+    out
+}
+
+fn flatten_json(
+    v: &serde_json::Value,
+    prefix: &str,
+    depth: usize,
+    max_depth: usize,
+    out: &mut Vec<Entry>,
+) -> bool {
+    if depth > max_depth {
+        return false;
+    }
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut ok = true;
+            for (k, val) in m {
+                ok &= flatten_json(val, &format!("{prefix}.{k}"), depth + 1, max_depth, out);
+            }
+            ok
+        }
+        serde_json::Value::Array(a) => {
+            let mut ok = true;
+            for (i, val) in a.iter().enumerate() {
+                ok &= flatten_json(val, &format!("{prefix}.{i}"), depth + 1, max_depth, out);
+            }
+            ok
+        }
+        serde_json::Value::String(s) => {
+            out.push((prefix.to_string(), s.as_bytes().to_vec()));
+            true
+        }
+        serde_json::Value::Null => {
+            out.push((prefix.to_string(), Vec::new()));
+            true
+        }
+        other => {
+            out.push((prefix.to_string(), other.to_string().into_bytes()));
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, uri: &str, headers: &[(&str, &str)], body: &str) -> Request {
+        let h = HttpRequest {
+            method: method.into(),
+            uri: uri.into(),
+            version: "HTTP/1.1".into(),
+            headers: headers
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            body: body.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let limits = Limits::default();
+        let mut r = Request::new(&h, &limits);
+        r.process_body(None, &limits);
+        r
+    }
+
+    #[test]
+    fn uri_parts_and_query_args() {
+        let r = req("GET", "http://h/a/b.php?x=1+2&y=%3Cs%3E&z", &[], "");
+        assert_eq!(r.uri, b"/a/b.php?x=1+2&y=%3Cs%3E&z");
+        assert_eq!(r.filename, b"/a/b.php");
+        let d = req("GET", "/a%20b/c%2Ed?x", &[], "");
+        assert_eq!(d.filename, b"/a b/c.d");
+        assert_eq!(d.basename, b"c.d");
+        assert_eq!(r.basename, b"b.php");
+        assert_eq!(r.args[0], ("x".into(), b"1 2".to_vec()));
+        assert_eq!(r.args[1].1, b"<s>");
+        assert_eq!(r.args[2], ("z".into(), Vec::new()));
+        assert_eq!(
+            r.request_line,
+            b"GET http://h/a/b.php?x=1+2&y=%3Cs%3E&z HTTP/1.1"
+        );
+    }
+
+    #[test]
+    fn cookies_and_urlencoded_body() {
+        let r = req(
+            "POST",
+            "/",
+            &[
+                ("Cookie", "a=1; b=x=y"),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            "p=%27or",
+        );
+        assert_eq!(r.cookies[1], ("b".into(), b"x=y".to_vec()));
+        assert_eq!(r.args[0], ("p".into(), b"'or".to_vec()));
+        assert_eq!(r.args_get_len, 0);
+        assert_eq!(r.body_processor, "URLENCODED");
+    }
+
+    #[test]
+    fn json_body_and_error() {
+        let r = req(
+            "POST",
+            "/",
+            &[("Content-Type", "application/json")],
+            r#"{"a":{"b":[1,"x"]}}"#,
+        );
+        assert_eq!(r.args[1], ("json.a.b.1".into(), b"x".to_vec()));
+        let bad = req("POST", "/", &[("Content-Type", "application/json")], "{");
+        assert!(bad.body_error);
+    }
+
+    #[test]
+    fn multipart_body() {
+        let body = "--xx\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nhello\r\n--xx\r\nContent-Disposition: form-data; name=\"f\"; filename=\"x.php\"\r\nContent-Type: text/plain\r\n\r\n<?php\r\n--xx--\r\n";
+        let r = req(
+            "POST",
+            "/",
+            &[("Content-Type", "multipart/form-data; boundary=xx")],
+            body,
+        );
+        assert_eq!(r.args[0], ("a".into(), b"hello".to_vec()));
+        assert_eq!(r.files[0], ("f".into(), b"x.php".to_vec()));
+        assert_eq!(r.multipart_part_headers.len(), 3);
+        assert_eq!(
+            disposition_params(r#"form-data; name="a;b"; filename="x""#),
+            vec![
+                ("name".into(), "a;b".into()),
+                ("filename".into(), "x".into())
+            ]
+        );
+        assert!(!r.body_error);
+    }
+}

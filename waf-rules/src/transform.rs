@@ -1,0 +1,811 @@
+//! Transformations (`t:...`), byte in, bytes out, as ModSecurity documents them.
+
+/// One transformation function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Transform {
+    /// `urlDecodeUni`: `%XX`, `%uXXXX` and `+`.
+    UrlDecodeUni,
+    /// `urlDecode`: `%XX` and `+`.
+    UrlDecode,
+    /// `lowercase` (ASCII).
+    Lowercase,
+    /// `uppercase` (ASCII).
+    Uppercase,
+    /// `jsDecode`: JavaScript escapes.
+    JsDecode,
+    /// `htmlEntityDecode`.
+    HtmlEntityDecode,
+    /// `utf8toUnicode`: multi-byte UTF-8 → `%uHHHH`.
+    Utf8ToUnicode,
+    /// `removeNulls`.
+    RemoveNulls,
+    /// `replaceNulls`: NUL → space.
+    ReplaceNulls,
+    /// `cssDecode`: CSS 2 escapes.
+    CssDecode,
+    /// `cmdLine`: Windows/Unix command-line normalisation.
+    CmdLine,
+    /// `removeWhitespace`.
+    RemoveWhitespace,
+    /// `compressWhitespace`.
+    CompressWhitespace,
+    /// `replaceComments`: `/* ... */` → one space.
+    ReplaceComments,
+    /// `removeComments`.
+    RemoveComments,
+    /// `removeCommentsChar`: drops `/*`, `*/`, `--` and `#`.
+    RemoveCommentsChar,
+    /// `normalizePath`.
+    NormalizePath,
+    /// `normalizePathWin`: `\` → `/`, then `normalizePath`.
+    NormalizePathWin,
+    /// `escapeSeqDecode`: ANSI C escapes.
+    EscapeSeqDecode,
+    /// `length`: the decimal length.
+    Length,
+    /// `base64Decode`.
+    Base64Decode,
+    /// `base64DecodeExt`: skips invalid characters.
+    Base64DecodeExt,
+    /// `sha1`: the raw 20-byte digest.
+    Sha1,
+    /// `hexEncode`.
+    HexEncode,
+    /// `hexDecode`.
+    HexDecode,
+    /// `trim`.
+    Trim,
+    /// `trimLeft`.
+    TrimLeft,
+    /// `trimRight`.
+    TrimRight,
+}
+
+impl Transform {
+    /// Looks up a transformation by its SecLang name (case-insensitive). `none` is not a
+    /// transformation (it resets the list) and returns `None`, as do unknown names.
+    pub fn from_name(name: &str) -> Option<Transform> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "urldecodeuni" => Transform::UrlDecodeUni,
+            "urldecode" => Transform::UrlDecode,
+            "lowercase" => Transform::Lowercase,
+            "uppercase" => Transform::Uppercase,
+            "jsdecode" => Transform::JsDecode,
+            "htmlentitydecode" => Transform::HtmlEntityDecode,
+            "utf8tounicode" => Transform::Utf8ToUnicode,
+            "removenulls" => Transform::RemoveNulls,
+            "replacenulls" => Transform::ReplaceNulls,
+            "cssdecode" => Transform::CssDecode,
+            "cmdline" => Transform::CmdLine,
+            "removewhitespace" => Transform::RemoveWhitespace,
+            "compresswhitespace" => Transform::CompressWhitespace,
+            "replacecomments" => Transform::ReplaceComments,
+            "removecomments" => Transform::RemoveComments,
+            "removecommentschar" => Transform::RemoveCommentsChar,
+            "normalizepath" | "normalisepath" => Transform::NormalizePath,
+            "normalizepathwin" | "normalisepathwin" => Transform::NormalizePathWin,
+            "escapeseqdecode" => Transform::EscapeSeqDecode,
+            "length" => Transform::Length,
+            "base64decode" => Transform::Base64Decode,
+            "base64decodeext" => Transform::Base64DecodeExt,
+            "sha1" => Transform::Sha1,
+            "hexencode" => Transform::HexEncode,
+            "hexdecode" => Transform::HexDecode,
+            "trim" => Transform::Trim,
+            "trimleft" => Transform::TrimLeft,
+            "trimright" => Transform::TrimRight,
+            _ => return None,
+        })
+    }
+
+    /// Applies the transformation.
+    pub fn apply(self, input: &[u8]) -> Vec<u8> {
+        match self {
+            Transform::UrlDecodeUni => url_decode(input, true),
+            Transform::UrlDecode => url_decode(input, false),
+            Transform::Lowercase => input.to_ascii_lowercase(),
+            Transform::Uppercase => input.to_ascii_uppercase(),
+            Transform::JsDecode => js_decode(input),
+            Transform::HtmlEntityDecode => html_entity_decode(input),
+            Transform::Utf8ToUnicode => utf8_to_unicode(input),
+            Transform::RemoveNulls => input.iter().copied().filter(|&b| b != 0).collect(),
+            Transform::ReplaceNulls => input
+                .iter()
+                .map(|&b| if b == 0 { b' ' } else { b })
+                .collect(),
+            Transform::CssDecode => css_decode(input),
+            Transform::CmdLine => cmd_line(input),
+            Transform::RemoveWhitespace => {
+                input.iter().copied().filter(|&b| !is_space(b)).collect()
+            }
+            Transform::CompressWhitespace => compress_whitespace(input),
+            Transform::ReplaceComments => replace_comments(input),
+            Transform::RemoveComments => remove_comments(input),
+            Transform::RemoveCommentsChar => remove_comments_char(input),
+            Transform::NormalizePath => normalize_path(input, false),
+            Transform::NormalizePathWin => normalize_path(input, true),
+            Transform::EscapeSeqDecode => escape_seq_decode(input),
+            Transform::Length => input.len().to_string().into_bytes(),
+            Transform::Base64Decode => base64_decode(input, false),
+            Transform::Base64DecodeExt => base64_decode(input, true),
+            Transform::Sha1 => sha1_smol::Sha1::from(input).digest().bytes().to_vec(),
+            Transform::HexEncode => {
+                let mut s = Vec::with_capacity(input.len() * 2);
+                for &b in input {
+                    s.push(HEX[(b >> 4) as usize]);
+                    s.push(HEX[(b & 15) as usize]);
+                }
+                s
+            }
+            Transform::HexDecode => {
+                let mut out = Vec::with_capacity(input.len() / 2);
+                for pair in input.chunks(2) {
+                    if let [a, b] = pair {
+                        if let (Some(h), Some(l)) = (hexval(*a), hexval(*b)) {
+                            out.push(h << 4 | l);
+                        }
+                    }
+                }
+                out
+            }
+            Transform::Trim => trim(input, true, true),
+            Transform::TrimLeft => trim(input, true, false),
+            Transform::TrimRight => trim(input, false, true),
+        }
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn hexval(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0xa0)
+}
+
+fn trim(input: &[u8], left: bool, right: bool) -> Vec<u8> {
+    let ws = |b: &u8| matches!(*b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    let mut s = 0;
+    let mut e = input.len();
+    if left {
+        while s < e && ws(&input[s]) {
+            s += 1;
+        }
+    }
+    if right {
+        while e > s && ws(&input[e - 1]) {
+            e -= 1;
+        }
+    }
+    input[s..e].to_vec()
+}
+
+/// A `%uXXXX` / `\uXXXX` code point reduced to one byte as ModSecurity does without a
+/// unicode map: full-width ASCII (U+FF01..U+FF5E) becomes ASCII, anything else its low byte.
+fn unicode_to_byte(cp: u32) -> u8 {
+    if (0xff01..=0xff5e).contains(&cp) {
+        (cp - 0xfee0) as u8
+    } else {
+        (cp & 0xff) as u8
+    }
+}
+
+fn hex4(input: &[u8], at: usize) -> Option<u32> {
+    let s = input.get(at..at + 4)?;
+    let mut v = 0u32;
+    for &b in s {
+        v = v << 4 | u32::from(hexval(b)?);
+    }
+    Some(v)
+}
+
+fn url_decode(input: &[u8], uni: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        let b = input[i];
+        if b == b'%' {
+            if uni && matches!(input.get(i + 1), Some(b'u' | b'U')) {
+                if let Some(cp) = hex4(input, i + 2) {
+                    out.push(unicode_to_byte(cp));
+                    i += 6;
+                    continue;
+                }
+            }
+            if let (Some(h), Some(l)) = (
+                input.get(i + 1).and_then(|&c| hexval(c)),
+                input.get(i + 2).and_then(|&c| hexval(c)),
+            ) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+            out.push(b);
+        } else if b == b'+' {
+            out.push(b' ');
+        } else {
+            out.push(b);
+        }
+        i += 1;
+    }
+    out
+}
+
+fn js_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] != b'\\' || i + 1 >= input.len() {
+            out.push(input[i]);
+            i += 1;
+            continue;
+        }
+        let c = input[i + 1];
+        match c {
+            b'u' | b'U' => {
+                if let Some(cp) = hex4(input, i + 2) {
+                    out.push(unicode_to_byte(cp));
+                    i += 6;
+                    continue;
+                }
+                out.push(c);
+                i += 2;
+            }
+            b'x' | b'X' => {
+                if let (Some(h), Some(l)) = (
+                    input.get(i + 2).and_then(|&c| hexval(c)),
+                    input.get(i + 3).and_then(|&c| hexval(c)),
+                ) {
+                    out.push(h << 4 | l);
+                    i += 4;
+                    continue;
+                }
+                out.push(c);
+                i += 2;
+            }
+            b'0'..=b'7' => {
+                let mut v: u32 = 0;
+                let mut j = i + 1;
+                while j < input.len() && j < i + 4 && (b'0'..=b'7').contains(&input[j]) {
+                    let nv = v * 8 + u32::from(input[j] - b'0');
+                    if nv > 0xff {
+                        break;
+                    }
+                    v = nv;
+                    j += 1;
+                }
+                out.push(v as u8);
+                i = j;
+            }
+            _ => {
+                out.push(match c {
+                    b'a' => 7,
+                    b'b' => 8,
+                    b'f' => 12,
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'v' => 11,
+                    other => other,
+                });
+                i += 2;
+            }
+        }
+    }
+    out
+}
+
+fn html_entity_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] != b'&' {
+            out.push(input[i]);
+            i += 1;
+            continue;
+        }
+        let rest = &input[i + 1..];
+        if let Some(num) = rest.strip_prefix(b"#") {
+            let (hex, digits) = match num.first() {
+                Some(b'x' | b'X') => (true, &num[1..]),
+                _ => (false, num),
+            };
+            let mut n = 0usize;
+            let mut v: u32 = 0;
+            while n < digits.len() {
+                let d = digits[n];
+                let dv = if hex {
+                    hexval(d).map(u32::from)
+                } else if d.is_ascii_digit() {
+                    Some(u32::from(d - b'0'))
+                } else {
+                    None
+                };
+                match dv {
+                    Some(x) => v = v.wrapping_mul(if hex { 16 } else { 10 }).wrapping_add(x),
+                    None => break,
+                }
+                n += 1;
+            }
+            if n > 0 {
+                out.push((v & 0xff) as u8);
+                let mut consumed = 1 + usize::from(hex) + n;
+                if digits.get(n) == Some(&b';') {
+                    consumed += 1;
+                }
+                i += 1 + consumed;
+                continue;
+            }
+            out.push(b'&');
+            i += 1;
+            continue;
+        }
+        let names: [(&[u8], u8); 5] = [
+            (b"quot", b'"'),
+            (b"amp", b'&'),
+            (b"lt", b'<'),
+            (b"gt", b'>'),
+            (b"nbsp", 0xa0),
+        ];
+        let mut done = false;
+        for (name, val) in names {
+            if rest.len() >= name.len() && rest[..name.len()].eq_ignore_ascii_case(name) {
+                out.push(val);
+                i += 1 + name.len();
+                if input.get(i) == Some(&b';') {
+                    i += 1;
+                }
+                done = true;
+                break;
+            }
+        }
+        if !done {
+            out.push(b'&');
+            i += 1;
+        }
+    }
+    out
+}
+
+fn utf8_to_unicode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        let b = input[i];
+        if b < 0x80 {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let len = match b {
+            0xc2..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf4 => 4,
+            _ => 0,
+        };
+        let decoded = if len > 0 && i + len <= input.len() {
+            std::str::from_utf8(&input[i..i + len])
+                .ok()
+                .and_then(|s| s.chars().next())
+        } else {
+            None
+        };
+        match decoded {
+            Some(ch) => {
+                let s = format!("%u{:04x}", u32::from(ch));
+                out.extend_from_slice(s.as_bytes());
+                i += len;
+            }
+            None => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn css_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] != b'\\' {
+            out.push(input[i]);
+            i += 1;
+            continue;
+        }
+        if i + 1 >= input.len() {
+            // A trailing backslash is dropped.
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        let mut v: u32 = 0;
+        while j < input.len() && j < i + 7 {
+            match hexval(input[j]) {
+                Some(d) => v = v << 4 | u32::from(d),
+                None => break,
+            }
+            j += 1;
+        }
+        let n = j - i - 1;
+        if n > 0 {
+            out.push(if n > 2 {
+                unicode_to_byte(v)
+            } else {
+                (v & 0xff) as u8
+            });
+            // One whitespace after a hex escape belongs to the escape.
+            if j < input.len() && matches!(input[j], b' ' | b'\t' | b'\n' | b'\r' | 0x0c) {
+                j += 1;
+            }
+            i = j;
+        } else if input[i + 1] == b'\n' {
+            i += 2;
+        } else {
+            out.push(input[i + 1]);
+            i += 2;
+        }
+    }
+    out
+}
+
+fn cmd_line(input: &[u8]) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::with_capacity(input.len());
+    let mut space = false;
+    for &b in input {
+        match b {
+            b'"' | b'\'' | b'\\' | b'^' => {}
+            b' ' | b',' | b';' | b'\t' | b'\r' | b'\n' => {
+                if !space {
+                    out.push(b' ');
+                    space = true;
+                }
+            }
+            b'/' | b'(' => {
+                if space {
+                    out.pop();
+                }
+                space = false;
+                out.push(b);
+            }
+            _ => {
+                space = false;
+                out.push(b.to_ascii_lowercase());
+            }
+        }
+    }
+    out
+}
+
+fn compress_whitespace(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut in_ws = false;
+    for &b in input {
+        if is_space(b) {
+            if !in_ws {
+                out.push(b' ');
+            }
+            in_ws = true;
+        } else {
+            in_ws = false;
+            out.push(b);
+        }
+    }
+    out
+}
+
+fn replace_comments(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'/' && input.get(i + 1) == Some(&b'*') {
+            let mut j = i + 2;
+            while j < input.len() && !(input[j] == b'*' && input.get(j + 1) == Some(&b'/')) {
+                j += 1;
+            }
+            out.push(b' ');
+            i = if j < input.len() { j + 2 } else { input.len() };
+            continue;
+        }
+        if input[i] == b'*' && input.get(i + 1) == Some(&b'/') {
+            // A stray comment end is kept as written, as ModSecurity does.
+            out.push(b'*');
+            out.push(b'/');
+            i += 2;
+            continue;
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    out
+}
+
+fn remove_comments(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'/' && input.get(i + 1) == Some(&b'*') {
+            let mut j = i + 2;
+            while j < input.len() && !(input[j] == b'*' && input.get(j + 1) == Some(&b'/')) {
+                j += 1;
+            }
+            i = if j < input.len() { j + 2 } else { input.len() };
+            continue;
+        }
+        if input[i] == b'<' && input[i..].starts_with(b"<!--") {
+            let mut j = i + 4;
+            while j < input.len() && !input[j..].starts_with(b"-->") {
+                j += 1;
+            }
+            i = if j < input.len() { j + 3 } else { input.len() };
+            continue;
+        }
+        if (input[i] == b'-' && input.get(i + 1) == Some(&b'-')) || input[i] == b'#' {
+            break;
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    out
+}
+
+fn remove_comments_char(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        let two = input.get(i..i + 2);
+        if matches!(two, Some(b"/*") | Some(b"*/") | Some(b"--")) {
+            i += 2;
+            continue;
+        }
+        if input[i] == b'#' {
+            i += 1;
+            continue;
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    out
+}
+
+fn normalize_path(input: &[u8], win: bool) -> Vec<u8> {
+    let src: Vec<u8> = if win {
+        input
+            .iter()
+            .map(|&b| if b == b'\\' { b'/' } else { b })
+            .collect()
+    } else {
+        input.to_vec()
+    };
+    if src.is_empty() {
+        return src;
+    }
+    let absolute = src[0] == b'/';
+    let trailing = src.len() > 1 && src[src.len() - 1] == b'/';
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for seg in src.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                if matches!(parts.last(), Some(p) if *p != b"..") {
+                    parts.pop();
+                } else if !absolute {
+                    parts.push(seg);
+                }
+            }
+            _ => parts.push(seg),
+        }
+    }
+    let mut out = Vec::with_capacity(src.len());
+    if absolute {
+        out.push(b'/');
+    }
+    for (k, p) in parts.iter().enumerate() {
+        if k > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(p);
+    }
+    let last_dot = src.ends_with(b"/.") || src.ends_with(b"/..");
+    if (trailing || last_dot) && !out.ends_with(b"/") {
+        out.push(b'/');
+    }
+    out
+}
+
+fn escape_seq_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] != b'\\' || i + 1 >= input.len() {
+            out.push(input[i]);
+            i += 1;
+            continue;
+        }
+        let c = input[i + 1];
+        let simple = match c {
+            b'a' => Some(7),
+            b'b' => Some(8),
+            b'f' => Some(12),
+            b'n' => Some(b'\n'),
+            b'r' => Some(b'\r'),
+            b't' => Some(b'\t'),
+            b'v' => Some(11),
+            b'\\' | b'?' | b'\'' | b'"' => Some(c),
+            _ => None,
+        };
+        if let Some(v) = simple {
+            out.push(v);
+            i += 2;
+            continue;
+        }
+        if c == b'x' || c == b'X' {
+            if let (Some(h), Some(l)) = (
+                input.get(i + 2).and_then(|&c| hexval(c)),
+                input.get(i + 3).and_then(|&c| hexval(c)),
+            ) {
+                out.push(h << 4 | l);
+                i += 4;
+                continue;
+            }
+        }
+        if (b'0'..=b'7').contains(&c) {
+            let mut v: u32 = 0;
+            let mut j = i + 1;
+            while j < input.len() && j < i + 4 && (b'0'..=b'7').contains(&input[j]) {
+                v = v * 8 + u32::from(input[j] - b'0');
+                j += 1;
+            }
+            out.push((v & 0xff) as u8);
+            i = j;
+            continue;
+        }
+        // Unknown escape: kept as written.
+        out.push(b'\\');
+        out.push(c);
+        i += 2;
+    }
+    out
+}
+
+fn base64_decode(input: &[u8], ext: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for &b in input {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            _ if ext => continue,
+            _ => break,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str, input: &str) -> String {
+        let tr = Transform::from_name(name).expect("known transformation");
+        String::from_utf8_lossy(&tr.apply(input.as_bytes())).into_owned()
+    }
+
+    #[test]
+    fn names_are_case_insensitive() {
+        assert_eq!(
+            Transform::from_name("URLDECODEUNI"),
+            Some(Transform::UrlDecodeUni)
+        );
+        assert_eq!(Transform::from_name("none"), None);
+        assert_eq!(Transform::from_name("bogus"), None);
+    }
+
+    #[test]
+    fn url_decode_uni() {
+        assert_eq!(t("urlDecodeUni", "a%20b+c%u0041%uff1c%zz%"), "a b cA<%zz%");
+    }
+
+    #[test]
+    fn lowercase() {
+        assert_eq!(t("lowercase", "SeLeCT"), "select");
+    }
+
+    #[test]
+    fn js_decode() {
+        assert_eq!(t("jsDecode", r"\x41\u0042\n\101\q"), "AB\nAq");
+    }
+
+    #[test]
+    fn html_entity_decode() {
+        assert_eq!(
+            t("htmlEntityDecode", "&lt;a&#x41;&#66;&quot;&amp;&foo;"),
+            "<aAB\"&&foo;"
+        );
+        assert_eq!(t("htmlEntityDecode", "&#0000000000000000000000123;"), "{");
+    }
+
+    #[test]
+    fn utf8_to_unicode() {
+        assert_eq!(t("utf8toUnicode", "a\u{e9}\u{ff1c}"), "a%u00e9%uff1c");
+    }
+
+    #[test]
+    fn remove_nulls() {
+        assert_eq!(t("removeNulls", "a\0b"), "ab");
+    }
+
+    #[test]
+    fn css_decode() {
+        assert_eq!(t("cssDecode", r"\61 b\000063\j"), "abcj");
+    }
+
+    #[test]
+    fn cmd_line() {
+        assert_eq!(
+            t("cmdLine", "C^AT  /ETC/pass'w'd ; ls , x"),
+            "cat/etc/passwd ls x"
+        );
+    }
+
+    #[test]
+    fn whitespace() {
+        assert_eq!(t("removeWhitespace", " a \t b\n"), "ab");
+        assert_eq!(t("compressWhitespace", "a  \t b"), "a b");
+    }
+
+    #[test]
+    fn comments() {
+        assert_eq!(t("replaceComments", "a/*x*/b/*c"), "a b ");
+        assert_eq!(t("removeCommentsChar", "a/*b*/c--d#e"), "abcde");
+    }
+
+    #[test]
+    fn normalize_path() {
+        assert_eq!(t("normalizePath", "/a/b/../c//./d"), "/a/c/d");
+        assert_eq!(t("normalizePath", "/../../etc/passwd"), "/etc/passwd");
+        assert_eq!(t("normalizePathWin", r"\a\..\b\"), "/b/");
+    }
+
+    #[test]
+    fn escape_seq_decode() {
+        assert_eq!(t("escapeSeqDecode", r"a\x41\101\n\z"), "aAA\n\\z");
+    }
+
+    #[test]
+    fn length_sha1_hex() {
+        assert_eq!(t("length", "abcd"), "4");
+        let d = Transform::Sha1.apply(b"abc");
+        assert_eq!(
+            String::from_utf8_lossy(&Transform::HexEncode.apply(&d)),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+    }
+
+    #[test]
+    fn base64() {
+        assert_eq!(t("base64Decode", "SGVsbG8="), "Hello");
+        assert_eq!(t("base64DecodeExt", "SGV.sbG8"), "Hello");
+    }
+}

@@ -1,0 +1,129 @@
+//! Property tests: the SecLang front end, every transformation and request evaluation never
+//! panic, and the normalising transformations are idempotent.
+
+use proptest::prelude::*;
+use waf_rules::transform::Transform;
+use waf_rules::{HttpRequest, RuleSet, WafConfig};
+
+const ALL: &[&str] = &[
+    "urlDecodeUni",
+    "urlDecode",
+    "lowercase",
+    "uppercase",
+    "jsDecode",
+    "htmlEntityDecode",
+    "utf8toUnicode",
+    "removeNulls",
+    "replaceNulls",
+    "cssDecode",
+    "cmdLine",
+    "removeWhitespace",
+    "compressWhitespace",
+    "replaceComments",
+    "removeComments",
+    "removeCommentsChar",
+    "normalizePath",
+    "normalizePathWin",
+    "escapeSeqDecode",
+    "length",
+    "base64Decode",
+    "base64DecodeExt",
+    "sha1",
+    "hexEncode",
+    "hexDecode",
+    "trim",
+    "trimLeft",
+    "trimRight",
+];
+
+const IDEMPOTENT: &[&str] = &[
+    "lowercase",
+    "uppercase",
+    "removeNulls",
+    "removeWhitespace",
+    "compressWhitespace",
+    "normalizePath",
+    "normalizePathWin",
+    "trim",
+    "trimLeft",
+    "trimRight",
+    "cmdLine",
+];
+
+fn interesting_bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(
+        prop_oneof![
+            any::<u8>(),
+            prop::sample::select(b"%uU+&#;\\/.*-x0123456789abcdefABCDEF \t\n'\"".to_vec()),
+        ],
+        0..64,
+    )
+}
+
+proptest! {
+    #[test]
+    fn transformations_never_panic(input in interesting_bytes()) {
+        for name in ALL {
+            let t = Transform::from_name(name).expect("known");
+            let _ = t.apply(&input);
+        }
+    }
+
+    #[test]
+    fn normalising_transformations_are_idempotent(input in interesting_bytes()) {
+        for name in IDEMPOTENT {
+            let t = Transform::from_name(name).expect("known");
+            let once = t.apply(&input);
+            prop_assert_eq!(t.apply(&once), once.clone(), "{} is not idempotent", name);
+        }
+    }
+
+    #[test]
+    fn url_decode_never_grows(input in interesting_bytes()) {
+        prop_assert!(Transform::UrlDecodeUni.apply(&input).len() <= input.len());
+    }
+
+    #[test]
+    fn parser_never_panics(text in "(Sec(Rule|Action|Marker|DefaultAction|RuleEngine|RuleRemoveById|RuleUpdateTargetById) )?[ -~\\n\\\\\"']{0,120}") {
+        let _ = RuleSet::from_sources(&[("p.conf".into(), text)], &[], &WafConfig::default());
+    }
+
+    #[test]
+    fn parser_accepts_generated_rules(
+        var in prop::sample::select(vec!["ARGS", "ARGS_NAMES", "REQUEST_HEADERS:User-Agent", "&ARGS", "TX:/^a/", "REQUEST_COOKIES|!REQUEST_COOKIES:x"]),
+        op in prop::sample::select(vec!["@rx ^a", "!@pm x y", "@streq a", "@eq 1", "@within %{tx.a}", "@detectSQLi", "@validateByteRange 1-255"]),
+        t in prop::sample::select(vec!["t:none", "t:lowercase,t:urlDecodeUni", "t:none,t:cmdLine"]),
+        id in 1u32..1_000_000,
+    ) {
+        let text = format!("SecRule {var} \"{op}\" \"id:{id},phase:2,pass,{t},msg:'m',setvar:tx.a=+1\"\n");
+        let rs = RuleSet::from_sources(&[("g.conf".into(), text)], &[], &WafConfig::default());
+        prop_assert!(rs.is_ok(), "{:?}", rs.err());
+    }
+
+    #[test]
+    fn evaluation_never_panics(
+        method in "[A-Z]{0,8}",
+        uri in "[ -~]{0,60}",
+        hname in "[A-Za-z-]{1,12}",
+        hval in "[ -~]{0,40}",
+        body in interesting_bytes(),
+        ct in prop::sample::select(vec!["application/json", "multipart/form-data; boundary=x", "application/x-www-form-urlencoded", "text/xml", ""]),
+    ) {
+        let rules = r#"
+SecRule ARGS|ARGS_NAMES|REQUEST_HEADERS|REQUEST_COOKIES|XML:/* "@rx (?i)<script" "id:1,phase:2,deny,capture,t:none,t:urlDecodeUni,t:htmlEntityDecode,t:lowercase,setvar:'tx.score=+%{tx.critical}'"
+SecRule REQUEST_BODY|REQUEST_FILENAME "@detectSQLi" "id:2,phase:2,pass,t:cmdLine,multiMatch"
+SecRule &ARGS "@gt 2" "id:3,phase:2,pass,chain"
+    SecRule MATCHED_VARS "@validateByteRange 32-126" "setvar:tx.x=1"
+"#;
+        let rs = RuleSet::from_sources(&[("e.conf".into(), rules.into())], &[], &WafConfig::default()).expect("loads");
+        let req = HttpRequest {
+            method,
+            uri,
+            version: "HTTP/1.1".into(),
+            headers: vec![(hname, hval), ("Content-Type".into(), ct.into())],
+            body,
+            ..Default::default()
+        };
+        let _ = rs.evaluate(&req);
+    }
+}
