@@ -38,6 +38,9 @@ fn main() {
     let conf = ServerConf {
         threads: 1,
         work_stealing: false,
+        // Exit promptly on SIGTERM (pingora's default grace period is minutes).
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

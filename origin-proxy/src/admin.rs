@@ -170,3 +170,59 @@ pub fn health(state: &State, metrics: &Metrics, now_ms: u64) -> (bool, serde_jso
     });
     (down, body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn state(metrics: &Metrics) -> State {
+        let text = r#"
+listen = "127.0.0.1:8080"
+[edge-auth]
+allow-cidrs = ["127.0.0.0/8"]
+[pools.shop]
+backends = ["127.0.0.1:9001", "127.0.0.1:9002"]
+max-in-flight = 10
+[[routes]]
+pool = "shop"
+"#;
+        let config = Config::from_toml(Path::new("p.toml"), text, &|_| None).expect("valid");
+        State::build(config, None, metrics)
+    }
+
+    #[test]
+    fn health_goes_from_ok_to_degraded_to_down() {
+        let m = Metrics::default();
+        let s = state(&m);
+        let (down, body) = health(&s, &m, 0);
+        assert!(!down);
+        assert_eq!(body["status"], "ok");
+        assert_eq!(body["pools"]["shop"]["healthy"], 2);
+        assert_eq!(body["pools"]["shop"]["max_in_flight"], 10);
+        assert!(body["upstream_p99_ms"].is_null());
+
+        let shop = &s.pools["shop"].0;
+        shop.backends[0].record_failure(1);
+        m.window.latency(0.02, 0);
+        m.window.response(502, 0);
+        let (down, body) = health(&s, &m, 0);
+        assert!(!down);
+        assert_eq!(body["status"], "degraded");
+        assert_eq!(body["pools"]["shop"]["healthy"], 1);
+        assert_eq!(body["upstream_p99_ms"], 25.0);
+        assert_eq!(body["error_5xx_rate"], 1.0);
+
+        shop.backends[1].record_passive_failure(1, 1_000, 0);
+        let (down, body) = health(&s, &m, 10);
+        assert!(down);
+        assert_eq!(body["status"], "down");
+        let text = gauges(&s, 10);
+        assert!(
+            text.contains("backend_up{pool=\"shop\",backend=\"127.0.0.1:9001\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("config_generation 1"), "{text}");
+    }
+}

@@ -216,15 +216,21 @@ pub fn on_proxy_error(
     now_ms: u64,
 ) -> Box<Error> {
     let mut e = e.more_context(format!("Peer: {peer}"));
+    // The client going away is not the backend's fault, and nobody is left to retry for.
+    let upstream = e.esource() == &ErrorSource::Upstream;
     let timeout = matches!(
         e.etype(),
         ErrorType::ReadTimedout | ErrorType::WriteTimedout
     );
-    if timeout || !client_reused {
+    if upstream && (timeout || !client_reused) {
         note_passive_failure(ctx, now_ms);
     }
     let retries_left = note_tried(ctx);
-    let retry = req.method.is_idempotent() && !body_truncated && !response_started && retries_left;
+    let retry = upstream
+        && req.method.is_idempotent()
+        && !body_truncated
+        && !response_started
+        && retries_left;
     e.set_retry(retry);
     if retry {
         count_retry(ctx);
@@ -343,6 +349,9 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
     };
     // Once the response has started, the only honest thing left is to close the connection.
     if code > 0 && session.response_written().is_none() {
+        // The connection is closed after this answer: say so, or a client that pools
+        // connections sends its next request into a closed socket.
+        session.set_keepalive(None);
         let reason = match code {
             503 => "no backend available, retry shortly",
             504 => "the backend did not answer in time",
@@ -477,6 +486,65 @@ mod tests {
             let r = authenticate(&a, &req, ip, id, now).expect_err("refused");
             assert_eq!(r.status, 403);
         }
+    }
+
+    fn pool(total_ms: Option<u64>) -> Arc<crate::balance::Pool> {
+        let text = format!(
+            "listen = \"127.0.0.1:8080\"\n[edge-auth]\nallow-cidrs = [\"127.0.0.0/8\"]\n\
+             [pools.shop]\nbackends = [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]\n\
+             read-timeout-ms = 30000\nretries = 1\n{}\n[[routes]]\npool = \"shop\"\n",
+            total_ms.map_or(String::new(), |t| format!("total-timeout-ms = {t}"))
+        );
+        let c = crate::config::Config::from_toml(std::path::Path::new("p.toml"), &text, &|_| None)
+            .expect("valid");
+        Arc::new(crate::balance::Pool::new("shop", c.pools["shop"].clone()))
+    }
+
+    #[test]
+    fn attempts_go_to_untried_backends_and_their_timeouts_fit_the_total() {
+        let mut ctx = RequestCtx::new();
+        ctx.pool = Some(pool(Some(1_000)));
+        let first = pick_peer(&mut ctx, 0).expect("first attempt");
+        assert!(first.options.read_timeout.expect("set") <= Duration::from_secs(1));
+        let failed = ctx.backend;
+        let e = on_connect_failure(
+            &RequestHeader::build("GET", b"/", None).expect("req"),
+            &mut ctx,
+            Error::new(ErrorType::ConnectRefused),
+            0,
+        );
+        assert!(e.retry(), "an idempotent request is retried");
+        assert_eq!(ctx.retries, 1);
+        pick_peer(&mut ctx, 0).expect("second attempt");
+        assert_ne!(ctx.backend, failed, "the retry lands elsewhere");
+        let e = on_connect_failure(
+            &RequestHeader::build("GET", b"/", None).expect("req"),
+            &mut ctx,
+            Error::new(ErrorType::ConnectRefused),
+            0,
+        );
+        assert!(!e.retry(), "retries = 1 allows two attempts");
+
+        // A spent total timeout ends the request with a 504 before another attempt.
+        let mut late = RequestCtx::new();
+        late.pool = Some(pool(Some(1_000)));
+        late.start = Instant::now() - Duration::from_secs(2);
+        let e = pick_peer(&mut late, 0).expect_err("too late");
+        assert_eq!(e.etype(), &ErrorType::HTTPStatus(504));
+    }
+
+    #[test]
+    fn a_post_is_never_retried() {
+        let mut ctx = RequestCtx::new();
+        ctx.pool = Some(pool(None));
+        pick_peer(&mut ctx, 0).expect("attempt");
+        let e = on_connect_failure(
+            &RequestHeader::build("POST", b"/api/cart", None).expect("req"),
+            &mut ctx,
+            Error::new(ErrorType::ConnectRefused),
+            0,
+        );
+        assert!(!e.retry());
     }
 
     #[test]

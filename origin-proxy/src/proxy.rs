@@ -65,18 +65,8 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    /// The matched route's name.
-    pub fn route_name(&self) -> Option<&str> {
-        let state = self.state.as_ref()?;
-        state.routes.get(self.route?).map(|r| r.route.name.as_str())
-    }
-}
-
-#[async_trait]
-impl ProxyHttp for OriginProxy {
-    type CTX = RequestCtx;
-
-    fn new_ctx(&self) -> RequestCtx {
+    /// The context of a request that just arrived.
+    pub fn new() -> Self {
         RequestCtx {
             start: Instant::now(),
             request_id: String::new(),
@@ -96,6 +86,27 @@ impl ProxyHttp for OriginProxy {
             refused: None,
             span: tracing::Span::none(),
         }
+    }
+
+    /// The matched route's name.
+    pub fn route_name(&self) -> Option<&str> {
+        let state = self.state.as_ref()?;
+        state.routes.get(self.route?).map(|r| r.route.name.as_str())
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        RequestCtx::new()
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for OriginProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
