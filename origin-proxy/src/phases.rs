@@ -364,15 +364,10 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
             .as_ref()
             .map_or(1, |p| p.config.retry_after_secs)
             .to_string();
-        // The connection is closed after an error (pingora does not reuse it): say so, so that
-        // clients with a connection pool do not send their next request into a closed socket.
         let extra: &[(&str, &str)] = if code == 503 {
-            &[
-                ("retry-after", retry_after.as_str()),
-                ("connection", "close"),
-            ]
+            &[("retry-after", retry_after.as_str())]
         } else {
-            &[("connection", "close")]
+            &[]
         };
         if let Err(err) = respond(session, ctx, code, reason, extra).await {
             tracing::debug!(parent: &ctx.span, error = %err, "could not send the error response");
