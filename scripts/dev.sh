@@ -23,6 +23,8 @@ if ! grep -q '^ROOM_SIGNING_KEY=' "$vars" 2>/dev/null; then
 fi
 EDGE_SIGNING_KEY="$(sed -n 's/^EDGE_SIGNING_KEY=//p' "$vars" | head -n1)"
 export EDGE_SIGNING_KEY
+ROOM_SIGNING_KEY="$(sed -n 's/^ROOM_SIGNING_KEY=//p' "$vars" | head -n1)"
+export ROOM_SIGNING_KEY
 
 pids=()
 cleanup() {

@@ -21,7 +21,7 @@ cargo build --quiet -p demo-shop -p origin-proxy -p static-sync -p waf-rules
 
 log "example configs (--check)"
 for f in origin-proxy/examples/*.toml; do
-  EDGE_SIGNING_KEY=example-key-for-config-checks ./target/debug/origin-proxy --check --config "$f"
+  EDGE_SIGNING_KEY=example-key-for-config-checks ROOM_SIGNING_KEY=example-room-key-for-config-checks-0123 ./target/debug/origin-proxy --check --config "$f"
 done
 
 ./target/debug/waf-rules check waf-rules/examples/*.toml

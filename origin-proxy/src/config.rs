@@ -107,6 +107,7 @@ struct FileConfig {
     #[serde(default)]
     shutdown: FileShutdown,
     waf: Option<crate::waf::FileWaf>,
+    admission: Option<crate::admission::FileAdmission>,
 }
 
 fn default_threads() -> usize {
@@ -364,6 +365,8 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     /// The compiled WAF (`[waf]`), if configured.
     pub waf: Option<std::sync::Arc<crate::waf::OriginWaf>>,
+    /// The waiting room's admission check (`[admission]`), if configured.
+    pub admission: Option<crate::admission::Admission>,
 }
 
 /// How requests prove they came through the edge.
@@ -565,7 +568,14 @@ impl Config {
                 crate::waf::OriginWaf::load(w, base).map_err(|e| invalid("waf", e))?,
             )),
         };
+        let admission = match file.admission {
+            None => None,
+            Some(a) => Some(
+                crate::admission::Admission::load(a, env).map_err(|e| invalid("admission", e))?,
+            ),
+        };
         Ok(Config {
+            admission,
             listen: file.listen,
             threads: file.threads,
             access_log: file.access_log,

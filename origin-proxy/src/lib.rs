@@ -18,6 +18,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod admission;
 pub mod balance;
 pub mod config;
 pub mod health;

@@ -121,11 +121,21 @@ impl ProxyHttp for OriginProxy {
         let refusal = match admitted {
             Err(refusal) => refusal,
             Ok(()) => {
-                let waf = ctx.state.as_ref().and_then(|s| s.config.waf.clone());
-                let Some(waf) = waf else { return Ok(false) };
-                match crate::waf::check(session, &waf, &self.metrics).await? {
-                    None => return Ok(false),
-                    Some(refusal) => refusal,
+                let admission = ctx.state.as_ref().and_then(|s| s.config.admission.clone());
+                let req = session.req_header();
+                let cookies = req.headers.get("cookie").and_then(|v| v.to_str().ok());
+                let passed = admission.map_or(Ok(()), |a| {
+                    a.check(req.uri.path(), cookies, crate::waf::unix_ms())
+                });
+                if let Err(refusal) = passed {
+                    refusal
+                } else {
+                    let waf = ctx.state.as_ref().and_then(|s| s.config.waf.clone());
+                    let Some(waf) = waf else { return Ok(false) };
+                    match crate::waf::check(session, &waf, &self.metrics).await? {
+                        None => return Ok(false),
+                        Some(refusal) => refusal,
+                    }
                 }
             }
         };

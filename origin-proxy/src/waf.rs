@@ -225,6 +225,13 @@ pub fn http_request(
     }
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The WAF phase: reads the body (up to [`MAX_INSPECTED_BODY`], kept for the backend by pingora's
 /// retry buffer), judges the request, counts every match in the metrics and returns the refusal
 /// for a stopped request.
@@ -270,9 +277,7 @@ pub async fn check(
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
     let view = http_request(session.req_header(), body, peer);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now_ms = unix_ms();
     let outcome = waf.inspect(&view, now_ms);
     for (rule, action, mode) in &outcome.matches {
         metrics.record_waf_match(rule, action, mode);

@@ -341,6 +341,7 @@ pool = "shop"
         cmd.arg("--config")
             .arg(&path)
             .env("EDGE_SIGNING_KEY", key)
+            .env("ROOM_SIGNING_KEY", format!("{key}-room"))
             .env("RUST_LOG", "info");
         let mut proc = Proc::spawn(cmd, "origin-proxy", dir)?;
         wait_for_port(addr, Duration::from_secs(20), "origin-proxy").map_err(|e| {

@@ -11,6 +11,10 @@ fn check(config: &std::path::Path) -> Result<(bool, String)> {
         .arg("--config")
         .arg(config)
         .env("EDGE_SIGNING_KEY", "an-edge-signing-key-for-tests")
+        .env(
+            "ROOM_SIGNING_KEY",
+            "a-room-signing-key-for-tests-0123456789",
+        )
         .output()?;
     Ok((
         out.status.success(),

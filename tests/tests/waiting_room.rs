@@ -197,14 +197,24 @@ async fn forged_and_foreign_passes_are_refused_at_the_edge() -> Result<()> {
     let dir = scratch_dir("waiting_room_tokens")?;
     let key = test_key();
     let shop = Shop::start("shop-a", &dir)?;
-    let proxy = Proxy::start(
-        &ProxySettings {
-            backends: &[shop.addr],
-            hc_interval_ms: 1000,
-        },
-        &key,
-        &dir,
-    )?;
+    // The origin checks the pass too ([admission]); signed edge requests only.
+    let config = format!(
+        r#"listen = "{{listen}}"
+[edge-auth]
+signing-key-env = "EDGE_SIGNING_KEY"
+[pools.shop]
+backends = ["{}"]
+[[routes]]
+path-prefix = "/"
+pool = "shop"
+[admission]
+room = "e2e-room"
+key-env = "ROOM_SIGNING_KEY"
+paths = ["/sale", "/sale/"]
+"#,
+        shop.addr
+    );
+    let proxy = Proxy::start_with_config(&config, &key, &dir)?;
     let extra = format!(
         "ROOM_CONFIG=\"{}\"\n",
         ROOM.replace('"', "'").replace('\n', "\\n")
@@ -255,5 +265,38 @@ async fn forged_and_foreign_passes_are_refused_at_the_edge() -> Result<()> {
         resp.status()
     );
     ensure!(shop.requests()? == 1, "shop counted {}", shop.requests()?);
+
+    // Straight to the origin with a valid edge signature but no pass (or a forged one): 403,
+    // nothing reaches the shop.
+    let path = "/sale/flash-deal";
+    let now = e2e_tests::unix_now();
+    for (id, cookie) in [
+        ("skip-the-line-1", String::new()),
+        (
+            "skip-the-line-2",
+            format!("fe_admit={}", other.sign_admission("e2e-room", 1, far)),
+        ),
+    ] {
+        let mut direct = http
+            .get(format!("{}{path}", proxy.url()))
+            .header("x-request-id", id)
+            .header(
+                "x-edge-signature",
+                e2e_tests::sign(&key, "GET", path, id, now),
+            );
+        if !cookie.is_empty() {
+            direct = direct.header("cookie", cookie);
+        }
+        let resp = direct.send().await?;
+        ensure!(
+            resp.status() == 403,
+            "{id}: origin answered {}",
+            resp.status()
+        );
+    }
+    ensure!(
+        shop.requests()? == 1,
+        "a request without a pass reached the shop"
+    );
     Ok(())
 }
