@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the project needs, idempotently, from the package registries only:
-#   Debian: clang (ring for wasm32), cmake (pingora's zlib-ng), pkg-config
+#   Debian: clang (ring for wasm32), cmake (pingora's zlib-ng), pkg-config, chromium (the
+#           browser test of the waiting room)
 #   rustup: the wasm32-unknown-unknown target, rustfmt, clippy
 #   crates.io: wasm-bindgen-cli and worker-build at the versions in Cargo.lock, into
 #              $FLASHEDGE_TOOLS (default ~/.cache/flashedge-tools), shared by every clone
-#   npm: wrangler and binaryen (wasm-opt), pinned in package-lock.json
+#   npm: wrangler, binaryen (wasm-opt) and playwright-core, pinned in package-lock.json
 source "$(dirname "$0")/lib.sh"
 
 missing=()
-for tool in clang cmake pkg-config; do
+for tool in clang cmake pkg-config chromium; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -47,7 +48,7 @@ fi
 stamp="$ROOT/node_modules/.flashedge-lock.sha256"
 want="$(sha256sum "$ROOT/package-lock.json" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  log "npm ci (wrangler, binaryen)"
+  log "npm ci (wrangler, binaryen, playwright-core)"
   (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error)
   echo "$want" > "$stamp"
 fi

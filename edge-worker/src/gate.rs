@@ -10,7 +10,8 @@
 //!   (HTML with JS polling and a meta refresh, or JSON for `Accept: application/json`);
 //! - once the ticket's turn comes, sets the signed admission cookie (bound to room and ticket,
 //!   expiring at the session end) and redirects (307, so methods and bodies are kept) to the
-//!   same URL.
+//!   same URL — or, for the waiting page's own JSON polls, answers `"state": "admitted"` so the
+//!   page reloads itself.
 //!
 //! Tickets and admission tokens are HMAC-SHA256 signed with the secret `ROOM_SIGNING_KEY`
 //! (at least 32 bytes; `ROOM_SIGNING_KEY_PREVIOUS` stays valid during a rotation). The origin
@@ -258,8 +259,18 @@ pub async fn handle(req: &Request, env: &Env, now: u64) -> Result<Option<Respons
                 &pass,
                 token::max_age_secs(session_expires_at, now),
             ));
-            let resp = Response::empty()?.with_status(307);
-            resp.headers().set("location", url.as_str())?;
+            // The waiting page polls with `Accept: application/json` and reloads itself on
+            // "admitted"; a browser or app asking for the page itself is sent on at once.
+            let resp = if wants_json(req)? {
+                let status = WaitingStatus::new(&config, &answer.outcome);
+                let r = Response::ok(status.to_json())?;
+                r.headers().set("content-type", "application/json")?;
+                r
+            } else {
+                let r = Response::empty()?.with_status(307);
+                r.headers().set("location", url.as_str())?;
+                r
+            };
             finish(resp, &set_cookies).map(Some)
         }
         (PollOutcome::Expired, _) => {
@@ -271,11 +282,7 @@ pub async fn handle(req: &Request, env: &Env, now: u64) -> Result<Option<Respons
         }
         (outcome, _) => {
             let status = WaitingStatus::new(&config, &outcome);
-            let wants_json = req
-                .headers()
-                .get("accept")?
-                .is_some_and(|a| a.contains("application/json"));
-            let resp = if wants_json {
+            let resp = if wants_json(req)? {
                 let r = Response::ok(status.to_json())?;
                 r.headers().set("content-type", "application/json")?;
                 r
@@ -285,6 +292,13 @@ pub async fn handle(req: &Request, env: &Env, now: u64) -> Result<Option<Respons
             finish(resp, &set_cookies).map(Some)
         }
     }
+}
+
+fn wants_json(req: &Request) -> Result<bool> {
+    Ok(req
+        .headers()
+        .get("accept")?
+        .is_some_and(|a| a.contains("application/json")))
 }
 
 fn finish(resp: Response, set_cookies: &[String]) -> Result<Response> {

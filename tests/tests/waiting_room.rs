@@ -300,3 +300,74 @@ paths = ["/sale", "/sale/"]
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_waits_in_line_and_lands_on_the_sale_page() -> Result<()> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    ensure!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: scripts/bootstrap.sh installs Debian's chromium"
+    );
+    let dir = scratch_dir("browser")?;
+    let key = test_key();
+    let shop = Shop::start("shop-a", &dir)?;
+    let proxy = Proxy::start(
+        &ProxySettings {
+            backends: &[shop.addr],
+            hc_interval_ms: 1000,
+        },
+        &key,
+        &dir,
+    )?;
+    let extra = format!(
+        "ROOM_CONFIG=\"{}\"\n",
+        ROOM.replace('"', "'").replace('\n', "\\n")
+    );
+    let edge = Edge::start_with(&proxy.url(), &key, &dir, &extra)?;
+
+    // Four shoppers ahead in line who never come back: the browser waits behind them.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    for _ in 0..4 {
+        http.get(format!("{}/sale/", edge.url()))
+            .header("accept", "application/json")
+            .send()
+            .await?;
+    }
+    let shot = dir.join("waiting.png");
+    let script = e2e_tests::root().join("tests/browser/waiting.mjs");
+    let url = edge.url();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .current_dir(e2e_tests::root())
+            .arg(script)
+            .arg(url)
+            .arg(&shot)
+            .env("CHROMIUM", chromium)
+            .output()
+    })
+    .await??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "browser run failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value =
+        serde_json::from_str(stdout.trim()).context("browser output")?;
+    ensure!(
+        result["position"]
+            .as_str()
+            .is_some_and(|p| p.chars().any(|c| c.is_ascii_digit())),
+        "the waiting page showed no position: {result}"
+    );
+    ensure!(
+        result["heading"]
+            .as_str()
+            .is_some_and(|h| h.contains("sale is open")),
+        "the browser did not land on the sale page: {result}"
+    );
+    ensure!(dir.join("waiting.png").exists(), "no screenshot");
+    Ok(())
+}
