@@ -73,6 +73,24 @@ fn keys(env: &Env) -> std::result::Result<Keys, EdgeError> {
 enum RoomRequest {
     Join,
     Poll { ticket: Ticket },
+    Stats,
+}
+
+/// Default time between two reads of the origin's health by a room (var
+/// `ORIGIN_HEALTH_EVERY_MS`).
+const ORIGIN_HEALTH_EVERY_MS: u64 = 5_000;
+
+/// The origin proxy's `/health` summary as the room's closed loop reads it; `None` when the
+/// body is not one.
+pub fn origin_health_from_json(
+    body: &serde_json::Value,
+) -> Option<waiting_room::room::OriginHealth> {
+    let p99 = body.get("upstream_p99_ms")?.as_f64().unwrap_or(0.0);
+    Some(waiting_room::room::OriginHealth {
+        p99_latency_ms: p99.clamp(0.0, f64::from(u32::MAX)) as u32,
+        error_rate_5xx: body.get("error_5xx_rate")?.as_f64()?,
+        shed_count: body.get("shed")?.as_u64()?,
+    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -87,9 +105,57 @@ pub struct WaitingRoom {
     state: State,
     env: Env,
     room: RefCell<Option<Room>>,
+    health_read_at: std::cell::Cell<u64>,
 }
 
 impl WaitingRoom {
+    /// The closed loop: at most every `ORIGIN_HEALTH_EVERY_MS`, reads the origin proxy's health
+    /// (var `ORIGIN_HEALTH_URL`, its admin `/health`) and lets the room adjust its rate.
+    async fn observe_origin(&self, now: u64) {
+        let Ok(url) = self.env.var("ORIGIN_HEALTH_URL").map(|v| v.to_string()) else {
+            return;
+        };
+        let every = self
+            .env
+            .var("ORIGIN_HEALTH_EVERY_MS")
+            .ok()
+            .and_then(|v| v.to_string().parse().ok())
+            .unwrap_or(ORIGIN_HEALTH_EVERY_MS);
+        if now.saturating_sub(self.health_read_at.get()) < every {
+            return;
+        }
+        self.health_read_at.set(now);
+        let health = match worker::Fetch::Url(match url.parse() {
+            Ok(u) => u,
+            Err(_) => return,
+        })
+        .send()
+        .await
+        {
+            Ok(mut resp) => resp
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|b| origin_health_from_json(&b)),
+            Err(e) => {
+                worker::console_warn!("room: origin health unreadable: {e}");
+                None
+            }
+        };
+        if let Some(h) = health {
+            if let Some(room) = self.room.borrow_mut().as_mut() {
+                let before = room.stats(now).rate_per_minute;
+                let after = room.observe_origin(h, now);
+                if before != after {
+                    worker::console_log!(
+                        "room {}: admission rate {before} -> {after}/min (origin {h:?})",
+                        room.config().id
+                    );
+                }
+            }
+        }
+    }
+
     async fn ensure_loaded(&self, config: &RoomConfig, now: u64) -> Result<()> {
         if self
             .room
@@ -124,6 +190,7 @@ impl DurableObject for WaitingRoom {
             state,
             env,
             room: RefCell::new(None),
+            health_read_at: std::cell::Cell::new(0),
         }
     }
 
@@ -138,6 +205,11 @@ impl DurableObject for WaitingRoom {
             return Response::error("expected a room operation", 400);
         };
         self.ensure_loaded(&config, now).await?;
+        self.observe_origin(now).await;
+        if let RoomRequest::Stats = op {
+            let stats = self.room.borrow_mut().as_mut().map(|r| r.stats(now));
+            return Response::from_json(&stats);
+        }
         let (answer, json) = {
             let mut slot = self.room.borrow_mut();
             let Some(room) = slot.as_mut() else {
@@ -169,6 +241,7 @@ impl DurableObject for WaitingRoom {
                         outcome,
                     }
                 }
+                RoomRequest::Stats => return Response::error("stats are answered above", 500),
             };
             (answer, room.to_json())
         };
@@ -308,4 +381,44 @@ fn finish(resp: Response, set_cookies: &[String]) -> Result<Response> {
         h.append("set-cookie", c)?;
     }
     Ok(resp)
+}
+
+/// The room's counters (`/__edge/room`, admin only).
+pub async fn stats(env: &Env) -> Result<Response> {
+    let config = match room_config(env) {
+        Ok(Some(c)) => c,
+        Ok(None) => return Response::error("no waiting room configured", 404),
+        Err(e) => return crate::error::respond(&e, None),
+    };
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(serde_json::to_string(&RoomRequest::Stats)?.into()));
+    let req = Request::new_with_init("https://room.internal/op", &init)?;
+    let stub = env
+        .durable_object("ROOMS")?
+        .id_from_name(&config.id)?
+        .get_stub()?;
+    stub.fetch_with_request(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_origin_proxy_health_summary() {
+        let body = serde_json::json!({
+            "status": "degraded", "upstream_p99_ms": 1250.5, "error_5xx_rate": 0.04, "shed": 3
+        });
+        let h = origin_health_from_json(&body).expect("health");
+        assert_eq!(h.p99_latency_ms, 1250);
+        assert_eq!(h.shed_count, 3);
+        assert!((h.error_rate_5xx - 0.04).abs() < 1e-9);
+        let idle = serde_json::json!({ "upstream_p99_ms": null, "error_5xx_rate": 0.0, "shed": 0 });
+        assert_eq!(
+            origin_health_from_json(&idle).map(|h| h.p99_latency_ms),
+            Some(0)
+        );
+        assert!(origin_health_from_json(&serde_json::json!({ "status": "ok" })).is_none());
+    }
 }

@@ -20,7 +20,7 @@ pub async fn handle(
 ) -> Result<Response> {
     let path = req.path();
     if let Some(endpoint) = path.strip_prefix(EDGE_PREFIX) {
-        return edge_endpoint(endpoint, &req, env);
+        return edge_endpoint(endpoint, &req, env).await;
     }
     if let Some(queued) = gate::handle(&req, env, now_ms).await? {
         return Ok(queued);
@@ -76,7 +76,7 @@ pub async fn handle(
     forward::to_origin(req, body, &id, env, ctx, cfg, now_ms).await
 }
 
-fn edge_endpoint(endpoint: &str, req: &Request, env: &Env) -> Result<Response> {
+async fn edge_endpoint(endpoint: &str, req: &Request, env: &Env) -> Result<Response> {
     let resp = match endpoint {
         "health" => {
             let waf = WafSettings::from_env(env).and_then(|s| waf::engine(&s));
@@ -90,6 +90,8 @@ fn edge_endpoint(endpoint: &str, req: &Request, env: &Env) -> Result<Response> {
                 },
             }))?
         }
+        // The waiting room's counters (rate, admitted, waiting, ...); needs the admin token.
+        "room" if authorized(req, env)? => return gate::stats(env).await,
         // Per-isolate WAF match counts, for the security team; needs the admin token.
         "waf" if authorized(req, env)? => {
             match WafSettings::from_env(env).and_then(|s| waf::engine(&s)) {

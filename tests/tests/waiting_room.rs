@@ -371,3 +371,97 @@ async fn a_real_browser_waits_in_line_and_lands_on_the_sale_page() -> Result<()>
     ensure!(dir.join("waiting.png").exists(), "no screenshot");
     Ok(())
 }
+
+/// Serves the origin proxy's `/health` summary the test chooses (hurting or healthy).
+async fn fake_origin_health(
+    hurting: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<std::net::SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let hurting = hurting.load(std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let body = if hurting {
+                    r#"{"status":"degraded","upstream_p99_ms":4000.0,"error_5xx_rate":0.2,"shed":25}"#
+                } else {
+                    r#"{"status":"ok","upstream_p99_ms":40.0,"error_5xx_rate":0.0,"shed":0}"#
+                };
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_slows_down_when_the_origin_hurts_and_recovers_after() -> Result<()> {
+    let dir = scratch_dir("waiting_room_loop")?;
+    let key = test_key();
+    let shop = Shop::start("shop-a", &dir)?;
+    let proxy = Proxy::start(
+        &ProxySettings {
+            backends: &[shop.addr],
+            hc_interval_ms: 1000,
+        },
+        &key,
+        &dir,
+    )?;
+    let hurting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let health = fake_origin_health(hurting.clone()).await?;
+    let room = ROOM.replace("decrease-cooldown-secs = 10", "decrease-cooldown-secs = 1");
+    let extra = format!(
+        "ROOM_CONFIG=\"{}\"\nORIGIN_HEALTH_URL=http://{health}/health\nORIGIN_HEALTH_EVERY_MS=0\n",
+        room.replace('"', "'").replace('\n', "\\n")
+    );
+    let edge = Edge::start_with(&proxy.url(), &key, &dir, &extra)?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let rate = || async {
+        let stats: serde_json::Value = http
+            .get(format!("{}/__edge/room", edge.url()))
+            .bearer_auth(e2e_tests::EDGE_ADMIN_TOKEN)
+            .send()
+            .await?
+            .json()
+            .await?;
+        stats["rate_per_minute"]
+            .as_u64()
+            .context(format!("no rate in {stats}"))
+    };
+    // Every room operation reads the origin's health first (ORIGIN_HEALTH_EVERY_MS=0).
+    let hurt = rate().await?;
+    ensure!(
+        hurt < 60,
+        "the rate did not drop while the origin hurts: {hurt}/min"
+    );
+    ensure!(
+        hurt >= 30,
+        "the rate fell below the configured floor: {hurt}/min"
+    );
+
+    hurting.store(false, std::sync::atomic::Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut recovered = hurt;
+    while recovered <= hurt && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        recovered = rate().await?;
+    }
+    ensure!(
+        recovered > hurt,
+        "the rate did not rise again once the origin recovered: {recovered}/min"
+    );
+    ensure!(
+        recovered <= 120,
+        "the rate rose past the ceiling: {recovered}/min"
+    );
+    Ok(())
+}
