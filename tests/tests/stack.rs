@@ -80,6 +80,18 @@ async fn the_edge_serves_static_pages_and_forwards_the_rest_with_one_request_id(
     );
     let product: serde_json::Value = resp.json().await?;
     ensure!(product["id"] == 2, "product {product}");
+    // The access-log line is written after the response: wait for it.
+    e2e_tests::wait_until(
+        "the proxy's access-log line",
+        Duration::from_secs(5),
+        || {
+            Ok(stack
+                .proxy
+                .access_log()
+                .iter()
+                .any(|l| l["request_id"] == id))
+        },
+    )?;
     let log = stack.proxy.access_log();
     let line = log
         .iter()
@@ -124,14 +136,17 @@ async fn the_edge_serves_static_pages_and_forwards_the_rest_with_one_request_id(
         fresh != "not valid!" && fresh.len() == 32,
         "generated id {fresh:?}"
     );
-    ensure!(
-        stack
-            .proxy
-            .access_log()
-            .iter()
-            .any(|l| l["request_id"] == fresh.as_str()),
-        "proxy did not log {fresh}"
-    );
+    e2e_tests::wait_until(
+        &format!("the proxy logging {fresh}"),
+        Duration::from_secs(5),
+        || {
+            Ok(stack
+                .proxy
+                .access_log()
+                .iter()
+                .any(|l| l["request_id"] == fresh.as_str()))
+        },
+    )?;
     ensure!(
         stack.shop_requests()? == 2,
         "shops counted {}",
