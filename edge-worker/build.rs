@@ -5,7 +5,9 @@
 //!   `rules/*.data`). Default: `../../shared/crs-4.28.0` from this crate. When it does not exist
 //!   the worker is built without CRS and says so in its logs and at `/__edge/health`.
 //! - `FLASHEDGE_EDGE_RULES`: `:`-separated custom rules files (TOML). Default:
-//!   `../waf-rules/examples/shop-rules.toml`.
+//!   `../waf-rules/examples/shop-rules.toml`. They are loaded here once, so a broken file fails
+//!   the build (and `wrangler deploy`) with its file, line and column: the worker that is
+//!   running keeps running.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -41,13 +43,15 @@ fn main() {
     let _ = writeln!(out, "/// Where the embedded CRS came from, if any.\npub static CRS_SOURCE: Option<&str> = {source};");
     emit(&mut out, "CRS_FILES", &files);
     emit(&mut out, "CRS_DATA", &data);
+    let mut texts = Vec::new();
     for r in &rules {
-        if !r.is_file() {
-            panic!(
-                "FLASHEDGE_EDGE_RULES names {} which is not a file",
-                r.display()
-            );
-        }
+        let text = std::fs::read_to_string(r)
+            .unwrap_or_else(|e| panic!("FLASHEDGE_EDGE_RULES names {}: {e}", r.display()));
+        texts.push((r.display().to_string(), text));
+    }
+    // A ruleset that does not load never ships: the build fails naming file, line and column.
+    if let Err(e) = waf_rules::CustomRules::from_files(&texts) {
+        panic!("the custom rules do not load: {e}");
     }
     emit(&mut out, "RULE_FILES", &rules);
     let dest = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"))
