@@ -579,3 +579,45 @@ pub fn shared_dir() -> Result<PathBuf> {
     }
     Ok(dir)
 }
+
+/// The origin half most end-to-end tests start from: one demo shop behind the origin proxy
+/// (health checks every second), a fresh scratch directory and a fresh signing key.
+pub struct Origin {
+    /// The test's scratch directory.
+    pub dir: PathBuf,
+    /// The edge signing key the proxy checks (`{key}-room` is the room key).
+    pub key: String,
+    /// The demo shop.
+    pub shop: Shop,
+    /// The origin proxy in front of it.
+    pub proxy: Proxy,
+}
+
+impl Origin {
+    /// Starts it in `target/e2e/<name>`.
+    pub fn start(name: &str) -> Result<Origin> {
+        let dir = scratch_dir(name)?;
+        let key = test_key();
+        let shop = Shop::start("shop-a", &dir)?;
+        let settings = ProxySettings {
+            backends: &[shop.addr],
+            hc_interval_ms: 1000,
+        };
+        let proxy = Proxy::start(&settings, &key, &dir)?;
+        Ok(Origin {
+            dir,
+            key,
+            shop,
+            proxy,
+        })
+    }
+}
+
+/// The env-file line that sets the worker's `ROOM_CONFIG` to this TOML (wrangler's env files
+/// expand `\n` inside double quotes but not `\"`, so TOML's double quotes become single ones).
+pub fn room_config_env(toml: &str) -> String {
+    format!(
+        "ROOM_CONFIG=\"{}\"\n",
+        toml.replace('"', "'").replace('\n', "\\n")
+    )
+}

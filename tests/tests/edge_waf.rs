@@ -2,7 +2,7 @@
 //! shop-rules.toml, compiled into the worker) stop requests before they reach the origin.
 
 use anyhow::{ensure, Context, Result};
-use e2e_tests::{scratch_dir, test_key, Edge, Proxy, ProxySettings, Shop, EDGE_ADMIN_TOKEN};
+use e2e_tests::{Edge, Origin, Proxy, Shop, EDGE_ADMIN_TOKEN};
 
 struct Stack {
     shop: Shop,
@@ -11,17 +11,12 @@ struct Stack {
 }
 
 fn start(name: &str) -> Result<Stack> {
-    let dir = scratch_dir(name)?;
-    let key = test_key();
-    let shop = Shop::start("shop-a", &dir)?;
-    let proxy = Proxy::start(
-        &ProxySettings {
-            backends: &[shop.addr],
-            hc_interval_ms: 1000,
-        },
-        &key,
-        &dir,
-    )?;
+    let Origin {
+        dir,
+        key,
+        shop,
+        proxy,
+    } = Origin::start(name)?;
     let edge = Edge::start(&proxy.url(), &key, &dir)?;
     Ok(Stack { shop, proxy, edge })
 }
@@ -183,17 +178,12 @@ async fn shadow_rules_change_nothing_and_login_floods_get_429_per_address() -> R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_global_limit_is_kept_by_a_durable_object_across_isolates() -> Result<()> {
-    let dir = scratch_dir("edge_waf_global")?;
-    let key = test_key();
-    let shop = Shop::start("shop-a", &dir)?;
-    let proxy = Proxy::start(
-        &ProxySettings {
-            backends: &[shop.addr],
-            hc_interval_ms: 1000,
-        },
-        &key,
-        &dir,
-    )?;
+    let Origin {
+        dir,
+        key,
+        shop,
+        proxy,
+    } = Origin::start("edge_waf_global")?;
     let http = reqwest::Client::new();
     let check = |edge: &Edge, ip: &'static str| {
         http.post(format!("{}/api/gift-cards/balance", edge.url()))

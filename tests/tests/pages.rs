@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
-use e2e_tests::{bin, root, scratch_dir, test_key, Edge, Proxy, ProxySettings, Shop};
+use e2e_tests::{bin, root, scratch_dir, Edge, Origin};
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -136,17 +136,12 @@ async fn wait_for(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_schedule_rollback_without_a_deploy() -> Result<()> {
-    let dir = scratch_dir("pages_release")?;
-    let key = test_key();
-    let shop = Shop::start("shop-a", &dir)?;
-    let proxy = Proxy::start(
-        &ProxySettings {
-            backends: &[shop.addr],
-            hc_interval_ms: 1000,
-        },
-        &key,
-        &dir,
-    )?;
+    let Origin {
+        dir,
+        key,
+        shop,
+        proxy,
+    } = Origin::start("pages_release")?;
     let edge = Edge::start(&proxy.url(), &key, &dir)?;
     let state = dir.join("state");
     let http = reqwest::Client::new();
@@ -275,17 +270,12 @@ fn check_names_the_file_and_line_of_a_broken_link() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_outage_serves_the_cached_copy_or_the_maintenance_page() -> Result<()> {
-    let dir = scratch_dir("pages_outage")?;
-    let key = test_key();
-    let shop = Shop::start("shop-a", &dir)?;
-    let mut proxy = Proxy::start(
-        &ProxySettings {
-            backends: &[shop.addr],
-            hc_interval_ms: 1000,
-        },
-        &key,
-        &dir,
-    )?;
+    let Origin {
+        dir,
+        key,
+        shop,
+        mut proxy,
+    } = Origin::start("pages_outage")?;
     let edge = Edge::start(&proxy.url(), &key, &dir)?;
     let http = reqwest::Client::new();
 

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use e2e_tests::{scratch_dir, sign, test_key, unix_now, Edge, Proxy, ProxySettings, Shop};
+use e2e_tests::{scratch_dir, sign, test_key, unix_now, Edge, Origin, Proxy, ProxySettings, Shop};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -165,17 +165,9 @@ async fn the_edge_serves_static_pages_and_forwards_the_rest_with_one_request_id(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_refuses_requests_that_skipped_the_edge() -> Result<()> {
-    let dir = scratch_dir("proxy_refuses")?;
-    let key = test_key();
-    let shop = Shop::start("shop-a", &dir)?;
-    let proxy = Proxy::start(
-        &ProxySettings {
-            backends: &[shop.addr],
-            hc_interval_ms: 1000,
-        },
-        &key,
-        &dir,
-    )?;
+    let Origin {
+        key, shop, proxy, ..
+    } = Origin::start("proxy_refuses")?;
     let http = client();
     let url = format!("{}/api/catalog", proxy.url());
     let now = unix_now();

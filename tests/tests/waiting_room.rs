@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use e2e_tests::{scratch_dir, test_key, Edge, Proxy, ProxySettings, Shop};
+use e2e_tests::{room_config_env, scratch_dir, test_key, Edge, Origin, Proxy, Shop};
 
 /// 60 a minute (one a second), polled every second, turns pass after 4 s.
 const ROOM: &str = r#"id = "e2e-room"
@@ -68,21 +68,13 @@ fn cookie_header(jar: &BTreeMap<String, String>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shoppers_are_admitted_at_the_rate_in_arrival_order_and_only_they_reach_the_shop(
 ) -> Result<()> {
-    let dir = scratch_dir("waiting_room")?;
-    let key = test_key();
-    let shop = Shop::start("shop-a", &dir)?;
-    let proxy = Proxy::start(
-        &ProxySettings {
-            backends: &[shop.addr],
-            hc_interval_ms: 1000,
-        },
-        &key,
-        &dir,
-    )?;
-    let extra = format!(
-        "ROOM_CONFIG=\"{}\"\n",
-        ROOM.replace('"', "'").replace('\n', "\\n")
-    );
+    let Origin {
+        dir,
+        key,
+        shop,
+        proxy,
+    } = Origin::start("waiting_room")?;
+    let extra = room_config_env(ROOM);
     let edge = Edge::start_with(&proxy.url(), &key, &dir, &extra)?;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -215,10 +207,7 @@ paths = ["/sale", "/sale/"]
         shop.addr
     );
     let proxy = Proxy::start_with_config(&config, &key, &dir)?;
-    let extra = format!(
-        "ROOM_CONFIG=\"{}\"\n",
-        ROOM.replace('"', "'").replace('\n', "\\n")
-    );
+    let extra = room_config_env(ROOM);
     let edge = Edge::start_with(&proxy.url(), &key, &dir, &extra)?;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -308,21 +297,13 @@ async fn a_real_browser_waits_in_line_and_lands_on_the_sale_page() -> Result<()>
         std::path::Path::new(&chromium).exists(),
         "{chromium} is missing: scripts/bootstrap.sh installs Debian's chromium"
     );
-    let dir = scratch_dir("browser")?;
-    let key = test_key();
-    let shop = Shop::start("shop-a", &dir)?;
-    let proxy = Proxy::start(
-        &ProxySettings {
-            backends: &[shop.addr],
-            hc_interval_ms: 1000,
-        },
-        &key,
-        &dir,
-    )?;
-    let extra = format!(
-        "ROOM_CONFIG=\"{}\"\n",
-        ROOM.replace('"', "'").replace('\n', "\\n")
-    );
+    let Origin {
+        dir,
+        key,
+        shop: _shop,
+        proxy,
+    } = Origin::start("browser")?;
+    let extra = room_config_env(ROOM);
     let edge = Edge::start_with(&proxy.url(), &key, &dir, &extra)?;
 
     // Four shoppers ahead in line who never come back: the browser waits behind them.
@@ -403,23 +384,18 @@ async fn fake_origin_health(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_room_slows_down_when_the_origin_hurts_and_recovers_after() -> Result<()> {
-    let dir = scratch_dir("waiting_room_loop")?;
-    let key = test_key();
-    let shop = Shop::start("shop-a", &dir)?;
-    let proxy = Proxy::start(
-        &ProxySettings {
-            backends: &[shop.addr],
-            hc_interval_ms: 1000,
-        },
-        &key,
-        &dir,
-    )?;
+    let Origin {
+        dir,
+        key,
+        shop: _shop,
+        proxy,
+    } = Origin::start("waiting_room_loop")?;
     let hurting = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let health = fake_origin_health(hurting.clone()).await?;
     let room = ROOM.replace("decrease-cooldown-secs = 10", "decrease-cooldown-secs = 1");
     let extra = format!(
-        "ROOM_CONFIG=\"{}\"\nORIGIN_HEALTH_URL=http://{health}/health\nORIGIN_HEALTH_EVERY_MS=0\n",
-        room.replace('"', "'").replace('\n', "\\n")
+        "{}ORIGIN_HEALTH_URL=http://{health}/health\nORIGIN_HEALTH_EVERY_MS=0\n",
+        room_config_env(&room)
     );
     let edge = Edge::start_with(&proxy.url(), &key, &dir, &extra)?;
     let http = reqwest::Client::builder()
