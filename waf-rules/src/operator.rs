@@ -9,8 +9,9 @@ use std::net::IpAddr;
 pub enum Operator {
     /// `@rx`: a linear-time regex (dot matches newline, bytes, ASCII classes).
     Rx(regex::bytes::Regex),
-    /// `@pm` / `@pmFromFile`: case-insensitive phrase match.
-    Pm(AhoCorasick),
+    /// `@pm` / `@pmFromFile`: case-insensitive phrase match, with its phrases (lower-cased;
+    /// the engine's prefilter takes them as the rule's literals).
+    Pm(AhoCorasick, Vec<Vec<u8>>),
     /// `@detectSQLi` (libinjection).
     DetectSqli,
     /// `@detectXSS` (libinjection).
@@ -105,18 +106,42 @@ pub fn byte_pattern(pattern: &str) -> String {
     bytes_pattern
 }
 
-fn phrase_matcher(phrases: &[String]) -> Result<AhoCorasick, String> {
-    AhoCorasickBuilder::new()
+fn phrase_matcher(phrases: &[String]) -> Result<Operator, String> {
+    let ac = AhoCorasickBuilder::new()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::LeftmostFirst)
         .build(phrases.iter().filter(|p| !p.is_empty()))
-        .map_err(|e| format!("phrase set does not build: {e}"))
+        .map_err(|e| format!("phrase set does not build: {e}"))?;
+    let mut lower: Vec<Vec<u8>> = phrases
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| p.as_bytes().to_ascii_lowercase())
+        .collect();
+    lower.sort();
+    lower.dedup();
+    Ok(Operator::Pm(ac, lower))
+}
+
+/// Whether libinjection can only see `v` as one harmless token, so neither detector needs to
+/// run: a word of ASCII letters, digits and `_` that does not start with a digit, or a run of
+/// digits. The SQLi tokenizer reads such a value as a single bareword, keyword or number, and
+/// the only one-token fingerprint libinjection blacklists is `X` (a character it cannot
+/// parse), which none of these bytes produce. The XSS parser sees text (no `<`) or one
+/// attribute value with no attribute name before it, which it never flags. Most benign
+/// parameters (`page=3`, `sort=price`) take this path; `libinjection_shortcut_*` tests check
+/// it against the detectors themselves.
+pub fn single_token(v: &[u8]) -> bool {
+    match v.first() {
+        None => false,
+        Some(b) if b.is_ascii_digit() => v.iter().all(u8::is_ascii_digit),
+        Some(_) => v.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_'),
+    }
 }
 
 /// Parses a `@pm` parameter (space-separated phrases).
 pub fn pm(param: &str) -> Result<Operator, String> {
     let phrases: Vec<String> = param.split_whitespace().map(str::to_string).collect();
-    Ok(Operator::Pm(phrase_matcher(&phrases)?))
+    phrase_matcher(&phrases)
 }
 
 /// Builds `@pmFromFile` from the data files' lines (`#` comments and blanks skipped).
@@ -126,7 +151,7 @@ pub fn pm_from_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Operato
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(str::to_string)
         .collect();
-    Ok(Operator::Pm(phrase_matcher(&phrases)?))
+    phrase_matcher(&phrases)
 }
 
 /// Parses `@ipMatch` networks.
@@ -268,12 +293,14 @@ impl Operator {
                     yes()
                 }
             }
-            Operator::Pm(ac) => {
+            Operator::Pm(ac, _) => {
                 let m = ac.find(v)?;
                 Some(Found {
                     captures: vec![v[m.start()..m.end()].to_vec()],
                 })
             }
+            Operator::DetectSqli if single_token(v) => None,
+            Operator::DetectXss if single_token(v) => None,
             Operator::DetectSqli => {
                 let r = libinjectionrs::detect_sqli(v);
                 if r.is_injection() {

@@ -139,3 +139,88 @@ proptest! {
         }
     }
 }
+
+// The detectors' shortcut (`operator::single_token`): values it passes are never flagged by
+// libinjection itself, so skipping the detectors for them changes no verdict.
+const SQL_AND_HTML_WORDS: &[&str] = &[
+    "union",
+    "SELECT",
+    "or",
+    "AND",
+    "sleep",
+    "benchmark",
+    "having",
+    "xor",
+    "div",
+    "null",
+    "true",
+    "case",
+    "exec",
+    "waitfor",
+    "script",
+    "onerror",
+    "onload",
+    "javascript",
+    "alert",
+    "iframe",
+    "svg",
+    "style",
+    "doctype",
+    "DOCTYPE",
+    "x",
+    "X",
+    "_",
+    "u",
+    "n",
+    "b",
+    "e",
+    "q",
+    "select_1",
+    "or1",
+    "and1",
+    "sp_password",
+    "information_schema",
+    "version",
+    "user",
+];
+
+#[test]
+fn libinjection_shortcut_words_are_not_injections() {
+    for w in SQL_AND_HTML_WORDS {
+        let v = w.as_bytes();
+        assert!(waf_rules::operator::single_token(v), "{w}");
+        assert!(!libinjectionrs::detect_sqli(v).is_injection(), "sqli {w}");
+        assert!(!libinjectionrs::detect_xss(v).is_injection(), "xss {w}");
+    }
+    // Just outside the shortcut: these must still reach the detectors.
+    for v in [
+        "1 or 1",
+        "1union",
+        "a'",
+        "<script>",
+        "x y",
+        "0x1",
+        "-1",
+        "a.b",
+        "@@version",
+    ] {
+        assert!(!waf_rules::operator::single_token(v.as_bytes()), "{v}");
+    }
+    assert!(libinjectionrs::detect_sqli(b"1 union select 1").is_injection());
+}
+
+proptest! {
+    #[test]
+    fn libinjection_shortcut_words(v in "[A-Za-z_][A-Za-z0-9_]{0,40}") {
+        prop_assert!(waf_rules::operator::single_token(v.as_bytes()));
+        prop_assert!(!libinjectionrs::detect_sqli(v.as_bytes()).is_injection());
+        prop_assert!(!libinjectionrs::detect_xss(v.as_bytes()).is_injection());
+    }
+
+    #[test]
+    fn libinjection_shortcut_numbers(v in "[0-9]{1,40}") {
+        prop_assert!(waf_rules::operator::single_token(v.as_bytes()));
+        prop_assert!(!libinjectionrs::detect_sqli(v.as_bytes()).is_injection());
+        prop_assert!(!libinjectionrs::detect_xss(v.as_bytes()).is_injection());
+    }
+}

@@ -522,6 +522,11 @@ impl<'a> Builder<'a> {
             }
         }
         r.tnode = self.node_for(&ts);
+        if let Operator::Pm(_, phrases) = &operator {
+            // A phrase match is exactly "one of these literals occurs": the prefilter's answer
+            // for the rule is the operator's answer, found in the shared scan.
+            literals = Some(phrases.clone());
+        }
         r.literals = literals;
         r.id = head_id;
         r.phase = head_phase;

@@ -29,23 +29,99 @@ impl Hasher for IntHasher {
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
 
+/// Per-request memo of transformed values and what the prefilter found in them.
+///
+/// Every transformed value lives once in `arena`: a chain step that changes nothing shares its
+/// input, and equal outputs of different chains are interned to one entry, so the shared
+/// automaton scans each distinct content once however many chains produced it.
 #[derive(Default)]
 struct Cache {
+    /// (value key, transformation node) → arena index; node 0 is the raw value.
     map: FastMap<(u64, u32), u32>,
     arena: Vec<Vec<u8>>,
-    /// (value key, prefilter) → bitset of rule slots whose literals occur in the value.
-    pf: FastMap<(u64, u32), Vec<u64>>,
-    /// (prefilter, phase) → union of those bitsets over every request value the filter covers.
-    union: FastMap<(u32, u64), Vec<u64>>,
+    /// Content hash → arena index, for interning.
+    by_content: FastMap<u64, u32>,
+    /// Arena index → offset in `bits` of its slot bitset (`u32::MAX`: not scanned yet).
+    scan_at: Vec<u32>,
+    /// Slot bitsets of scanned contents, `Prefilter::words` each.
+    bits: Vec<u64>,
+    /// Per filter: the union of its slots over every request value it covers, and the phase
+    /// it was computed in (0: not yet).
+    union: Vec<u64>,
+    union_phase: Vec<u64>,
 }
 
-fn scan(f: &NodeFilter, tv: &[u8]) -> Vec<u64> {
-    let mut b = vec![0u64; f.words];
-    for m in f.ac.find_overlapping_iter(tv) {
-        let s = f.slot_of[m.pattern().as_usize()] as usize;
-        b[s / 64] |= 1 << (s % 64);
+fn content_hash(b: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ b.len() as u64;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(w))
+            .wrapping_mul(0x0000_0100_0000_01b3)
+            .rotate_left(29);
     }
-    b
+    for &x in chunks.remainder() {
+        h = (h ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl Cache {
+    /// Stores a transformed value, or finds an equal one already stored.
+    fn intern(&mut self, out: Vec<u8>) -> u32 {
+        let h = content_hash(&out);
+        if let Some(&i) = self.by_content.get(&h) {
+            if self.arena[i as usize] == out {
+                return i;
+            }
+        }
+        let idx = self.arena.len() as u32;
+        self.arena.push(out);
+        self.by_content.entry(h).or_insert(idx);
+        idx
+    }
+
+    /// Whether arena entry `idx` holds one of the literals of global slot `slot`.
+    fn has_literal(&mut self, pf: &Prefilter, idx: u32, slot: u32) -> bool {
+        let o = self.content_bits(pf, idx);
+        self.bits[o + slot as usize / 64] & (1 << (slot % 64)) != 0
+    }
+
+    /// Offset in `bits` of the slot bitset of arena entry `idx`, scanning it on first use.
+    fn content_bits(&mut self, pf: &Prefilter, idx: u32) -> usize {
+        let i = idx as usize;
+        if self.scan_at.len() <= i {
+            self.scan_at.resize(self.arena.len().max(i + 1), u32::MAX);
+        }
+        if self.scan_at[i] != u32::MAX {
+            return self.scan_at[i] as usize;
+        }
+        let off = self.bits.len();
+        self.bits.resize(off + pf.words, 0);
+        scan_into(pf, &self.arena[i], &mut self.bits[off..]);
+        self.scan_at[i] = off as u32;
+        off
+    }
+}
+
+fn scan_into(pf: &Prefilter, tv: &[u8], bits: &mut [u64]) {
+    // A literal usually occurs many times in a value and serves several rules: note each
+    // distinct literal once, then set its rules' slots.
+    let mut seen: Vec<u32> = Vec::new();
+    for m in pf.ac.find_overlapping_iter(tv) {
+        let l = m.pattern().as_u32();
+        if !seen.contains(&l) {
+            seen.push(l);
+        }
+    }
+    for l in seen {
+        let (a, b) = pf.lit_slots[l as usize];
+        for &s in &pf.slot_of[a as usize..b as usize] {
+            let s = s as usize;
+            bits[s / 64] |= 1 << (s % 64);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -241,24 +317,24 @@ fn chain_apply(nodes: &[(u32, Transform)], node: u32, raw: &[u8]) -> Vec<u8> {
     cur
 }
 
+/// The arena index of `raw` through transformation node `node` (0: the raw value itself).
 fn cached(cache: &mut Cache, nodes: &[(u32, Transform)], key: u64, node: u32, raw: &[u8]) -> u32 {
     if let Some(&i) = cache.map.get(&(key, node)) {
         return i;
     }
-    let (parent, t) = nodes[node as usize];
-    let out = if parent == 0 {
-        t.apply(raw)
+    let idx = if node == 0 {
+        cache.intern(raw.to_vec())
     } else {
+        let (parent, t) = nodes[node as usize];
         let pi = cached(cache, nodes, key, parent, raw);
         if t.is_noop(&cache.arena[pi as usize]) {
             // Unchanged: share the parent's result instead of copying it.
-            cache.map.insert((key, node), pi);
-            return pi;
+            pi
+        } else {
+            let out = t.apply(&cache.arena[pi as usize]);
+            cache.intern(out)
         }
-        t.apply(&cache.arena[pi as usize])
     };
-    let idx = cache.arena.len() as u32;
-    cache.arena.push(out);
     cache.map.insert((key, node), idx);
     idx
 }
@@ -296,9 +372,9 @@ pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig)
         },
         cache: Cache {
             map: FastMap::with_capacity_and_hasher(512, Default::default()),
-            arena: Vec::with_capacity(512),
-            pf: FastMap::with_capacity_and_hasher(128, Default::default()),
-            union: FastMap::default(),
+            arena: Vec::with_capacity(256),
+            by_content: FastMap::with_capacity_and_hasher(256, Default::default()),
+            ..Default::default()
         },
         phase: 1,
     };
@@ -615,13 +691,15 @@ impl Ev<'_> {
         }
     }
 
-    /// Whether any request value the filter covers contains a literal of `slot` (after the
-    /// filter's transformations). Computed once per filter and phase.
+    /// Whether any request value the filter covers contains a literal of global slot
+    /// `slot` (after the filter's transformations). Computed once per filter and phase.
     fn may_match(&mut self, fi: u32, slot: u32) -> bool {
+        let Some(pf) = self.rs.prefilter.as_ref() else {
+            return true;
+        };
         let bit = |b: &[u64]| b[slot as usize / 64] & (1 << (slot % 64)) != 0;
-        if let Some(b) = self.cache.union.get(&(fi, self.phase)) {
-            return bit(b);
-        }
+        let f = &pf.filters[fi as usize];
+        let range = f.base_word..f.base_word + f.words;
         let Ev {
             rs,
             req,
@@ -630,46 +708,53 @@ impl Ev<'_> {
             phase,
             ..
         } = self;
-        let f = &rs.filters[fi as usize];
+        if cache.union.is_empty() {
+            cache.union = vec![0; pf.words];
+            cache.union_phase = vec![0; pf.filters.len()];
+        }
+        if cache.union_phase[fi as usize] == *phase {
+            return bit(&cache.union);
+        }
         let nodes = &rs.nodes;
         let mut acc = vec![0u64; f.words];
-        let mut or = |b: &[u64]| {
-            for (a, x) in acc.iter_mut().zip(b) {
-                *a |= x;
-            }
-        };
         for &v in &f.vars {
             if let Some((es, off, names, base)) = entries(req, v) {
                 for (i, (k, val)) in es.iter().enumerate() {
                     let raw: &[u8] = if names { k.as_bytes() } else { val };
                     let key = ((base as u64) << 33) | (((off + i) as u64) << 1) | u64::from(names);
-                    let tv: &[u8] = if f.node == 0 {
-                        raw
-                    } else {
-                        let ti = cached(cache, nodes, key, f.node, raw);
-                        &cache.arena[ti as usize]
-                    };
-                    or(cache.pf.entry((key, fi)).or_insert_with(|| scan(f, tv)));
+                    let ti = cached(cache, nodes, key, f.node, raw);
+                    let o = cache.content_bits(pf, ti);
+                    for (a, x) in acc
+                        .iter_mut()
+                        .zip(&cache.bits[o + range.start..o + range.end])
+                    {
+                        *a |= x;
+                    }
                 }
             } else if v == Var::Xml {
+                let mut tmp = vec![0u64; pf.words];
                 for (_, val) in req.xml_text.iter().chain(&req.xml_attrs) {
-                    or(&scan(f, &chain_apply(nodes, f.node, val)));
+                    scan_into(pf, &chain_apply(nodes, f.node, val), &mut tmp);
+                }
+                for (a, x) in acc.iter_mut().zip(&tmp[range.clone()]) {
+                    *a |= x;
                 }
             } else {
                 let raw = scalar(req, st, v);
                 let key = ((v as u64) << 33) | (1 << 32) | *phase;
-                let tv: &[u8] = if f.node == 0 {
-                    &raw
-                } else {
-                    let ti = cached(cache, nodes, key, f.node, &raw);
-                    &cache.arena[ti as usize]
-                };
-                or(cache.pf.entry((key, fi)).or_insert_with(|| scan(f, tv)));
+                let ti = cached(cache, nodes, key, f.node, &raw);
+                let o = cache.content_bits(pf, ti);
+                for (a, x) in acc
+                    .iter_mut()
+                    .zip(&cache.bits[o + range.start..o + range.end])
+                {
+                    *a |= x;
+                }
             }
         }
-        let hit = bit(&acc);
-        cache.union.insert((fi, *phase), acc);
-        hit
+        cache.union[range].copy_from_slice(&acc);
+        cache.union_phase[fi as usize] = *phase;
+        bit(&cache.union)
     }
 
     /// Runs one rule (and its chain). Returns whether the whole chain matched.
@@ -694,6 +779,7 @@ impl Ev<'_> {
         }
         let vals = self.collect(head, r);
         let nodes = &self.rs.nodes;
+        let prefilter = self.rs.prefilter.as_ref();
         let mut hits: Vec<Hit> = Vec::new();
         for (vi, v) in vals.iter().enumerate() {
             let Ev {
@@ -724,60 +810,106 @@ impl Ev<'_> {
                 }
                 Src::Owned(_, b) => (Cow::Borrowed(b.as_slice()), None),
             };
-            let owned;
-            let tv: &[u8] = if r.tnode == 0 {
-                &raw
-            } else if let Some(k) = key {
-                let i = cached(cache, nodes, k, r.tnode, &raw);
-                &cache.arena[i as usize]
-            } else {
-                owned = chain_apply(nodes, r.tnode, &raw);
-                &owned
+            let pfr = prefilter.zip(r.pf.map(|p| p.1));
+            // The value through the rule's chain: an arena index when it can be cached.
+            let (tv_idx, owned): (Option<u32>, Option<Vec<u8>>) = match key {
+                Some(k) if r.tnode != 0 || pfr.is_some() => {
+                    (Some(cached(cache, nodes, k, r.tnode, &raw)), None)
+                }
+                _ if r.tnode == 0 => (None, None),
+                _ => (None, Some(chain_apply(nodes, r.tnode, &raw))),
             };
-            if let (Some((fi, slot)), Some(k)) = (r.pf, key) {
-                let f = &self.rs.filters[fi as usize];
-                let bits = cache.pf.entry((k, fi)).or_insert_with(|| scan(f, tv));
-                if bits[slot as usize / 64] & (1 << (slot % 64)) == 0 {
+            let mut run_final = true;
+            if let (Some(i), Some((pf, slot))) = (tv_idx, pfr) {
+                if !cache.has_literal(pf, i, slot) {
                     // None of the literals any match needs is in the value.
-                    continue;
+                    if !r.multi_match {
+                        continue;
+                    }
+                    run_final = false;
                 }
             }
+            // multiMatch: the operator also runs on the raw value and after every step that
+            // changes it. With a cache key those are the chain's ancestors in the trie, each
+            // interned once; the prefilter drops the ones holding none of the literals.
+            let mut candidates: Vec<u32> = Vec::new();
+            if let (true, Some(k), Some(ti)) = (r.multi_match && r.tnode != 0, key, tv_idx) {
+                let mut chain = Vec::new();
+                let mut n = r.tnode;
+                while n != 0 {
+                    n = nodes[n as usize].0;
+                    chain.push(n);
+                }
+                let mut prev = None;
+                for &a in chain.iter().rev() {
+                    let i = cached(cache, nodes, k, a, &raw);
+                    if Some(i) != prev
+                        && i != ti
+                        && !candidates.contains(&i)
+                        && pfr.is_none_or(|(pf, slot)| cache.has_literal(pf, i, slot))
+                    {
+                        candidates.push(i);
+                    }
+                    prev = Some(i);
+                }
+            }
+            let tv: &[u8] = match (tv_idx, &owned) {
+                (Some(i), _) => &cache.arena[i as usize],
+                (None, Some(o)) => o,
+                (None, None) => &raw,
+            };
             let st_ro: &St = st;
             let req_ro: &Request = req;
             let res = |n: &str, k: Option<&str>| resolve(req_ro, st_ro, n, k);
             let expand = |m: &Macro| m.expand(&res);
-            let mut found = r.op.run(tv, r.capture, &expand);
+            let mut found = if run_final {
+                r.op.run(tv, r.capture, &expand)
+            } else {
+                None
+            };
             let mut hit = found.is_some() != r.negated;
             let mut multi_hit: Option<Vec<u8>> = None;
             if !hit && r.multi_match && r.tnode != 0 {
-                // multiMatch: the operator also runs on the raw value and after every step.
-                let mut steps = Vec::new();
-                let mut n = r.tnode;
-                while n != 0 {
-                    let (p, t) = nodes[n as usize];
-                    steps.push(t);
-                    n = p;
-                }
-                // Values that no step changes are not run again (the final one already was).
-                let mut cur = raw.to_vec();
-                let mut candidates: Vec<Vec<u8>> = Vec::new();
-                if cur.as_slice() != tv {
-                    candidates.push(cur.clone());
-                }
-                for t in steps.iter().rev() {
-                    let next = t.apply(&cur);
-                    if next != cur && next.as_slice() != tv {
-                        candidates.push(next.clone());
+                if tv_idx.is_some() && key.is_some() {
+                    for &c in &candidates {
+                        let c = &cache.arena[c as usize];
+                        let f = r.op.run(c, r.capture, &expand);
+                        if f.is_some() != r.negated {
+                            found = f;
+                            hit = true;
+                            multi_hit = Some(c.clone());
+                            break;
+                        }
                     }
-                    cur = next;
-                }
-                for c in candidates {
-                    let f = r.op.run(&c, r.capture, &expand);
-                    if f.is_some() != r.negated {
-                        found = f;
-                        hit = true;
-                        multi_hit = Some(c);
-                        break;
+                } else {
+                    // An uncached value (TX, matched vars): apply the steps here.
+                    let mut steps = Vec::new();
+                    let mut n = r.tnode;
+                    while n != 0 {
+                        let (p, t) = nodes[n as usize];
+                        steps.push(t);
+                        n = p;
+                    }
+                    let mut cur = raw.to_vec();
+                    let mut cands: Vec<Vec<u8>> = Vec::new();
+                    if cur.as_slice() != tv {
+                        cands.push(cur.clone());
+                    }
+                    for t in steps.iter().rev() {
+                        let next = t.apply(&cur);
+                        if next != cur && next.as_slice() != tv {
+                            cands.push(next.clone());
+                        }
+                        cur = next;
+                    }
+                    for c in cands {
+                        let f = r.op.run(&c, r.capture, &expand);
+                        if f.is_some() != r.negated {
+                            found = f;
+                            hit = true;
+                            multi_hit = Some(c);
+                            break;
+                        }
                     }
                 }
             }

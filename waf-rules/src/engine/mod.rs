@@ -293,27 +293,41 @@ pub(crate) struct Rule {
     line: usize,
     /// Literals one of which any match contains (for the prefilter).
     literals: Option<Vec<Vec<u8>>>,
-    /// (prefilter index, slot) when the prefilter covers this rule.
+    /// (filter index, global slot) when the prefilter covers this rule.
     pf: Option<(u32, u32)>,
     /// Every target is a request variable the filter's per-request union covers, so the whole
     /// rule can be skipped when none of its literals occurs anywhere in the request.
     pf_skip: bool,
 }
 
-/// One Aho-Corasick automaton over the literals of every rule reading values through the
-/// same transformation chain.
+/// The rules whose values pass through one transformation chain, as the prefilter sees them.
 #[derive(Debug)]
 pub(crate) struct NodeFilter {
-    ac: aho_corasick::AhoCorasick,
-    /// Pattern index → rule slot.
-    slot_of: Vec<u32>,
-    /// Number of 64-bit words in a slot bitset.
+    /// First word of this filter's slots in the shared slot bitset.
+    base_word: usize,
+    /// Number of 64-bit words this filter's slots take.
     words: usize,
     /// The transformation node the filter reads values through.
     node: u32,
     /// The request variables whose values form the per-request union (targets of the rules
     /// marked `pf_skip`).
     vars: Vec<Var>,
+}
+
+/// One Aho-Corasick automaton over the literals of every prefiltered rule. A value is scanned
+/// once per distinct transformed content, whichever chains produced it; each literal sets the
+/// slot of the rule it belongs to (slots of one chain's rules are contiguous, word-aligned).
+#[derive(Debug)]
+pub(crate) struct Prefilter {
+    /// Over the distinct literals (one literal may serve many rules).
+    ac: aho_corasick::AhoCorasick,
+    /// Distinct literal → its range in `slot_of`.
+    lit_slots: Vec<(u32, u32)>,
+    /// The global slots of each literal's rules, grouped by literal.
+    slot_of: Vec<u32>,
+    /// Number of 64-bit words in a slot bitset.
+    words: usize,
+    filters: Vec<NodeFilter>,
 }
 
 impl Var {
@@ -365,7 +379,7 @@ pub struct RuleSet {
     /// Transformation trie: node → (parent, transformation). Node 0 is "no transformation".
     nodes: Vec<(u32, Transform)>,
     unsupported: Vec<(u32, String)>,
-    filters: Vec<NodeFilter>,
+    prefilter: Option<Prefilter>,
     config: WafConfig,
     file_engine: Option<Mode>,
     rule_count: usize,
@@ -405,7 +419,7 @@ impl RuleSet {
             }
         }
         let skip_to = [resolve_skips(&phases[0]), resolve_skips(&phases[1])];
-        let filters = build_filters(&mut phases);
+        let prefilter = build_prefilter(&mut phases);
         let mut config = config.clone();
         if let Some(l) = b.body_limit {
             config.limits.max_body_bytes = config.limits.max_body_bytes.min(l);
@@ -418,7 +432,7 @@ impl RuleSet {
             skip_to,
             nodes: b.nodes,
             unsupported: b.unsupported,
-            filters,
+            prefilter,
             config,
             file_engine: b.engine,
             rule_count,
@@ -446,13 +460,15 @@ impl RuleSet {
 
     /// How many `@rx` rules the literal prefilter covers, and over how many automata.
     pub fn prefilter_stats(&self) -> (usize, usize) {
-        let covered = self.filters.iter().map(|f| {
-            let mut slots: Vec<u32> = f.slot_of.clone();
-            slots.sort_unstable();
-            slots.dedup();
-            slots.len()
-        });
-        (covered.sum(), self.filters.len())
+        match &self.prefilter {
+            Some(p) => {
+                let mut slots: Vec<u32> = p.slot_of.clone();
+                slots.sort_unstable();
+                slots.dedup();
+                (slots.len(), p.filters.len())
+            }
+            None => (0, 0),
+        }
     }
 
     /// The configuration in force.
@@ -481,19 +497,22 @@ impl RuleSet {
 /// variables of the rules that can be skipped as a whole.
 type Group = (Vec<(Vec<u8>, u32)>, u32, Vec<Var>);
 
-fn build_filters(phases: &mut [Vec<Item>; 2]) -> Vec<NodeFilter> {
+fn build_prefilter(phases: &mut [Vec<Item>; 2]) -> Option<Prefilter> {
     use std::collections::BTreeMap;
-    // node → (literals with their slot, next slot)
     let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
     fn visit(r: &mut Rule, groups: &mut BTreeMap<u32, Group>) {
-        if let (Some(lits), false, false) = (&r.literals, r.negated, r.multi_match) {
+        // multiMatch rules get a slot too: each value they try is checked for their literals,
+        // but the per-request union covers only the final transformation, so they are never
+        // skipped as a whole.
+        if let (Some(lits), false) = (&r.literals, r.negated) {
             let g = groups.entry(r.tnode).or_default();
             let slot = g.1;
             g.1 += 1;
             for l in lits {
                 g.0.push((l.clone(), slot));
             }
-            r.pf_skip = !r.targets.is_empty()
+            r.pf_skip = !r.multi_match
+                && !r.targets.is_empty()
                 && r.targets
                     .iter()
                     .all(|t| !t.count && t.var.is_request_value());
@@ -504,7 +523,7 @@ fn build_filters(phases: &mut [Vec<Item>; 2]) -> Vec<NodeFilter> {
                     }
                 }
             }
-            // The filter index is filled in below, once the node order is known.
+            // Filter index and global slot are filled in below, once the node order is known.
             r.pf = Some((r.tnode, slot));
         }
         if let Some(c) = r.chain.as_deref_mut() {
@@ -518,40 +537,71 @@ fn build_filters(phases: &mut [Vec<Item>; 2]) -> Vec<NodeFilter> {
             }
         }
     }
-    let mut index_of: BTreeMap<u32, u32> = BTreeMap::new();
+    // node → (filter index, first global slot)
+    let mut index_of: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
     let mut filters = Vec::new();
+    // Distinct literal (lower-cased) → the global slots of the rules it serves.
+    let mut by_lit: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
+    let mut word = 0usize;
     for (node, (lits, slots, vars)) in groups {
-        let ac = aho_corasick::AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(aho_corasick::MatchKind::Standard)
-            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-            .build(lits.iter().map(|(l, _)| l.as_slice()));
-        let Ok(ac) = ac else { continue };
-        index_of.insert(node, filters.len() as u32);
+        let base = (word * 64) as u32;
+        index_of.insert(node, (filters.len() as u32, base));
+        for (l, s) in lits {
+            let v = by_lit.entry(l.to_ascii_lowercase()).or_default();
+            if !v.contains(&(base + s)) {
+                v.push(base + s);
+            }
+        }
+        let words = (slots as usize).div_ceil(64);
         filters.push(NodeFilter {
-            ac,
-            slot_of: lits.iter().map(|(_, s)| *s).collect(),
-            words: (slots as usize).div_ceil(64),
+            base_word: word,
+            words,
             node,
             vars,
         });
+        word += words;
     }
-    fn fix(r: &mut Rule, index_of: &std::collections::BTreeMap<u32, u32>) {
+    let mut patterns = Vec::with_capacity(by_lit.len());
+    let mut lit_slots = Vec::with_capacity(by_lit.len());
+    let mut slot_of = Vec::new();
+    for (l, slots) in by_lit {
+        patterns.push(l);
+        let start = slot_of.len() as u32;
+        slot_of.extend(slots);
+        lit_slots.push((start, slot_of.len() as u32));
+    }
+    let ac = aho_corasick::AhoCorasickBuilder::new()
+        .ascii_case_insensitive(true)
+        .match_kind(aho_corasick::MatchKind::Standard)
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .build(&patterns)
+        .ok();
+    fn fix(r: &mut Rule, index_of: Option<&BTreeMap<u32, (u32, u32)>>) {
         if let Some((node, slot)) = r.pf {
-            r.pf = index_of.get(&node).map(|&i| (i, slot));
+            r.pf = index_of
+                .and_then(|m| m.get(&node))
+                .map(|&(i, base)| (i, base + slot));
+            r.pf_skip &= r.pf.is_some();
         }
         if let Some(c) = r.chain.as_deref_mut() {
             fix(c, index_of);
         }
     }
+    let index = ac.as_ref().map(|_| &index_of);
     for items in phases.iter_mut() {
         for it in items.iter_mut() {
             if let Item::Rule(r) = it {
-                fix(r, &index_of);
+                fix(r, index);
             }
         }
     }
-    filters
+    Some(Prefilter {
+        ac: ac?,
+        lit_slots,
+        slot_of,
+        words: word,
+        filters,
+    })
 }
 
 fn resolve_skips(items: &[Item]) -> Vec<Option<usize>> {

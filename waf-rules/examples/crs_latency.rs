@@ -1,0 +1,135 @@
+//! Per-request latency of the CRS engine over a corpus mix: median, p90, p99 and mean.
+//!
+//! `cargo run --release -p waf-rules --example crs_latency -- [PL] [N]` (needs the shared
+//! folder: `$FLASHEDGE_SHARED` or `../shared`). Each of the first N requests of
+//! `legit-dev.jsonl` (default 200) is evaluated repeatedly; its time is the median of its
+//! runs, and the figures are taken over those per-request times. Criterion's
+//! `evaluate/benign-*` reports the mean over the same mix; this reports the distribution.
+//! It also times the two requests `bench/proxy` sends (a GET with a query string, and a POST
+//! of the 2 KiB checkout document in `checkout.json`), so engine time and proxy throughput
+//! can be read side by side.
+use std::path::PathBuf;
+use std::time::Instant;
+use waf_rules::harness::{parse_jsonl, CorpusEntry};
+use waf_rules::{HttpRequest, Mode, RuleSet, WafConfig};
+
+fn shared() -> PathBuf {
+    std::env::var_os("FLASHEDGE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let pl: u8 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
+    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
+    let dir = shared().join("crs-4.28.0");
+    let (files, data) = match waf_rules::crs::read_dir(&dir) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("crs_latency: no CRS at {}: {e}", dir.display());
+            std::process::exit(2);
+        }
+    };
+    let cfg = WafConfig {
+        mode: Mode::Block,
+        paranoia: pl,
+        ..WafConfig::default()
+    };
+    let rs = RuleSet::from_sources(&files, &data, &cfg).expect("CRS loads");
+    let text = std::fs::read_to_string(shared().join("waf-corpus/legit-dev.jsonl"))
+        .expect("legit-dev.jsonl");
+    let entries: Vec<CorpusEntry> = parse_jsonl(&text).expect("corpus parses");
+    let reqs: Vec<HttpRequest> = entries
+        .iter()
+        .take(n)
+        .map(CorpusEntry::to_request)
+        .collect();
+    // Warm up.
+    for r in &reqs {
+        std::hint::black_box(rs.evaluate(r));
+    }
+    let mut per: Vec<f64> = Vec::with_capacity(reqs.len());
+    for r in &reqs {
+        let mut runs = Vec::with_capacity(21);
+        for _ in 0..21 {
+            let t = Instant::now();
+            std::hint::black_box(rs.evaluate(std::hint::black_box(r)));
+            runs.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        runs.sort_by(f64::total_cmp);
+        per.push(runs[runs.len() / 2]);
+    }
+    let bench_get = HttpRequest {
+        method: "GET".into(),
+        uri: "/api/products/2?ref=flash-sale&page=3&sort=price".into(),
+        version: "HTTP/1.1".into(),
+        headers: vec![
+            ("Host".into(), "shop.example".into()),
+            ("Accept".into(), "application/json".into()),
+        ],
+        ..Default::default()
+    };
+    let checkout = include_str!("checkout.json");
+    let bench_post = HttpRequest {
+        method: "POST".into(),
+        uri: "/api/cart".into(),
+        version: "HTTP/1.1".into(),
+        headers: vec![
+            ("Host".into(), "shop.example".into()),
+            ("Accept".into(), "application/json".into()),
+            ("Content-Type".into(), "application/json".into()),
+            ("Content-Length".into(), checkout.len().to_string()),
+        ],
+        body: checkout.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    if let Ok(which) = std::env::var("CRS_LATENCY_LOOP") {
+        // For profilers: evaluate one of the two requests for five seconds, then stop.
+        let r = if which == "post" {
+            &bench_post
+        } else {
+            &bench_get
+        };
+        let t = Instant::now();
+        while t.elapsed().as_secs() < 5 {
+            std::hint::black_box(rs.evaluate(std::hint::black_box(r)));
+        }
+        return;
+    }
+    for (name, r) in [
+        ("bench/proxy GET", &bench_get),
+        ("bench/proxy POST", &bench_post),
+    ] {
+        let v = rs.evaluate(r);
+        let mut runs = Vec::with_capacity(201);
+        for _ in 0..201 {
+            let t = Instant::now();
+            std::hint::black_box(rs.evaluate(std::hint::black_box(r)));
+            runs.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        runs.sort_by(f64::total_cmp);
+        println!(
+            "PL{pl} {name}: median {:.1} µs (verdict {:?}, score {})",
+            runs[runs.len() / 2],
+            v.action,
+            v.score
+        );
+    }
+    let mean = per.iter().sum::<f64>() / per.len() as f64;
+    per.sort_by(f64::total_cmp);
+    println!(
+        "PL{pl} over {} legit-dev requests (µs per request): p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  mean {:.1}",
+        per.len(),
+        pct(&per, 0.5),
+        pct(&per, 0.9),
+        pct(&per, 0.99),
+        per[per.len() - 1],
+        mean
+    );
+}
