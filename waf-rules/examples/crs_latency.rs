@@ -41,7 +41,12 @@ fn main() {
         paranoia: pl,
         ..WafConfig::default()
     };
+    let t = Instant::now();
     let rs = RuleSet::from_sources(&files, &data, &cfg).expect("CRS loads");
+    println!(
+        "PL{pl} load (parse and compile CRS): {:.0} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     let text = std::fs::read_to_string(shared().join("waf-corpus/legit-dev.jsonl"))
         .expect("legit-dev.jsonl");
     let entries: Vec<CorpusEntry> = parse_jsonl(&text).expect("corpus parses");

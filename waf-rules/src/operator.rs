@@ -258,13 +258,19 @@ fn invalid_url_encoding(v: &[u8]) -> bool {
 }
 
 /// What a successful operator run found: the matched text and, for `@rx`, its groups.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Found {
     /// Capture groups 0..=9 (for the `capture` action).
     pub captures: Vec<Vec<u8>>,
 }
 
 impl Operator {
+    /// Whether a run is costly and its result depends on the value alone (the libinjection
+    /// detectors), so a host should reuse it for an equal value rather than run it again.
+    pub fn worth_memoizing(&self) -> bool {
+        matches!(self, Operator::DetectSqli | Operator::DetectXss)
+    }
+
     /// Runs the operator; `expand` resolves macros in the parameter.
     pub fn run(
         &self,

@@ -49,6 +49,9 @@ struct Cache {
     /// it was computed in (0: not yet).
     union: Vec<u64>,
     union_phase: Vec<u64>,
+    /// (rule, arena index) → what a libinjection detector found in that content: equal values
+    /// among a rule's targets (a dozen identical cart-line notes) run the detector once.
+    ops: FastMap<(usize, u32), Option<crate::operator::Found>>,
 }
 
 fn content_hash(b: &[u8]) -> u64 {
@@ -232,6 +235,26 @@ fn scalar<'a>(req: &'a Request, st: &'a St, var: Var) -> Cow<'a, [u8]> {
     }
 }
 
+/// The cache key of a scalar variable's value. Values that body processing can change are
+/// keyed by phase; the rest (URI, request line, method...) are computed once per request.
+fn scalar_key(v: Var, phase: u64) -> u64 {
+    let body_dependent = matches!(
+        v,
+        Var::RequestBody
+            | Var::RequestBodyLength
+            | Var::FullRequestLength
+            | Var::ReqbodyProcessor
+            | Var::ReqbodyError
+            | Var::ReqbodyErrorMsg
+            | Var::ArgsCombinedSize
+            | Var::FilesCombinedSize
+            | Var::InboundDataError
+            | Var::MultipartStrictError
+            | Var::MultipartUnmatchedBoundary
+    );
+    ((v as u64) << 33) | (1 << 32) | if body_dependent { phase } else { 0 }
+}
+
 fn key_matches(sel: &KeySel, key: &str) -> bool {
     match sel {
         KeySel::Name(n) => key.eq_ignore_ascii_case(n),
@@ -351,6 +374,8 @@ struct Ev<'r> {
     st: St,
     cache: Cache,
     phase: u64,
+    /// Emptied value lists, reused by `collect` (rules run nested through chains).
+    pool: Vec<Vec<Val>>,
 }
 
 pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig) -> Verdict {
@@ -377,6 +402,7 @@ pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig)
             ..Default::default()
         },
         phase: 1,
+        pool: Vec::new(),
     };
     let tx = &mut ev.st.tx;
     tx.insert(
@@ -573,8 +599,7 @@ impl Ev<'_> {
         })
     }
 
-    fn collect(&self, head: &Rule, r: &Rule) -> Vec<Val> {
-        let mut out = Vec::new();
+    fn collect(&self, head: &Rule, r: &Rule, out: &mut Vec<Val>) {
         let (req, st) = (&self.req, &self.st);
         for t in &r.targets {
             if t.count {
@@ -670,7 +695,6 @@ impl Ev<'_> {
                 },
             }
         }
-        out
     }
 
     fn val_name(&self, v: &Val) -> String {
@@ -741,7 +765,7 @@ impl Ev<'_> {
                 }
             } else {
                 let raw = scalar(req, st, v);
-                let key = ((v as u64) << 33) | (1 << 32) | *phase;
+                let key = scalar_key(v, *phase);
                 let ti = cached(cache, nodes, key, f.node, &raw);
                 let o = cache.content_bits(pf, ti);
                 for (a, x) in acc
@@ -777,7 +801,8 @@ impl Ev<'_> {
                 None => true,
             };
         }
-        let vals = self.collect(head, r);
+        let mut vals = self.pool.pop().unwrap_or_default();
+        self.collect(head, r, &mut vals);
         let nodes = &self.rs.nodes;
         let prefilter = self.rs.prefilter.as_ref();
         let mut hits: Vec<Hit> = Vec::new();
@@ -805,7 +830,7 @@ impl Ev<'_> {
                     let cacheable = !matches!(s, Var::MatchedVar | Var::MatchedVarName);
                     (
                         scalar(req, st, *s),
-                        cacheable.then_some(((*s as u64) << 33) | (1 << 32) | *phase),
+                        cacheable.then_some(scalar_key(*s, *phase)),
                     )
                 }
                 Src::Owned(_, b) => (Cow::Borrowed(b.as_slice()), None),
@@ -862,10 +887,20 @@ impl Ev<'_> {
             let req_ro: &Request = req;
             let res = |n: &str, k: Option<&str>| resolve(req_ro, st_ro, n, k);
             let expand = |m: &Macro| m.expand(&res);
-            let mut found = if run_final {
-                r.op.run(tv, r.capture, &expand)
-            } else {
-                None
+            let mut found = match (run_final, tv_idx) {
+                (false, _) => None,
+                (true, Some(i)) if r.op.worth_memoizing() => {
+                    let k = (std::ptr::from_ref(r) as usize, i);
+                    match cache.ops.get(&k) {
+                        Some(f) => f.clone(),
+                        None => {
+                            let f = r.op.run(tv, r.capture, &expand);
+                            cache.ops.insert(k, f.clone());
+                            f
+                        }
+                    }
+                }
+                (true, _) => r.op.run(tv, r.capture, &expand),
             };
             let mut hit = found.is_some() != r.negated;
             let mut multi_hit: Option<Vec<u8>> = None;
@@ -923,6 +958,8 @@ impl Ev<'_> {
             }
         }
         if hits.is_empty() {
+            vals.clear();
+            self.pool.push(vals);
             return false;
         }
         // Non-disruptive actions run as soon as this link matches, before the next link is
@@ -949,6 +986,8 @@ impl Ev<'_> {
                 }
             }
         }
+        vals.clear();
+        self.pool.push(vals);
         self.st.matched_vars = mv;
         for c in &r.ctls {
             self.ctl(c);
