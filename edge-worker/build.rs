@@ -3,7 +3,9 @@
 //!
 //! - `FLASHEDGE_CRS_DIR`: a CRS v4 directory (`crs-setup.conf[.example]`, `rules/*.conf`,
 //!   `rules/*.data`). Default: `../../shared/crs-4.28.0` from this crate. When it does not exist
-//!   the worker is built without CRS and says so in its logs and at `/__edge/health`.
+//!   the worker is built without CRS and says so in its logs and at `/__edge/health`. The
+//!   rules are loaded here once with every matcher built (the worker builds them on first
+//!   use), so a rule the engine cannot load fails the build.
 //! - `FLASHEDGE_EDGE_RULES`: `:`-separated custom rules files (TOML). Default:
 //!   `../waf-rules/examples/shop-rules.toml`. They are loaded here once, so a broken file fails
 //!   the build (and `wrangler deploy`) with its file, line and column: the worker that is
@@ -41,6 +43,26 @@ fn main() {
         format!("Some({:?})", crs_dir.display().to_string())
     };
     let _ = writeln!(out, "/// Where the embedded CRS came from, if any.\npub static CRS_SOURCE: Option<&str> = {source};");
+    if !files.is_empty() {
+        // The worker builds its matchers lazily; build them all here once, so a pattern that
+        // cannot be built fails the build naming the rule file, not a shopper's request.
+        let read = |ps: &[PathBuf]| -> Vec<(String, String)> {
+            ps.iter()
+                .map(|p| {
+                    let text = std::fs::read_to_string(p)
+                        .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+                    (p.display().to_string(), text)
+                })
+                .collect()
+        };
+        let config = waf_rules::WafConfig {
+            paranoia: 4,
+            ..waf_rules::WafConfig::default()
+        };
+        if let Err(e) = waf_rules::RuleSet::from_sources(&read(&files), &read(&data), &config) {
+            panic!("the CRS at {} does not load: {e}", crs_dir.display());
+        }
+    }
     emit(&mut out, "CRS_FILES", &files);
     emit(&mut out, "CRS_DATA", &data);
     let mut texts = Vec::new();

@@ -121,10 +121,15 @@ fn build(settings: &WafSettings) -> std::result::Result<Engine, EdgeError> {
                 paranoia: settings.paranoia,
                 ..WafConfig::default()
             };
-            let rs = RuleSet::from_sources(
+            // Matchers are built on first use: the isolate's first request pays for the load,
+            // and the prefilter keeps most of them from ever running on benign traffic. The
+            // build script loads the same files eagerly, so a pattern that cannot be built
+            // fails the build, not a request.
+            let rs = RuleSet::from_sources_with(
                 &owned(embedded::CRS_FILES),
                 &owned(embedded::CRS_DATA),
                 &config,
+                waf_rules::operator::Compile::Lazy,
             )
             .map_err(|e| EdgeError::Misconfigured(format!("CRS from {source}: {e}")))?;
             for (id, why) in rs.unsupported() {

@@ -8,10 +8,9 @@ use std::net::IpAddr;
 #[derive(Debug)]
 pub enum Operator {
     /// `@rx`: a linear-time regex (dot matches newline, bytes, ASCII classes).
-    Rx(regex::bytes::Regex),
-    /// `@pm` / `@pmFromFile`: case-insensitive phrase match, with its phrases (lower-cased;
-    /// the engine's prefilter takes them as the rule's literals).
-    Pm(AhoCorasick, Vec<Vec<u8>>),
+    Rx(Rx),
+    /// `@pm` / `@pmFromFile`: case-insensitive phrase match.
+    Pm(Phrases),
     /// `@detectSQLi` (libinjection).
     DetectSqli,
     /// `@detectXSS` (libinjection).
@@ -48,6 +47,110 @@ pub enum Operator {
     Unconditional,
     /// `@noMatch`.
     NoMatch,
+}
+
+/// When a rule set builds its matchers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compile {
+    /// Every regex and phrase automaton at load: a pattern that cannot be built is a load
+    /// error. For hosts that load once and serve long (the origin proxy, the CLI).
+    #[default]
+    Eager,
+    /// Patterns are checked (parsed) at load but built on first use. For the edge worker,
+    /// whose first request pays for the load: the prefilter keeps most `@rx` and `@pm` rules
+    /// from ever running on benign traffic, so most are never built. A pattern that parses
+    /// but then exceeds the size limits when built never matches (none in CRS 4.28.0 does;
+    /// the eager load in the tests checks that).
+    Lazy,
+}
+
+/// An `@rx` regex, built at load or on first use ([`Compile`]).
+#[derive(Debug)]
+pub struct Rx {
+    pattern: String,
+    re: std::sync::OnceLock<Option<regex::bytes::Regex>>,
+}
+
+impl Rx {
+    /// Checks the pattern and, for [`Compile::Eager`], builds it. `parsed`: the caller has
+    /// already parsed it successfully in the byte-oriented form ([`crate::prefilter::parse_bytes`]),
+    /// so a lazy load need not parse it again.
+    pub fn new(pattern: &str, compile: Compile, parsed: bool) -> Result<Rx, String> {
+        let rx = Rx {
+            pattern: pattern.to_string(),
+            re: std::sync::OnceLock::new(),
+        };
+        match compile {
+            Compile::Eager => {
+                let re = compile_rx(pattern)?;
+                let _ = rx.re.set(Some(re));
+            }
+            Compile::Lazy if parsed => {}
+            Compile::Lazy => check_rx(pattern)?,
+        }
+        Ok(rx)
+    }
+
+    /// The compiled regex (built now if it was not yet).
+    pub fn regex(&self) -> Option<&regex::bytes::Regex> {
+        self.re
+            .get_or_init(|| compile_rx(&self.pattern).ok())
+            .as_ref()
+    }
+}
+
+/// Parses a pattern as [`compile_rx`] would read it, without building it.
+fn check_rx(pattern: &str) -> Result<(), String> {
+    let parse = |unicode: bool| {
+        regex_syntax::ParserBuilder::new()
+            .unicode(unicode)
+            .utf8(unicode)
+            .dot_matches_new_line(true)
+            .build()
+            .parse(&if unicode {
+                pattern.to_string()
+            } else {
+                byte_pattern(pattern)
+            })
+            .map(|_| ())
+            .map_err(|e| format!("regex does not compile: {e}"))
+    };
+    parse(false).or_else(|_| parse(true))
+}
+
+/// The phrases of `@pm` / `@pmFromFile` and their automaton, built at load or on first use.
+#[derive(Debug)]
+pub struct Phrases {
+    /// As written, in order (the automaton reports the first listed phrase at a position).
+    source: Vec<String>,
+    /// Lower-cased and deduplicated: the engine's prefilter takes them as the rule's literals.
+    lower: Vec<Vec<u8>>,
+    ac: std::sync::OnceLock<Option<AhoCorasick>>,
+}
+
+impl Phrases {
+    /// The phrases, lower-cased.
+    pub fn literals(&self) -> &[Vec<u8>] {
+        &self.lower
+    }
+
+    fn automaton(&self) -> Option<&AhoCorasick> {
+        self.ac
+            .get_or_init(|| build_phrases(&self.source).ok())
+            .as_ref()
+    }
+}
+
+// A contiguous NFA builds several times faster than a DFA: rule sets load at cold start on the
+// edge, and the engine's shared prefilter already decides whether a phrase occurs, so this
+// automaton only runs to report the match.
+fn build_phrases(phrases: &[String]) -> Result<AhoCorasick, String> {
+    AhoCorasickBuilder::new()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostFirst)
+        .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
+        .build(phrases)
+        .map_err(|e| format!("phrase set does not build: {e}"))
 }
 
 /// Compiles a regex the way CRS patterns are meant (PCRE with DOTALL, byte-oriented).
@@ -106,20 +209,19 @@ pub fn byte_pattern(pattern: &str) -> String {
     bytes_pattern
 }
 
-fn phrase_matcher(phrases: &[String]) -> Result<Operator, String> {
-    let ac = AhoCorasickBuilder::new()
-        .ascii_case_insensitive(true)
-        .match_kind(MatchKind::LeftmostFirst)
-        .build(phrases.iter().filter(|p| !p.is_empty()))
-        .map_err(|e| format!("phrase set does not build: {e}"))?;
-    let mut lower: Vec<Vec<u8>> = phrases
+fn phrase_matcher(phrases: &[String], compile: Compile) -> Result<Operator, String> {
+    let source: Vec<String> = phrases.iter().filter(|p| !p.is_empty()).cloned().collect();
+    let ac = std::sync::OnceLock::new();
+    if compile == Compile::Eager {
+        let _ = ac.set(Some(build_phrases(&source)?));
+    }
+    let mut lower: Vec<Vec<u8>> = source
         .iter()
-        .filter(|p| !p.is_empty())
         .map(|p| p.as_bytes().to_ascii_lowercase())
         .collect();
     lower.sort();
     lower.dedup();
-    Ok(Operator::Pm(ac, lower))
+    Ok(Operator::Pm(Phrases { source, lower, ac }))
 }
 
 /// Whether libinjection can only see `v` as one harmless token, so neither detector needs to
@@ -139,19 +241,22 @@ pub fn single_token(v: &[u8]) -> bool {
 }
 
 /// Parses a `@pm` parameter (space-separated phrases).
-pub fn pm(param: &str) -> Result<Operator, String> {
+pub fn pm(param: &str, compile: Compile) -> Result<Operator, String> {
     let phrases: Vec<String> = param.split_whitespace().map(str::to_string).collect();
-    phrase_matcher(&phrases)
+    phrase_matcher(&phrases, compile)
 }
 
 /// Builds `@pmFromFile` from the data files' lines (`#` comments and blanks skipped).
-pub fn pm_from_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Operator, String> {
+pub fn pm_from_lines<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    compile: Compile,
+) -> Result<Operator, String> {
     let phrases: Vec<String> = lines
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(str::to_string)
         .collect();
-    phrase_matcher(&phrases)
+    phrase_matcher(&phrases, compile)
 }
 
 /// Parses `@ipMatch` networks.
@@ -281,7 +386,8 @@ impl Operator {
         let yes = || Some(Found::default());
         let bool_found = |b: bool| if b { Some(Found::default()) } else { None };
         match self {
-            Operator::Rx(re) => {
+            Operator::Rx(rx) => {
+                let re = rx.regex()?;
                 if !re.is_match(v) {
                     return None;
                 }
@@ -299,8 +405,8 @@ impl Operator {
                     yes()
                 }
             }
-            Operator::Pm(ac, _) => {
-                let m = ac.find(v)?;
+            Operator::Pm(ph) => {
+                let m = ph.automaton()?.find(v)?;
                 Some(Found {
                     captures: vec![v[m.start()..m.end()].to_vec()],
                 })
@@ -365,18 +471,18 @@ mod tests {
 
     #[test]
     fn rx_is_dotall_and_bytes() {
-        let op = Operator::Rx(compile_rx("a.b").expect("compiles"));
+        let op = Operator::Rx(Rx::new("a.b", Compile::Eager, false).expect("compiles"));
         assert!(run(&op, "a\nb"));
-        let op = Operator::Rx(compile_rx(r"\xff").expect("compiles"));
+        let op = Operator::Rx(Rx::new(r"\xff", Compile::Lazy, false).expect("compiles"));
         assert!(op.run(&[0xff], false, &|_| Vec::new()).is_some());
         // A non-ASCII character in a class is its bytes, as PCRE without UTF mode reads it.
-        let op = Operator::Rx(compile_rx("^[’]{3}$").expect("compiles"));
+        let op = Operator::Rx(Rx::new("^[’]{3}$", Compile::Lazy, false).expect("compiles"));
         assert!(run(&op, "’"));
     }
 
     #[test]
     fn pm_is_case_insensitive() {
-        let op = pm("foo bar").expect("builds");
+        let op = pm("foo bar", Compile::Lazy).expect("builds");
         assert!(run(&op, "xxBARxx"));
         assert!(!run(&op, "baz"));
     }

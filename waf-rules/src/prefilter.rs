@@ -162,18 +162,28 @@ fn analyze(h: &Hir) -> Need {
     }
 }
 
-/// Literals (lower-cased) one of which every match of `pattern` contains, when such a set
-/// exists and is selective (each literal at least two bytes). `pattern` is the byte-oriented
-/// form the engine compiles (Unicode off).
-pub fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
-    let hir = regex_syntax::ParserBuilder::new()
+/// Parses a pattern in the byte-oriented form the engine compiles (Unicode off, dot matches
+/// newline), as the regex builder will read it.
+pub fn parse_bytes(pattern: &str) -> Option<Hir> {
+    regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
         .dot_matches_new_line(true)
         .build()
         .parse(pattern)
-        .ok()?;
-    let set = match analyze(&hir) {
+        .ok()
+}
+
+/// Literals (lower-cased) one of which every match of `pattern` contains, when such a set
+/// exists and is selective (each literal at least two bytes). `pattern` is the byte-oriented
+/// form the engine compiles (Unicode off).
+pub fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    literals_of(&parse_bytes(pattern)?)
+}
+
+/// [`required_literals`] of an already parsed pattern.
+pub fn literals_of(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+    let set = match analyze(hir) {
         Need::Exact(e) => vec![e],
         Need::OneOf(s) => s,
         Need::Unknown => return None,

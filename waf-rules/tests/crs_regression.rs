@@ -131,12 +131,24 @@ fn crs_regression_suite() {
     }
     let cfg = harness::ftw_config();
     let rs = waf_rules::crs::load_dir(&crs, &cfg).expect("CRS loads");
+    // The edge worker's load (matchers built on first use) must judge exactly as the eager one.
+    let (files, data) = waf_rules::crs::read_dir(&crs).expect("CRS reads");
+    let lazy = waf_rules::RuleSet::from_sources_with(
+        &files,
+        &data,
+        &cfg,
+        waf_rules::operator::Compile::Lazy,
+    )
+    .expect("CRS loads lazily");
     let read = |p: &PathBuf| std::fs::read_to_string(p).expect("readable corpus");
     let entries: Vec<CorpusEntry> = harness::parse_jsonl(&read(&corpus)).expect("corpus parses");
     let metas: Vec<CrsMeta> = harness::parse_jsonl(&read(&meta)).expect("meta parses");
     let outcomes = harness::run_crs_corpus(&rs, &cfg, &entries, &metas);
     assert!(outcomes.len() > 4000, "only {} tests ran", outcomes.len());
     check_against_known(&outcomes, "JSON Lines");
+    let lazy_outcomes = harness::run_crs_corpus(&lazy, &cfg, &entries, &metas);
+    assert_eq!(lazy_outcomes.len(), outcomes.len());
+    check_against_known(&lazy_outcomes, "JSON Lines, lazy load");
 }
 
 #[test]

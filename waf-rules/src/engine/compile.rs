@@ -60,6 +60,7 @@ struct Defaults {
 
 pub(super) struct Builder<'a> {
     data_files: &'a [(String, String)],
+    compile: operator::Compile,
     defaults: HashMap<u8, Defaults>,
     chain_stack: Vec<(Rule, Option<String>)>,
     pub(super) items: Vec<Item>,
@@ -81,9 +82,10 @@ fn perr(loc: &Location, directive: &str, message: String) -> LoadError {
 }
 
 impl<'a> Builder<'a> {
-    pub(super) fn new(data_files: &'a [(String, String)]) -> Self {
+    pub(super) fn new(data_files: &'a [(String, String)], compile: operator::Compile) -> Self {
         Builder {
             data_files,
+            compile,
             defaults: HashMap::new(),
             chain_stack: Vec::new(),
             items: Vec::new(),
@@ -405,11 +407,14 @@ impl<'a> Builder<'a> {
         let (operator, negated) = match op {
             Some(o) => {
                 let spec = seclang::parse_operator(&o.text);
+                let mut parsed = false;
                 if spec.name == "rx" {
-                    literals =
-                        crate::prefilter::required_literals(&operator::byte_pattern(&spec.param));
+                    // One parse serves the prefilter's literals and the lazy load's check.
+                    let hir = crate::prefilter::parse_bytes(&operator::byte_pattern(&spec.param));
+                    parsed = hir.is_some();
+                    literals = hir.as_ref().and_then(crate::prefilter::literals_of);
                 }
-                match self.operator(&spec.name, &spec.param) {
+                match self.operator(&spec.name, &spec.param, parsed) {
                     Ok(Some(x)) => (x, spec.negated),
                     Ok(None) => {
                         note(format!("operator @{} is not supported", spec.name));
@@ -522,10 +527,10 @@ impl<'a> Builder<'a> {
             }
         }
         r.tnode = self.node_for(&ts);
-        if let Operator::Pm(_, phrases) = &operator {
+        if let Operator::Pm(phrases) = &operator {
             // A phrase match is exactly "one of these literals occurs": the prefilter's answer
             // for the rule is the operator's answer, found in the shared scan.
-            literals = Some(phrases.clone());
+            literals = Some(phrases.literals().to_vec());
         }
         r.literals = literals;
         r.id = head_id;
@@ -566,11 +571,18 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    fn operator(&self, name: &str, param: &str) -> Result<Option<Operator>, LoadErrorOrMsg> {
+    fn operator(
+        &self,
+        name: &str,
+        param: &str,
+        parsed: bool,
+    ) -> Result<Option<Operator>, LoadErrorOrMsg> {
         let m = || Macro::parse(param);
         Ok(Some(match name {
-            "rx" => Operator::Rx(operator::compile_rx(param).map_err(LoadErrorOrMsg::Msg)?),
-            "pm" => operator::pm(param).map_err(LoadErrorOrMsg::Msg)?,
+            "rx" => Operator::Rx(
+                operator::Rx::new(param, self.compile, parsed).map_err(LoadErrorOrMsg::Msg)?,
+            ),
+            "pm" => operator::pm(param, self.compile).map_err(LoadErrorOrMsg::Msg)?,
             "pmfromfile" | "pmf" => {
                 let mut text = String::new();
                 for f in param.split_whitespace() {
@@ -587,7 +599,7 @@ impl<'a> Builder<'a> {
                         None => return Err(LoadErrorOrMsg::Missing(f.to_string())),
                     }
                 }
-                operator::pm_from_lines(text.lines()).map_err(LoadErrorOrMsg::Msg)?
+                operator::pm_from_lines(text.lines(), self.compile).map_err(LoadErrorOrMsg::Msg)?
             }
             "detectsqli" => Operator::DetectSqli,
             "detectxss" => Operator::DetectXss,
