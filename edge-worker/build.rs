@@ -59,10 +59,40 @@ fn main() {
             paranoia: 4,
             ..waf_rules::WafConfig::default()
         };
-        if let Err(e) = waf_rules::RuleSet::from_sources(&read(&files), &read(&data), &config) {
-            panic!("the CRS at {} does not load: {e}", crs_dir.display());
+        let rs = match waf_rules::RuleSet::from_sources(&read(&files), &read(&data), &config) {
+            Ok(rs) => rs,
+            Err(e) => panic!("the CRS at {} does not load: {e}", crs_dir.display()),
+        };
+        // The precompiled part: what the analysis of each `@rx` pattern found (the literals
+        // the prefilter needs), so the worker's load does not parse the patterns again.
+        let _ = writeln!(
+            out,
+            "/// `@rx` analyses recorded at build time (see `waf_rules::prefilter::RxHints`).\n\
+             pub static RX_HINTS: &[RxHint] = &["
+        );
+        for ((a, b), lits) in rs.rx_hints().entries() {
+            match lits {
+                None => {
+                    let _ = writeln!(out, "({a}, {b}, None),");
+                }
+                Some(ls) => {
+                    let items: Vec<String> = ls.iter().map(|l| format!("&{l:?}")).collect();
+                    let _ = writeln!(out, "({a}, {b}, Some(&[{}])),", items.join(", "));
+                }
+            }
         }
+        let _ = writeln!(out, "];");
+    } else {
+        let _ = writeln!(
+            out,
+            "/// No CRS embedded.\npub static RX_HINTS: &[RxHint] = &[];"
+        );
     }
+    let _ = writeln!(
+        out,
+        "/// One `@rx` analysis: the pattern's key (two hashes) and its literals.\n\
+         pub type RxHint = (u64, u64, Option<&'static [&'static [u8]]>);"
+    );
     emit(&mut out, "CRS_FILES", &files);
     emit(&mut out, "CRS_DATA", &data);
     let mut texts = Vec::new();

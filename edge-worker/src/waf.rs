@@ -124,12 +124,21 @@ fn build(settings: &WafSettings) -> std::result::Result<Engine, EdgeError> {
             // Matchers are built on first use: the isolate's first request pays for the load,
             // and the prefilter keeps most of them from ever running on benign traffic. The
             // build script loads the same files eagerly, so a pattern that cannot be built
-            // fails the build, not a request.
-            let rs = RuleSet::from_sources_with(
+            // fails the build, not a request, and hands over its analysis of every `@rx`
+            // pattern so that this load does not parse them again.
+            let mut hints = waf_rules::prefilter::RxHints::default();
+            for &(a, b, lits) in embedded::RX_HINTS {
+                hints.insert(
+                    (a, b),
+                    lits.map(|ls| ls.iter().map(|l| l.to_vec()).collect()),
+                );
+            }
+            let rs = RuleSet::from_sources_hinted(
                 &owned(embedded::CRS_FILES),
                 &owned(embedded::CRS_DATA),
                 &config,
                 waf_rules::operator::Compile::Lazy,
+                Some(&hints),
             )
             .map_err(|e| EdgeError::Misconfigured(format!("CRS from {source}: {e}")))?;
             for (id, why) in rs.unsupported() {

@@ -194,6 +194,58 @@ pub fn literals_of(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     Some(set)
 }
 
+/// What load-time analysis found for each `@rx` pattern that parsed: the literals the
+/// prefilter uses (or none). An eager load records them ([`crate::RuleSet::rx_hints`]); a
+/// build step can embed them so that a later lazy load (the edge worker's cold start) skips
+/// parsing the patterns at all. Keyed by two independent 64-bit hashes of the pattern text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RxHints {
+    map: std::collections::HashMap<(u64, u64), Literals>,
+}
+
+/// A pattern's prefilter literals, if it has a selective set.
+pub type Literals = Option<Vec<Vec<u8>>>;
+
+impl RxHints {
+    /// The key of a pattern (as written in the rule).
+    pub fn key(pattern: &str) -> (u64, u64) {
+        let mut a = 0xcbf2_9ce4_8422_2325u64;
+        let mut b = 0x8422_2325_cbf2_9ce4u64 ^ pattern.len() as u64;
+        for &x in pattern.as_bytes() {
+            a = (a ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3);
+            b = (b.rotate_left(7) ^ u64::from(x)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+        (a, b)
+    }
+
+    /// Records what a pattern's analysis found.
+    pub fn insert(&mut self, key: (u64, u64), literals: Literals) {
+        self.map.insert(key, literals);
+    }
+
+    /// What was recorded for `pattern`, if anything.
+    pub fn get(&self, pattern: &str) -> Option<&Literals> {
+        self.map.get(&Self::key(pattern))
+    }
+
+    /// Every entry, sorted by key (for embedding).
+    pub fn entries(&self) -> Vec<((u64, u64), &Literals)> {
+        let mut v: Vec<_> = self.map.iter().map(|(k, l)| (*k, l)).collect();
+        v.sort_by_key(|e| e.0);
+        v
+    }
+
+    /// How many patterns are recorded.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

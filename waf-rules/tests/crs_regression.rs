@@ -131,15 +131,26 @@ fn crs_regression_suite() {
     }
     let cfg = harness::ftw_config();
     let rs = waf_rules::crs::load_dir(&crs, &cfg).expect("CRS loads");
-    // The edge worker's load (matchers built on first use) must judge exactly as the eager one.
+    // The edge worker's load (matchers built on first use, `@rx` analyses taken from the
+    // eager load at build time) must judge exactly as the eager one.
     let (files, data) = waf_rules::crs::read_dir(&crs).expect("CRS reads");
-    let lazy = waf_rules::RuleSet::from_sources_with(
+    assert!(
+        rs.rx_hints().len() >= 250,
+        "{} @rx analyses recorded",
+        rs.rx_hints().len()
+    );
+    let lazy = waf_rules::RuleSet::from_sources_hinted(
         &files,
         &data,
         &cfg,
         waf_rules::operator::Compile::Lazy,
+        Some(rs.rx_hints()),
     )
     .expect("CRS loads lazily");
+    assert!(
+        lazy.rx_hints().is_empty(),
+        "every pattern came from the hints"
+    );
     let read = |p: &PathBuf| std::fs::read_to_string(p).expect("readable corpus");
     let entries: Vec<CorpusEntry> = harness::parse_jsonl(&read(&corpus)).expect("corpus parses");
     let metas: Vec<CrsMeta> = harness::parse_jsonl(&read(&meta)).expect("meta parses");

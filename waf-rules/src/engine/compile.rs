@@ -61,6 +61,10 @@ struct Defaults {
 pub(super) struct Builder<'a> {
     data_files: &'a [(String, String)],
     compile: operator::Compile,
+    /// Analyses recorded by an earlier load, used instead of parsing the pattern again.
+    hints_in: Option<&'a crate::prefilter::RxHints>,
+    /// Analyses made by this load.
+    pub(super) hints_out: crate::prefilter::RxHints,
     defaults: HashMap<u8, Defaults>,
     chain_stack: Vec<(Rule, Option<String>)>,
     pub(super) items: Vec<Item>,
@@ -82,10 +86,16 @@ fn perr(loc: &Location, directive: &str, message: String) -> LoadError {
 }
 
 impl<'a> Builder<'a> {
-    pub(super) fn new(data_files: &'a [(String, String)], compile: operator::Compile) -> Self {
+    pub(super) fn new(
+        data_files: &'a [(String, String)],
+        compile: operator::Compile,
+        hints_in: Option<&'a crate::prefilter::RxHints>,
+    ) -> Self {
         Builder {
             data_files,
             compile,
+            hints_in,
+            hints_out: Default::default(),
             defaults: HashMap::new(),
             chain_stack: Vec::new(),
             items: Vec::new(),
@@ -409,10 +419,26 @@ impl<'a> Builder<'a> {
                 let spec = seclang::parse_operator(&o.text);
                 let mut parsed = false;
                 if spec.name == "rx" {
-                    // One parse serves the prefilter's literals and the lazy load's check.
-                    let hir = crate::prefilter::parse_bytes(&operator::byte_pattern(&spec.param));
-                    parsed = hir.is_some();
-                    literals = hir.as_ref().and_then(crate::prefilter::literals_of);
+                    match self.hints_in.and_then(|h| h.get(&spec.param)) {
+                        // An earlier load parsed this pattern: take what it found.
+                        Some(l) => {
+                            parsed = true;
+                            literals = l.clone();
+                        }
+                        None => {
+                            // One parse serves the prefilter's literals and the lazy check.
+                            let hir =
+                                crate::prefilter::parse_bytes(&operator::byte_pattern(&spec.param));
+                            parsed = hir.is_some();
+                            literals = hir.as_ref().and_then(crate::prefilter::literals_of);
+                            if parsed {
+                                self.hints_out.insert(
+                                    crate::prefilter::RxHints::key(&spec.param),
+                                    literals.clone(),
+                                );
+                            }
+                        }
+                    }
                 }
                 match self.operator(&spec.name, &spec.param, parsed) {
                     Ok(Some(x)) => (x, spec.negated),

@@ -372,6 +372,8 @@ pub(crate) enum Item {
 /// A loaded, compiled rule set. Immutable and `Send + Sync`: share one across threads.
 #[derive(Debug)]
 pub struct RuleSet {
+    /// What this load's analysis of each `@rx` pattern found (for embedding).
+    rx_hints: crate::prefilter::RxHints,
     /// Phase 1 and phase 2 items in order (markers appear in both).
     phases: [Vec<Item>; 2],
     /// For each item, where `skipAfter` lands (index after the marker), per phase.
@@ -408,7 +410,22 @@ impl RuleSet {
         config: &WafConfig,
         compile: crate::operator::Compile,
     ) -> Result<RuleSet, LoadError> {
-        let mut b = compile::Builder::new(data_files, compile);
+        Self::from_sources_hinted(files, data_files, config, compile, None)
+    }
+
+    /// [`RuleSet::from_sources_with`], taking the `@rx` analyses an earlier load of the same
+    /// rules recorded ([`RuleSet::rx_hints`]) instead of parsing those patterns again. With
+    /// [`Compile::Lazy`](crate::operator::Compile::Lazy) a hinted pattern is not parsed at all
+    /// at load; the hints must come from a load of the same rule text (they are keyed by the
+    /// pattern, so a pattern that changed is parsed as usual).
+    pub fn from_sources_hinted(
+        files: &[(String, String)],
+        data_files: &[(String, String)],
+        config: &WafConfig,
+        compile: crate::operator::Compile,
+        hints: Option<&crate::prefilter::RxHints>,
+    ) -> Result<RuleSet, LoadError> {
+        let mut b = compile::Builder::new(data_files, compile, hints);
         for (name, text) in files {
             for d in seclang::lex(name, text)? {
                 b.directive(&d)?;
@@ -440,6 +457,7 @@ impl RuleSet {
             config.limits.max_args = config.limits.max_args.min(l);
         }
         Ok(RuleSet {
+            rx_hints: std::mem::take(&mut b.hints_out),
             phases,
             skip_to,
             nodes: b.nodes,
@@ -455,6 +473,12 @@ impl RuleSet {
     /// unsupported operators, actions or variables).
     pub fn unsupported(&self) -> &[(u32, String)] {
         &self.unsupported
+    }
+
+    /// The `@rx` analyses this load made (empty for patterns it took from hints), for
+    /// [`RuleSet::from_sources_hinted`].
+    pub fn rx_hints(&self) -> &crate::prefilter::RxHints {
+        &self.rx_hints
     }
 
     /// How many rules (chains count once) will run.
