@@ -603,20 +603,24 @@ impl Ev<'_> {
         let (req, st) = (&self.req, &self.st);
         for t in &r.targets {
             if t.count {
-                let n = match t.var {
-                    Var::Tx => st
-                        .tx
-                        .keys()
-                        .filter(|k| t.key.as_ref().is_none_or(|s| key_matches(s, k)))
-                        .count(),
-                    Var::Xml => xml_entries(req, t.key.as_ref()).len(),
-                    Var::MatchedVars | Var::MatchedVarsNames => st.matched_vars.len(),
-                    v => match entries(req, v) {
-                        Some((es, _, _, _)) => es
-                            .iter()
-                            .filter(|(n, _)| t.key.as_ref().is_none_or(|s| key_matches(s, n)))
+                let n = match (t.var, &t.key) {
+                    // TX keys are stored lower-cased, as the selector's name is.
+                    (Var::Tx, Some(KeySel::Name(n))) => usize::from(st.tx.contains_key(n.as_str())),
+                    (v, _) => match v {
+                        Var::Tx => st
+                            .tx
+                            .keys()
+                            .filter(|k| t.key.as_ref().is_none_or(|s| key_matches(s, k)))
                             .count(),
-                        None => usize::from(!scalar(req, st, v).is_empty()),
+                        Var::Xml => xml_entries(req, t.key.as_ref()).len(),
+                        Var::MatchedVars | Var::MatchedVarsNames => st.matched_vars.len(),
+                        v => match entries(req, v) {
+                            Some((es, _, _, _)) => es
+                                .iter()
+                                .filter(|(n, _)| t.key.as_ref().is_none_or(|s| key_matches(s, n)))
+                                .count(),
+                            None => usize::from(!scalar(req, st, v).is_empty()),
+                        },
                     },
                 };
                 out.push(Val {
