@@ -225,19 +225,72 @@ fn phrase_matcher(phrases: &[String], compile: Compile) -> Result<Operator, Stri
 }
 
 /// Whether libinjection can only see `v` as one harmless token, so neither detector needs to
-/// run: a word of ASCII letters, digits and `_` that does not start with a digit, or a run of
-/// digits. The SQLi tokenizer reads such a value as a single bareword, keyword or number, and
-/// the only one-token fingerprint libinjection blacklists is `X` (a character it cannot
-/// parse), which none of these bytes produce. The XSS parser sees text (no `<`) or one
-/// attribute value with no attribute name before it, which it never flags. Most benign
-/// parameters (`page=3`, `sort=price`) take this path; `libinjection_shortcut_*` tests check
-/// it against the detectors themselves.
+/// run: a run of digits, or a word of ASCII letters, digits, `_` and `.` that starts with a
+/// letter or `_` and where no part before a `.` is an SQL keyword (`select.x` splits into a
+/// keyword and more; `json.items.0.sku`, a JSON body's argument name, stays one bareword).
+/// The SQLi tokenizer reads such a value as a single bareword, keyword or number, and the
+/// only one-token fingerprint libinjection blacklists is `X` (a character it cannot parse),
+/// which none of these bytes produce. The XSS parser sees text (no `<`) or one attribute
+/// value with no attribute name before it, which it never flags. Most benign parameters
+/// (`page=3`, `sort=price`) and JSON argument names take this path; the
+/// `libinjection_shortcut_*` tests check it against the detectors themselves.
 pub fn single_token(v: &[u8]) -> bool {
     match v.first() {
         None => false,
         Some(b) if b.is_ascii_digit() => v.iter().all(u8::is_ascii_digit),
-        Some(_) => v.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_'),
+        Some(&b) if b == b'_' || b.is_ascii_alphabetic() => {
+            v.iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+                && v.iter()
+                    .enumerate()
+                    .all(|(i, &b)| b != b'.' || !sql_keyword(&v[..i]))
+        }
+        Some(_) => false,
     }
+}
+
+/// Whether libinjection's word table gives `word` (case-insensitively) a type other than
+/// bareword: the tokenizer splits a dotted word at such a prefix. The table's non-bareword
+/// entries go into a set on first use (a few milliseconds, once per process).
+fn sql_keyword(word: &[u8]) -> bool {
+    use libinjectionrs::sqli::sqli_data::{lookup_word, SQL_KEYWORDS};
+    use libinjectionrs::sqli::TokenType;
+    use std::collections::HashSet;
+    static WORDS: std::sync::OnceLock<(usize, HashSet<&'static [u8]>)> = std::sync::OnceLock::new();
+    let (longest, words) = WORDS.get_or_init(|| {
+        let words: HashSet<&'static [u8]> = SQL_KEYWORDS
+            .iter()
+            .filter(|k| lookup_word(k.word) != TokenType::Bareword)
+            .map(|k| k.word.as_bytes())
+            .collect();
+        (words.iter().map(|w| w.len()).max().unwrap_or(0), words)
+    });
+    if word.len() > *longest {
+        return false;
+    }
+    let mut upper = [0u8; 64];
+    let Some(buf) = upper.get_mut(..word.len()) else {
+        return lookup_word(&String::from_utf8_lossy(word)) != TokenType::Bareword;
+    };
+    buf.copy_from_slice(word);
+    buf.make_ascii_uppercase();
+    words.contains(&*buf)
+}
+
+/// libinjection's SQLi verdict and, for an injection, its fingerprint. The detector alone
+/// decides benign values (half the work of `detect_sqli`, which fingerprints twice); an
+/// injection runs `detect_sqli` again for the fingerprint it reports.
+fn detect_sqli(v: &[u8]) -> Option<Vec<u8>> {
+    use libinjectionrs::{SqliFlags, SqliState};
+    if !SqliState::new(v, SqliFlags::FLAG_NONE).detect() {
+        return None;
+    }
+    let r = libinjectionrs::detect_sqli(v);
+    Some(
+        r.fingerprint
+            .map(|f| f.as_str().as_bytes().to_vec())
+            .unwrap_or_default(),
+    )
 }
 
 /// Parses a `@pm` parameter (space-separated phrases).
@@ -362,6 +415,14 @@ fn invalid_url_encoding(v: &[u8]) -> bool {
     false
 }
 
+/// An operator's parameter: used as written when it holds no macro, without a copy.
+fn param<'m>(m: &'m Macro, expand: &dyn Fn(&Macro) -> Vec<u8>) -> std::borrow::Cow<'m, [u8]> {
+    match m.literal() {
+        Some(l) => std::borrow::Cow::Borrowed(l),
+        None => std::borrow::Cow::Owned(expand(m)),
+    }
+}
+
 /// What a successful operator run found: the matched text and, for `@rx`, its groups.
 #[derive(Debug, Default, Clone)]
 pub struct Found {
@@ -383,6 +444,7 @@ impl Operator {
         want_captures: bool,
         expand: &dyn Fn(&Macro) -> Vec<u8>,
     ) -> Option<Found> {
+        let param = |m| param(m, expand);
         let yes = || Some(Found::default());
         let bool_found = |b: bool| if b { Some(Found::default()) } else { None };
         match self {
@@ -413,32 +475,21 @@ impl Operator {
             }
             Operator::DetectSqli if single_token(v) => None,
             Operator::DetectXss if single_token(v) => None,
-            Operator::DetectSqli => {
-                let r = libinjectionrs::detect_sqli(v);
-                if r.is_injection() {
-                    let fp = r
-                        .fingerprint
-                        .map(|f| f.as_str().as_bytes().to_vec())
-                        .unwrap_or_default();
-                    Some(Found { captures: vec![fp] })
-                } else {
-                    None
-                }
-            }
+            Operator::DetectSqli => detect_sqli(v).map(|fp| Found { captures: vec![fp] }),
             Operator::DetectXss => bool_found(libinjectionrs::detect_xss(v).is_injection()),
             Operator::Within(m) => {
-                let p = expand(m);
+                let p = param(m);
                 bool_found(v.is_empty() || contains(&p, v))
             }
-            Operator::Streq(m) => bool_found(expand(m) == v),
-            Operator::Contains(m) => bool_found(contains(v, &expand(m))),
-            Operator::BeginsWith(m) => bool_found(v.starts_with(&expand(m))),
-            Operator::EndsWith(m) => bool_found(v.ends_with(&expand(m))),
-            Operator::Eq(m) => bool_found(to_int(v) == to_int(&expand(m))),
-            Operator::Ge(m) => bool_found(to_int(v) >= to_int(&expand(m))),
-            Operator::Gt(m) => bool_found(to_int(v) > to_int(&expand(m))),
-            Operator::Lt(m) => bool_found(to_int(v) < to_int(&expand(m))),
-            Operator::Le(m) => bool_found(to_int(v) <= to_int(&expand(m))),
+            Operator::Streq(m) => bool_found(param(m) == v),
+            Operator::Contains(m) => bool_found(contains(v, &param(m))),
+            Operator::BeginsWith(m) => bool_found(v.starts_with(&param(m))),
+            Operator::EndsWith(m) => bool_found(v.ends_with(&param(m))),
+            Operator::Eq(m) => bool_found(to_int(v) == to_int(&param(m))),
+            Operator::Ge(m) => bool_found(to_int(v) >= to_int(&param(m))),
+            Operator::Gt(m) => bool_found(to_int(v) > to_int(&param(m))),
+            Operator::Lt(m) => bool_found(to_int(v) < to_int(&param(m))),
+            Operator::Le(m) => bool_found(to_int(v) <= to_int(&param(m))),
             Operator::IpMatch(nets) => {
                 let ip: IpAddr = std::str::from_utf8(v).ok()?.trim().parse().ok()?;
                 bool_found(nets.iter().any(|&(n, b)| in_net(ip, n, b)))

@@ -201,12 +201,34 @@ fn libinjection_shortcut_words_are_not_injections() {
         "x y",
         "0x1",
         "-1",
-        "a.b",
+        "select.x",
+        "DBMS_LOCK.SLEEP.x",
+        "union.all",
+        "1.5",
+        ".a",
         "@@version",
     ] {
         assert!(!waf_rules::operator::single_token(v.as_bytes()), "{v}");
     }
     assert!(libinjectionrs::detect_sqli(b"1 union select 1").is_injection());
+    // JSON argument names: dotted barewords.
+    for w in [
+        "json.items.0.product",
+        "json.cart",
+        "a.b",
+        "x.select",
+        "json.user.version",
+    ] {
+        assert!(waf_rules::operator::single_token(w.as_bytes()), "{w}");
+        assert!(
+            !libinjectionrs::detect_sqli(w.as_bytes()).is_injection(),
+            "sqli {w}"
+        );
+        assert!(
+            !libinjectionrs::detect_xss(w.as_bytes()).is_injection(),
+            "xss {w}"
+        );
+    }
 }
 
 proptest! {
@@ -215,6 +237,19 @@ proptest! {
         prop_assert!(waf_rules::operator::single_token(v.as_bytes()));
         prop_assert!(!libinjectionrs::detect_sqli(v.as_bytes()).is_injection());
         prop_assert!(!libinjectionrs::detect_xss(v.as_bytes()).is_injection());
+    }
+
+    /// Dotted words, their parts drawn from SQL keywords, functions (some with dots of their
+    /// own in libinjection's table) and plain words: whatever the shortcut takes, neither
+    /// detector flags.
+    #[test]
+    fn libinjection_shortcut_dotted(
+        v in "(json|[A-Za-z_][A-Za-z0-9_]{0,6}|select|union|sys|dbms_lock|user_lock|or|and|sleep|version|null)(\\.([A-Za-z0-9_]{0,6}|select|union|sleep|stragg|database_name|fn_my_permissions|1|0x1|or|null|)){1,4}"
+    ) {
+        if waf_rules::operator::single_token(v.as_bytes()) {
+            prop_assert!(!libinjectionrs::detect_sqli(v.as_bytes()).is_injection());
+            prop_assert!(!libinjectionrs::detect_xss(v.as_bytes()).is_injection());
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use crate::request::{Entry, Request};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Bound;
 
 /// A fast hasher for the cache's integer keys.
 #[derive(Default)]
@@ -36,9 +37,18 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
 /// automaton scans each distinct content once however many chains produced it.
 #[derive(Default)]
 struct Cache {
-    /// (value key, transformation node) → arena index; node 0 is the raw value.
+    /// (scalar key, transformation node) → arena index; node 0 is the raw value.
     map: FastMap<(u64, u32), u32>,
+    /// The same for collection entries, where a rule reads dozens of them per request: per
+    /// collection (`dense_table`), entry index × node count + node → arena index, `u32::MAX`
+    /// while not computed. Bounded by the entry limits times the chain trie's size.
+    dense: [Vec<u32>; DENSE_TABLES],
+    /// Nodes in the rule set's transformation trie.
+    n_nodes: usize,
     arena: Vec<Vec<u8>>,
+    /// (arena index, transformation) → arena index of the result: chains that reach the same
+    /// content run each following step once between them.
+    steps: FastMap<(u32, Transform), u32>,
     /// Content hash → arena index, for interning.
     by_content: FastMap<u64, u32>,
     /// Arena index → offset in `bits` of its slot bitset (`u32::MAX`: not scanned yet).
@@ -258,8 +268,39 @@ fn scalar_key(v: Var, phase: u64) -> u64 {
 fn key_matches(sel: &KeySel, key: &str) -> bool {
     match sel {
         KeySel::Name(n) => key.eq_ignore_ascii_case(n),
-        KeySel::Regex(re) => re.is_match(key),
+        KeySel::Regex(re, _) => re.is_match(key),
     }
+}
+
+/// The TX entries a selector picks, in key order; a key regex with a literal prefix reads only
+/// the keys in that prefix's range.
+fn tx_keyed<'a>(
+    tx: &'a BTreeMap<String, Vec<u8>>,
+    sel: Option<&'a KeySel>,
+) -> impl Iterator<Item = (&'a String, &'a Vec<u8>)> + 'a {
+    let prefix = match sel {
+        Some(KeySel::Regex(_, p)) => p.as_str(),
+        _ => "",
+    };
+    let end = prefix_end(prefix);
+    let range = match &end {
+        Some(e) => tx.range::<str, _>((Bound::Included(prefix), Bound::Excluded(e.as_str()))),
+        None => tx.range::<str, _>((Bound::Included(prefix), Bound::Unbounded)),
+    };
+    range.filter(move |(k, _)| sel.is_none_or(|s| key_matches(s, k)))
+}
+
+/// The least string above every string that starts with `prefix` (`None`: no bound, for an
+/// empty prefix or one of only `U+10FFFF`s).
+pub(super) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(c) = chars.pop() {
+        if let Some(next) = (c as u32 + 1..=char::MAX as u32).find_map(char::from_u32) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 fn excluded(var: Var, key: Option<&str>, ex: &Target) -> bool {
@@ -341,24 +382,81 @@ fn chain_apply(nodes: &[(u32, Transform)], node: u32, raw: &[u8]) -> Vec<u8> {
 }
 
 /// The arena index of `raw` through transformation node `node` (0: the raw value itself).
+const DENSE_TABLES: usize = 12;
+
+/// Where an entry key's results live in `Cache::dense`: (table, entry index). `None` for
+/// scalar keys (`scalar_key` sets bit 32; entry keys hold the index in bits 1..32).
+fn dense_table(key: u64) -> Option<(usize, usize)> {
+    if key & (1 << 32) != 0 {
+        return None;
+    }
+    let base = key >> 33;
+    let t = [
+        Var::Args,
+        Var::Headers,
+        Var::Cookies,
+        Var::Files,
+        Var::FilesSizes,
+        Var::MultipartPartHeaders,
+    ]
+    .iter()
+    .position(|&v| v as u64 == base)?;
+    Some((
+        t * 2 + (key & 1) as usize,
+        ((key >> 1) & 0x7fff_ffff) as usize,
+    ))
+}
+
 fn cached(cache: &mut Cache, nodes: &[(u32, Transform)], key: u64, node: u32, raw: &[u8]) -> u32 {
-    if let Some(&i) = cache.map.get(&(key, node)) {
-        return i;
+    let dense = dense_table(key).map(|(t, i)| (t, i * cache.n_nodes + node as usize));
+    match dense {
+        Some((t, at)) => {
+            if let Some(&i) = cache.dense[t].get(at) {
+                if i != u32::MAX {
+                    return i;
+                }
+            }
+        }
+        None => {
+            if let Some(&i) = cache.map.get(&(key, node)) {
+                return i;
+            }
+        }
     }
     let idx = if node == 0 {
         cache.intern(raw.to_vec())
     } else {
         let (parent, t) = nodes[node as usize];
         let pi = cached(cache, nodes, key, parent, raw);
-        if t.is_noop(&cache.arena[pi as usize]) {
-            // Unchanged: share the parent's result instead of copying it.
-            pi
-        } else {
-            let out = t.apply(&cache.arena[pi as usize]);
-            cache.intern(out)
+        match cache.steps.get(&(pi, t)) {
+            Some(&i) => i,
+            None => {
+                let i = if t.is_noop(&cache.arena[pi as usize]) {
+                    // Unchanged: share the parent's result instead of copying it.
+                    pi
+                } else {
+                    let out = t.apply(&cache.arena[pi as usize]);
+                    cache.intern(out)
+                };
+                cache.steps.insert((pi, t), i);
+                i
+            }
         }
     };
-    cache.map.insert((key, node), idx);
+    match dense {
+        Some((t, at)) => {
+            let d = &mut cache.dense[t];
+            if d.len() <= at {
+                let n = cache.n_nodes.max(1);
+                let want = (at / n + 1) * n;
+                d.resize(want.max(d.len() * 2), u32::MAX);
+            }
+            d[at] = idx;
+        }
+        None => {
+            cache.map.insert((key, node), idx);
+        }
+    }
     idx
 }
 
@@ -396,9 +494,11 @@ pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig)
             ..Default::default()
         },
         cache: Cache {
-            map: FastMap::with_capacity_and_hasher(512, Default::default()),
+            map: FastMap::with_capacity_and_hasher(64, Default::default()),
             arena: Vec::with_capacity(256),
             by_content: FastMap::with_capacity_and_hasher(256, Default::default()),
+            steps: FastMap::with_capacity_and_hasher(512, Default::default()),
+            n_nodes: rs.nodes.len(),
             ..Default::default()
         },
         phase: 1,
@@ -420,6 +520,10 @@ pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig)
     if !ev.st.stop {
         let proc_override = ev.st.body_proc.clone();
         ev.req.process_body(proc_override.as_deref(), limits);
+        // A body's arguments (names and values) each go through a few dozen chains: size the
+        // step memo for them once rather than rehash it as it grows.
+        let body_args = ev.req.args.len() - ev.req.args_get_len;
+        ev.cache.steps.reserve(body_args * 16);
         // Cached transformations stay valid: entries keep their indices and the scalars
         // that change with the body are keyed by phase.
         ev.phase = 2;
@@ -607,11 +711,7 @@ impl Ev<'_> {
                     // TX keys are stored lower-cased, as the selector's name is.
                     (Var::Tx, Some(KeySel::Name(n))) => usize::from(st.tx.contains_key(n.as_str())),
                     (v, _) => match v {
-                        Var::Tx => st
-                            .tx
-                            .keys()
-                            .filter(|k| t.key.as_ref().is_none_or(|s| key_matches(s, k)))
-                            .count(),
+                        Var::Tx => tx_keyed(&st.tx, t.key.as_ref()).count(),
                         Var::Xml => xml_entries(req, t.key.as_ref()).len(),
                         Var::MatchedVars | Var::MatchedVarsNames => st.matched_vars.len(),
                         v => match entries(req, v) {
@@ -643,10 +743,8 @@ impl Ev<'_> {
                     }
                 }
                 Var::Tx => {
-                    for (k, v) in &st.tx {
-                        if t.key.as_ref().is_none_or(|s| key_matches(s, k))
-                            && !self.is_excluded(head, r, Var::Tx, Some(k))
-                        {
+                    for (k, v) in tx_keyed(&st.tx, t.key.as_ref()) {
+                        if !self.is_excluded(head, r, Var::Tx, Some(k)) {
                             out.push(Val {
                                 shown: Var::Tx,
                                 src: Src::Owned(k.clone(), v.clone()),

@@ -224,7 +224,10 @@ impl Var {
 pub(crate) enum KeySel {
     /// Lower-cased exact key.
     Name(String),
-    Regex(regex::Regex),
+    /// A key regex (case-insensitive) and the lower-cased literal every key it matches
+    /// starts with (empty when the pattern does not pin one): TX holds a hundred keys, and
+    /// CRS's `TX:/^header_name_920450_/` reads a handful of them.
+    Regex(regex::Regex, String),
 }
 
 #[derive(Debug, Clone)]

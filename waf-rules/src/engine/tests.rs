@@ -143,3 +143,46 @@ fn multi_match_checks_every_step() {
     );
     assert_eq!(r.evaluate(&get("/?a=while(!false)")).action, Action::Block);
 }
+
+#[test]
+fn key_regex_prefix_is_only_what_every_match_starts_with() {
+    use super::compile::anchored_prefix;
+    assert_eq!(
+        anchored_prefix("^header_name_920450_"),
+        "header_name_920450_"
+    );
+    assert_eq!(anchored_prefix("^Header_Name_.*$"), "header_name_");
+    assert_eq!(anchored_prefix("^abc?"), "ab");
+    assert_eq!(anchored_prefix("^ab{2}"), "a");
+    assert_eq!(anchored_prefix("^a|b"), "");
+    assert_eq!(anchored_prefix("abc"), "");
+    assert_eq!(anchored_prefix("^(?i)abc"), "");
+}
+
+#[test]
+fn tx_key_regex_reads_the_keys_it_matches() {
+    // Keys inside and around the prefix's range, in and out of case.
+    let r = rs(r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.hn_a=/a/,setvar:tx.hn_b=/b/,setvar:tx.hm_c=/c/,setvar:tx.HN=/d/,setvar:tx.hn=/e/"
+SecRule &TX:/^HN_/ "@eq 2" "id:2,phase:1,pass,log,msg:'two'"
+SecRule TX:/^hn_/ "@rx ^/c/$" "id:3,phase:1,pass,log,msg:'hm_c is not hn_'"
+SecRule TX:/^hn_[ab]$/ "@rx ^/b/$" "id:4,phase:1,pass,log,msg:'b'"
+"#);
+    let v = r.evaluate(&get("/"));
+    let ids: Vec<u32> = v.matches.iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![2, 4], "{:?}", v.matches);
+}
+
+#[test]
+fn prefix_end_bounds_exactly_the_keys_with_the_prefix() {
+    use super::eval::prefix_end;
+    assert_eq!(prefix_end("hn_").as_deref(), Some("hn`"));
+    assert_eq!(prefix_end("az").as_deref(), Some("a{"));
+    assert_eq!(prefix_end(""), None);
+    assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+    let end = prefix_end("hn_").unwrap();
+    for k in ["hn_", "hn_a", "hn_\u{10FFFF}"] {
+        assert!(k < end.as_str(), "{k}");
+    }
+    assert!("hn`" >= end.as_str() && "hna" >= end.as_str());
+}
