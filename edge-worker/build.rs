@@ -70,14 +70,19 @@ fn main() {
             "/// `@rx` analyses recorded at build time (see `waf_rules::prefilter::RxHints`).\n\
              pub static RX_HINTS: &[RxHint] = &["
         );
-        for ((a, b), lits) in rs.rx_hints().entries() {
-            match lits {
+        for ((a, b), req) in rs.rx_hints().entries() {
+            match req {
                 None => {
                     let _ = writeln!(out, "({a}, {b}, None),");
                 }
-                Some(ls) => {
-                    let items: Vec<String> = ls.iter().map(|l| format!("&{l:?}")).collect();
-                    let _ = writeln!(out, "({a}, {b}, Some(&[{}])),", items.join(", "));
+                Some(r) => {
+                    let items: Vec<String> = r.literals.iter().map(|l| format!("&{l:?}")).collect();
+                    let _ = writeln!(
+                        out,
+                        "({a}, {b}, Some((&[{}], {}))),",
+                        items.join(", "),
+                        r.unmarked_only
+                    );
                 }
             }
         }
@@ -90,8 +95,9 @@ fn main() {
     }
     let _ = writeln!(
         out,
-        "/// One `@rx` analysis: the pattern's key (two hashes) and its literals.\n\
-         pub type RxHint = (u64, u64, Option<&'static [&'static [u8]]>);"
+        "/// One `@rx` analysis: the pattern's key (two hashes), its literals and whether they\n\
+         /// hold only for unmarked values (`waf_rules::prefilter::Required`).\n\
+         pub type RxHint = (u64, u64, Option<(&'static [&'static [u8]], bool)>);"
     );
     emit(&mut out, "CRS_FILES", &files);
     emit(&mut out, "CRS_DATA", &data);

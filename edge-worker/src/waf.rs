@@ -127,10 +127,13 @@ fn build(settings: &WafSettings) -> std::result::Result<Engine, EdgeError> {
             // fails the build, not a request, and hands over its analysis of every `@rx`
             // pattern so that this load does not parse them again.
             let mut hints = waf_rules::prefilter::RxHints::default();
-            for &(a, b, lits) in embedded::RX_HINTS {
+            for &(a, b, req) in embedded::RX_HINTS {
                 hints.insert(
                     (a, b),
-                    lits.map(|ls| ls.iter().map(|l| l.to_vec()).collect()),
+                    req.map(|(ls, unmarked_only)| waf_rules::prefilter::Required {
+                        literals: ls.iter().map(|l| l.to_vec()).collect(),
+                        unmarked_only,
+                    }),
                 );
             }
             let rs = RuleSet::from_sources_hinted(

@@ -2,7 +2,12 @@
 //!
 //! For every `@rx` rule, load time works out a small set of literals one of which any match
 //! must contain (from the regex's syntax tree: concatenated literals, case-insensitive letters,
-//! alternations). Rules that read values through the same transformation chain share one
+//! alternations, and small finite languages such as `7z[arx]?[ ,]` spelled out). Where a
+//! pattern needs no literal in general, the same analysis of the pattern restricted to values
+//! without a [`marked_byte`] often finds one (CRS's evasion-tolerant command names need `cat`
+//! once quotes and backslashes cannot sit between the letters): such a rule skips unmarked
+//! values without the literal and runs on every marked one. Rules that read values through the
+//! same transformation chain share one
 //! Aho-Corasick automaton over all their literals. At request time one pass of that automaton
 //! over a transformed value tells which of those rules can match it at all; the regex runs only
 //! for those. The cost per value grows with the value, not with the number of rules.
@@ -12,11 +17,17 @@ use regex_syntax::hir::{Class, Hir, HirKind};
 enum Need {
     /// The sub-pattern matches exactly this text (lower-cased).
     Exact(Vec<u8>),
+    /// The sub-pattern matches exactly one of these texts (lower-cased; may hold the empty
+    /// text): a small finite language such as `ls|xz`, `7z[arx]?` or `[ ,]`.
+    Set(Vec<Vec<u8>>),
     /// Any match contains one of these.
     OneOf(Vec<Vec<u8>>),
     /// Nothing useful is known.
     Unknown,
 }
+
+/// Largest finite language kept while concatenating (`Need::Set`).
+const MAX_PRODUCT: usize = 512;
 
 const MAX_SET: usize = 512;
 
@@ -77,6 +88,25 @@ fn score(set: &[Vec<u8>]) -> (bool, usize, std::cmp::Reverse<usize>) {
     )
 }
 
+/// `a` followed by `b`, as a finite language, unless it grows past [`MAX_PRODUCT`].
+fn product(a: &[Vec<u8>], b: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
+    if a.len() * b.len() > MAX_PRODUCT {
+        return None;
+    }
+    let mut out: Vec<Vec<u8>> = a
+        .iter()
+        .flat_map(|x| b.iter().map(move |y| [x.as_slice(), y].concat()))
+        .collect();
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
+/// A requirement from a finite language: one of its texts, when none is empty.
+fn contains_one_of(set: Vec<Vec<u8>>) -> Option<Vec<Vec<u8>>> {
+    (!set.is_empty() && set.iter().all(|l| !l.is_empty())).then_some(set)
+}
+
 fn analyze(h: &Hir) -> Need {
     match h.kind() {
         HirKind::Empty | HirKind::Look(_) => Need::Exact(Vec::new()),
@@ -89,55 +119,95 @@ fn analyze(h: &Hir) -> Need {
                         bytes.iter().map(|b| vec![b.to_ascii_lowercase()]).collect();
                     set.sort();
                     set.dedup();
-                    Need::OneOf(set)
+                    Need::Set(set)
                 }
             },
             None => Need::Unknown,
         },
         HirKind::Capture(c) => analyze(&c.sub),
         HirKind::Repetition(r) => {
+            let sub = analyze(&r.sub);
             if r.min == 0 {
-                return Need::Unknown;
+                // `x?` over a finite language is finite; `x*` tells nothing.
+                return match (r.max, sub) {
+                    (Some(1), Need::Exact(e)) => Need::Set(vec![Vec::new(), e]),
+                    (Some(1), Need::Set(mut s)) => {
+                        s.push(Vec::new());
+                        s.sort();
+                        s.dedup();
+                        Need::Set(s)
+                    }
+                    _ => Need::Unknown,
+                };
             }
-            match analyze(&r.sub) {
+            match sub {
                 Need::Exact(e) if r.min == 1 && r.max == Some(1) => Need::Exact(e),
                 Need::Exact(e) if e.is_empty() => Need::Exact(e),
-                Need::Exact(e) => Need::OneOf(vec![e]),
+                Need::Exact(e) if r.max == Some(r.min) && r.min <= 8 => {
+                    Need::Exact(e.repeat(r.min as usize))
+                }
+                // `x{2,3}` always holds `xx`.
+                Need::Exact(e) => Need::OneOf(vec![e.repeat(r.min.min(8) as usize)]),
+                Need::Set(s) if r.min == 1 && r.max == Some(1) => Need::Set(s),
+                // At least two in a row: a match holds one text followed by another.
+                Need::Set(s) if r.min >= 2 => product(&s, &s)
+                    .and_then(contains_one_of)
+                    .or_else(|| contains_one_of(s))
+                    .map_or(Need::Unknown, Need::OneOf),
+                Need::Set(s) => contains_one_of(s).map_or(Need::Unknown, Need::OneOf),
                 other => other,
             }
         }
         HirKind::Concat(items) => {
-            let mut cur: Vec<u8> = Vec::new();
-            let mut all_exact = true;
+            // `cur`: the finite language of the run of finite pieces so far.
+            let mut cur: Vec<Vec<u8>> = vec![Vec::new()];
+            let mut all_finite = true;
             let mut best: Option<Vec<Vec<u8>>> = None;
-            let consider = |set: Vec<Vec<u8>>, best: &mut Option<Vec<Vec<u8>>>| {
-                if set.is_empty() || set.iter().any(Vec::is_empty) {
+            let consider = |set: Option<Vec<Vec<u8>>>, best: &mut Option<Vec<Vec<u8>>>| {
+                let Some(set) = set else {
                     return;
-                }
+                };
                 if best.as_ref().is_none_or(|b| score(&set) > score(b)) {
                     *best = Some(set);
                 }
             };
             for it in items {
-                match analyze(it) {
-                    Need::Exact(e) => cur.extend(e),
+                let piece = match analyze(it) {
+                    Need::Exact(e) => Some(vec![e]),
+                    Need::Set(s) => Some(s),
                     other => {
-                        all_exact = false;
-                        if !cur.is_empty() {
-                            consider(vec![std::mem::take(&mut cur)], &mut best);
-                        }
+                        all_finite = false;
+                        consider(
+                            contains_one_of(std::mem::replace(&mut cur, vec![Vec::new()])),
+                            &mut best,
+                        );
                         if let Need::OneOf(s) = other {
-                            consider(s, &mut best);
+                            consider(Some(s), &mut best);
+                        }
+                        None
+                    }
+                };
+                if let Some(piece) = piece {
+                    match product(&cur, &piece) {
+                        Some(p) => cur = p,
+                        None => {
+                            // Too many combinations: keep what the run had, start anew.
+                            all_finite = false;
+                            consider(
+                                contains_one_of(std::mem::replace(&mut cur, piece)),
+                                &mut best,
+                            );
                         }
                     }
                 }
             }
-            if all_exact {
-                return Need::Exact(cur);
+            if all_finite {
+                return match <[Vec<u8>; 1]>::try_from(cur) {
+                    Ok([e]) => Need::Exact(e),
+                    Err(set) => Need::Set(set),
+                };
             }
-            if !cur.is_empty() {
-                consider(vec![cur], &mut best);
-            }
+            consider(contains_one_of(cur), &mut best);
             match best {
                 Some(s) => Need::OneOf(s),
                 None => Need::Unknown,
@@ -145,11 +215,16 @@ fn analyze(h: &Hir) -> Need {
         }
         HirKind::Alternation(alts) => {
             let mut set = Vec::new();
+            let mut finite = true;
             for a in alts {
                 match analyze(a) {
-                    Need::Exact(e) if !e.is_empty() => set.push(e),
-                    Need::OneOf(s) => set.extend(s),
-                    _ => return Need::Unknown,
+                    Need::Exact(e) => set.push(e),
+                    Need::Set(s) => set.extend(s),
+                    Need::OneOf(s) => {
+                        finite = false;
+                        set.extend(s);
+                    }
+                    Need::Unknown => return Need::Unknown,
                 }
                 if set.len() > MAX_SET {
                     return Need::Unknown;
@@ -157,7 +232,11 @@ fn analyze(h: &Hir) -> Need {
             }
             set.sort();
             set.dedup();
-            Need::OneOf(set)
+            if finite {
+                Need::Set(set)
+            } else {
+                contains_one_of(set).map_or(Need::Unknown, Need::OneOf)
+            }
         }
     }
 }
@@ -185,13 +264,174 @@ pub fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
 pub fn literals_of(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     let set = match analyze(hir) {
         Need::Exact(e) => vec![e],
+        Need::Set(s) => contains_one_of(s)?,
         Need::OneOf(s) => s,
         Need::Unknown => return None,
     };
     if set.is_empty() || set.len() > MAX_SET || !set.iter().all(|l| selective(l)) {
         return None;
     }
-    Some(set)
+    // A value holding `abcd` holds `cd`: keep only literals with no other one inside them.
+    let mut by_len = set;
+    by_len.sort_by_key(Vec::len);
+    let mut kept: Vec<Vec<u8>> = Vec::with_capacity(by_len.len());
+    for l in by_len {
+        if !kept
+            .iter()
+            .any(|k| l.windows(k.len()).any(|w| w == k.as_slice()))
+        {
+            kept.push(l);
+        }
+    }
+    kept.sort();
+    Some(kept)
+}
+
+/// Bytes that make a value "marked": the quoting, grouping, escaping and separator characters
+/// injections are made of, and control bytes. Benign parameters rarely hold any (names,
+/// addresses, numbers, identifiers, prose), and many CRS patterns that need no literal in
+/// general need one in a value without these bytes: `b["')\[\x5c]*u["')\[\x5c]*s...`
+/// needs `bus...` once the evasion classes cannot match.
+pub fn marked_byte(b: u8) -> bool {
+    b < 0x20
+        || b == 0x7f
+        || matches!(
+            b,
+            b'"' | b'\''
+                | b'('
+                | b')'
+                | b'['
+                | b']'
+                | b'{'
+                | b'}'
+                | b'<'
+                | b'>'
+                | b'\\'
+                | b'$'
+                | b'|'
+                | b'&'
+                | b';'
+                | b'`'
+                | b'^'
+                | b'*'
+        )
+}
+
+/// Whether `h` matches nothing at all (an empty class).
+fn is_fail(h: &Hir) -> bool {
+    match h.kind() {
+        HirKind::Class(Class::Bytes(c)) => c.ranges().is_empty(),
+        HirKind::Class(Class::Unicode(c)) => c.ranges().is_empty(),
+        _ => false,
+    }
+}
+
+/// `h` restricted to the strings without a marked byte: what it can match in an unmarked
+/// value. Classes lose their marked bytes, a piece that needs one matches nothing, and an
+/// optional piece that needs one drops out. Looks (`^`, `\b`) stay: they read only
+/// neighbouring bytes of the value itself.
+pub fn unmarked(h: &Hir) -> Hir {
+    use regex_syntax::hir::{ClassBytes, ClassBytesRange, ClassUnicode, ClassUnicodeRange};
+    let marked: Vec<u8> = (0..=255u8).filter(|&b| marked_byte(b)).collect();
+    let bytes = ClassBytes::new(marked.iter().map(|&b| ClassBytesRange::new(b, b)));
+    let uni = ClassUnicode::new(
+        marked
+            .iter()
+            .map(|&b| ClassUnicodeRange::new(char::from(b), char::from(b))),
+    );
+    restrict(h, &bytes, &uni)
+}
+
+fn restrict(
+    h: &Hir,
+    bytes: &regex_syntax::hir::ClassBytes,
+    uni: &regex_syntax::hir::ClassUnicode,
+) -> Hir {
+    let unmarked = |h: &Hir| restrict(h, bytes, uni);
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => h.clone(),
+        HirKind::Literal(l) => {
+            if l.0.iter().any(|&b| marked_byte(b)) {
+                Hir::fail()
+            } else {
+                h.clone()
+            }
+        }
+        HirKind::Class(Class::Bytes(c)) => {
+            let mut c = c.clone();
+            c.difference(bytes);
+            Hir::class(Class::Bytes(c))
+        }
+        HirKind::Class(Class::Unicode(c)) => {
+            let mut c = c.clone();
+            c.difference(uni);
+            Hir::class(Class::Unicode(c))
+        }
+        HirKind::Capture(c) => unmarked(&c.sub),
+        HirKind::Repetition(r) => {
+            let sub = unmarked(&r.sub);
+            if is_fail(&sub) {
+                if r.min == 0 {
+                    Hir::empty()
+                } else {
+                    Hir::fail()
+                }
+            } else {
+                let mut r = r.clone();
+                r.sub = Box::new(sub);
+                Hir::repetition(r)
+            }
+        }
+        HirKind::Concat(items) => {
+            let items: Vec<Hir> = items.iter().map(unmarked).collect();
+            if items.iter().any(is_fail) {
+                Hir::fail()
+            } else {
+                Hir::concat(items)
+            }
+        }
+        HirKind::Alternation(alts) => {
+            let alts: Vec<Hir> = alts.iter().map(unmarked).filter(|a| !is_fail(a)).collect();
+            if alts.is_empty() {
+                Hir::fail()
+            } else {
+                Hir::alternation(alts)
+            }
+        }
+    }
+}
+
+/// The prefilter's knowledge of one pattern: literals (lower-cased) one of which a match
+/// contains. With `unmarked_only`, that holds only for values without a [`marked_byte`]
+/// (a value with one must run the regex); an empty list then means the pattern cannot match
+/// an unmarked value at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Required {
+    /// The literals.
+    pub literals: Vec<Vec<u8>>,
+    /// Whether they hold only for unmarked values.
+    pub unmarked_only: bool,
+}
+
+/// What the prefilter can use for a parsed pattern: its required literals, or failing that,
+/// those of its unmarked restriction.
+pub fn required_of(hir: &Hir) -> Option<Required> {
+    if let Some(literals) = literals_of(hir) {
+        return Some(Required {
+            literals,
+            unmarked_only: false,
+        });
+    }
+    let u = unmarked(hir);
+    let literals = if is_fail(&u) {
+        Vec::new()
+    } else {
+        literals_of(&u)?
+    };
+    Some(Required {
+        literals,
+        unmarked_only: true,
+    })
 }
 
 /// What load-time analysis found for each `@rx` pattern that parsed: the literals the
@@ -204,7 +444,7 @@ pub struct RxHints {
 }
 
 /// A pattern's prefilter literals, if it has a selective set.
-pub type Literals = Option<Vec<Vec<u8>>>;
+pub type Literals = Option<Required>;
 
 impl RxHints {
     /// The key of a pattern (as written in the rule).
@@ -263,8 +503,31 @@ mod tests {
         assert_eq!(lits("(?i)union\\s+select"), Some(vec!["select".into()]));
         assert_eq!(
             lits("(?i)(?:onload|onerror)\\s*="),
-            // The parser factors the common prefix out: `on(?:error|load)`.
-            Some(vec!["error".into(), "load".into()])
+            // The parser factors the common prefix out (`on(?:error|load)`); the finite
+            // language puts it back.
+            Some(vec!["onerror".into(), "onload".into()])
+        );
+        assert_eq!(lits("\\.{2}/"), Some(vec!["../".into()]));
+        assert_eq!(lits("\\.{2,3}/"), Some(vec!["..".into()]));
+        assert_eq!(lits("(?:^|[/;])\\.{2,3}"), Some(vec!["..".into()]));
+        assert_eq!(
+            lits("(?i)(?:ls|7z[ax]?)[ ,]"),
+            Some(vec![
+                "7z ".into(),
+                "7z,".into(),
+                "7za ".into(),
+                "7za,".into(),
+                "7zx ".into(),
+                "7zx,".into(),
+                "ls ".into(),
+                "ls,".into()
+            ])
+        );
+        assert_eq!(lits("d(?:n)?f"), Some(vec!["df".into(), "dnf".into()]));
+        assert_eq!(
+            lits("a(?:b)?"),
+            None,
+            "the bare `a` is all a match must hold"
         );
         assert_eq!(lits("^[a-z]+$"), None);
         assert_eq!(lits("a|b"), None);
@@ -273,5 +536,49 @@ mod tests {
         assert_eq!(lits("[\\n\\r]"), Some(vec!["\n".into(), "\r".into()]));
         assert_eq!(lits("\\$\\{"), Some(vec!["${".into()]));
         assert_eq!(lits("[a.]"), None);
+    }
+
+    fn unmarked_lits(p: &str) -> Option<(bool, Vec<String>)> {
+        required_of(&parse_bytes(p)?).map(|r| {
+            (
+                r.unmarked_only,
+                r.literals
+                    .into_iter()
+                    .map(|l| String::from_utf8_lossy(&l).into_owned())
+                    .collect(),
+            )
+        })
+    }
+
+    #[test]
+    fn unmarked_values_need_literals_the_whole_pattern_does_not() {
+        // CRS's evasion-tolerant command names: quotes and backslashes may sit between the
+        // letters, so no literal is needed in general, but a value without them needs `cat`.
+        assert_eq!(
+            unmarked_lits("c[\"'\\\\]*a[\"'\\\\]*t"),
+            Some((true, vec!["cat".into()]))
+        );
+        // A pattern that needs a marked byte cannot match an unmarked value at all.
+        assert_eq!(
+            unmarked_lits("[;|]\\s*id"),
+            Some((false, vec!["id".into()]))
+        );
+        assert_eq!(unmarked_lits("[;|][a-z]"), Some((true, vec![])));
+        // A pattern with literals of its own keeps them for every value.
+        assert_eq!(
+            unmarked_lits("select"),
+            Some((false, vec!["select".into()]))
+        );
+        assert_eq!(unmarked_lits("[a-z]+"), None);
+        for b in [
+            b'"', b'\'', b'(', b';', b'|', b'&', b'$', b'`', b'\\', b'<', b'\n', 0,
+        ] {
+            assert!(marked_byte(b), "{b}");
+        }
+        for b in [
+            b'a', b'Z', b'0', b' ', b'.', b'-', b'_', b'/', b'@', b'+', b',', 0xc3,
+        ] {
+            assert!(!marked_byte(b), "{b}");
+        }
     }
 }

@@ -259,3 +259,52 @@ proptest! {
         prop_assert!(!libinjectionrs::detect_xss(v.as_bytes()).is_injection());
     }
 }
+
+/// Patterns shaped like CRS's: evasion classes between letters, optional and repeated pieces,
+/// separators, alternations of commands, anchors.
+const PREFILTER_PATTERNS: &[&str] = &[
+    r#"(?i)c["'\\]*a["'\\]*t"#,
+    r#"(?i)(?:[;|&]|^)\s*(?:ls|7z[ax]?|d(?:n)?f)[ ,]"#,
+    r"(?:^|[/;\\])\.{2,3}[/;\\]",
+    r"(?i)on(?:error|load)\s*=",
+    r"[;|][a-z]",
+    r"(?i)(?:a|b\.)\.{2}c",
+    r#"(?i)\b(?:s["\\]*h|b["\\]*a["\\]*s["\\]*h)\b"#,
+    r"x{2,3}(?:y|z;)?",
+];
+
+/// Pieces the values are made of, so that the patterns above often match.
+const PREFILTER_PIECES: &[&str] = &[
+    "c", "a", "A", "t", "'", "\"", "\\", ";", "|", "&", " ", ",", "ls", "7z", "7zx", "x", "df",
+    "dnf", "..", ".", "/", "on", "error", "load", "=", "sh", "bash", "b.", "y", "z;", "s", "h",
+    "\n",
+];
+
+proptest! {
+    /// Whatever the prefilter says a match needs, every match has: one of the literals, or,
+    /// for literals that hold only for unmarked values, a marked byte.
+    #[test]
+    fn prefilter_literals_are_in_every_match(
+        p in 0..PREFILTER_PATTERNS.len(),
+        parts in proptest::collection::vec(proptest::sample::select(PREFILTER_PIECES), 0..7)
+    ) {
+        let v: Vec<u8> = parts.concat().into_bytes();
+        let pattern = PREFILTER_PATTERNS[p];
+        let re = regex::bytes::RegexBuilder::new(pattern).unicode(false).build().unwrap();
+        let hir = waf_rules::prefilter::parse_bytes(pattern).unwrap();
+        if let (Some(req), true) = (waf_rules::prefilter::required_of(&hir), re.is_match(&v)) {
+            let lower = v.to_ascii_lowercase();
+            let has_literal = req
+                .literals
+                .iter()
+                .any(|l| lower.windows(l.len()).any(|w| w == l.as_slice()));
+            let marked = v.iter().any(|&b| waf_rules::prefilter::marked_byte(b));
+            prop_assert!(
+                has_literal || (req.unmarked_only && marked),
+                "{pattern} matched {:?} without {:?}",
+                String::from_utf8_lossy(&v),
+                req
+            );
+        }
+    }
+}

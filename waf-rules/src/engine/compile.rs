@@ -430,7 +430,7 @@ impl<'a> Builder<'a> {
                             let hir =
                                 crate::prefilter::parse_bytes(&operator::byte_pattern(&spec.param));
                             parsed = hir.is_some();
-                            literals = hir.as_ref().and_then(crate::prefilter::literals_of);
+                            literals = hir.as_ref().and_then(crate::prefilter::required_of);
                             if parsed {
                                 self.hints_out.insert(
                                     crate::prefilter::RxHints::key(&spec.param),
@@ -556,7 +556,10 @@ impl<'a> Builder<'a> {
         if let Operator::Pm(phrases) = &operator {
             // A phrase match is exactly "one of these literals occurs": the prefilter's answer
             // for the rule is the operator's answer, found in the shared scan.
-            literals = Some(phrases.literals().to_vec());
+            literals = Some(crate::prefilter::Required {
+                literals: phrases.literals().to_vec(),
+                unmarked_only: false,
+            });
         }
         r.literals = literals;
         r.id = head_id;
@@ -860,6 +863,7 @@ impl Rule {
             literals: None,
             pf: None,
             pf_skip: false,
+            pf_unmarked: false,
         }
     }
 }

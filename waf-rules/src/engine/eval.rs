@@ -49,6 +49,8 @@ struct Cache {
     /// (arena index, transformation) → arena index of the result: chains that reach the same
     /// content run each following step once between them.
     steps: FastMap<(u32, Transform), u32>,
+    /// Per arena entry: 0 not looked at yet, 1 unmarked, 2 holds a marked byte.
+    marked: Vec<u8>,
     /// Content hash → arena index, for interning.
     by_content: FastMap<u64, u32>,
     /// Arena index → offset in `bits` of its slot bitset (`u32::MAX`: not scanned yet).
@@ -93,6 +95,21 @@ impl Cache {
         self.arena.push(out);
         self.by_content.entry(h).or_insert(idx);
         idx
+    }
+
+    /// Whether arena entry `idx` holds a [`crate::prefilter::marked_byte`].
+    fn is_marked(&mut self, idx: u32) -> bool {
+        let i = idx as usize;
+        if self.marked.len() <= i {
+            self.marked.resize(self.arena.len().max(i + 1), 0);
+        }
+        if self.marked[i] == 0 {
+            let m = self.arena[i]
+                .iter()
+                .any(|&b| crate::prefilter::marked_byte(b));
+            self.marked[i] = 1 + u8::from(m);
+        }
+        self.marked[i] == 2
     }
 
     /// Whether arena entry `idx` holds one of the literals of global slot `slot`.
@@ -161,6 +178,9 @@ enum Src {
     Entry(Var, usize, bool),
     Scalar(Var),
     Owned(String, Vec<u8>),
+    /// A TX variable by key, read when the rule runs (TX does not change while a rule reads
+    /// its values).
+    Tx(String),
 }
 
 /// A matched value: its index in the collected values, the matched bytes, captures.
@@ -647,27 +667,36 @@ impl Ev<'_> {
     fn setvar(&mut self, sv: &SetVar) {
         let (req, st) = (&self.req, &self.st);
         let res = |n: &str, k: Option<&str>| resolve(req, st, n, k);
-        let name = String::from_utf8_lossy(&sv.name.expand(&res)).to_ascii_lowercase();
+        // A literal name was lower-cased at load; most of CRS's are literal.
+        let name: Cow<str> = match sv.name.literal() {
+            Some(l) => String::from_utf8_lossy(l),
+            None => Cow::Owned(String::from_utf8_lossy(&sv.name.expand(&res)).to_ascii_lowercase()),
+        };
+        let int = |m: &Macro| match m.literal() {
+            Some(l) => crate::operator::to_int(l),
+            None => crate::operator::to_int(&m.expand(&res)),
+        };
         let cur = || {
             st.tx
-                .get(&name)
+                .get(name.as_ref())
                 .map(|v| crate::operator::to_int(v))
                 .unwrap_or(0)
         };
         let new = match &sv.op {
             SetOp::Delete => {
-                self.st.tx.remove(&name);
+                self.st.tx.remove(name.as_ref());
                 return;
             }
             SetOp::Set(m) => m.expand(&res),
-            SetOp::Add(m) => (cur().saturating_add(crate::operator::to_int(&m.expand(&res))))
-                .to_string()
-                .into_bytes(),
-            SetOp::Sub(m) => (cur().saturating_sub(crate::operator::to_int(&m.expand(&res))))
-                .to_string()
-                .into_bytes(),
+            SetOp::Add(m) => cur().saturating_add(int(m)).to_string().into_bytes(),
+            SetOp::Sub(m) => cur().saturating_sub(int(m)).to_string().into_bytes(),
         };
-        self.st.tx.insert(name, new);
+        match self.st.tx.get_mut(name.as_ref()) {
+            Some(v) => *v = new,
+            None => {
+                self.st.tx.insert(name.into_owned(), new);
+            }
+        }
     }
 
     fn ctl(&mut self, c: &Ctl) {
@@ -732,22 +761,22 @@ impl Ev<'_> {
             match t.var {
                 Var::Tx if matches!(t.key, Some(KeySel::Name(_))) => {
                     if let Some(KeySel::Name(n)) = &t.key {
-                        if let Some((k, v)) = st.tx.get_key_value(n.as_str()) {
+                        if let Some((k, _)) = st.tx.get_key_value(n.as_str()) {
                             if !self.is_excluded(head, r, Var::Tx, Some(k)) {
                                 out.push(Val {
                                     shown: Var::Tx,
-                                    src: Src::Owned(k.clone(), v.clone()),
+                                    src: Src::Tx(k.clone()),
                                 });
                             }
                         }
                     }
                 }
                 Var::Tx => {
-                    for (k, v) in tx_keyed(&st.tx, t.key.as_ref()) {
+                    for (k, _) in tx_keyed(&st.tx, t.key.as_ref()) {
                         if !self.is_excluded(head, r, Var::Tx, Some(k)) {
                             out.push(Val {
                                 shown: Var::Tx,
-                                src: Src::Owned(k.clone(), v.clone()),
+                                src: Src::Tx(k.clone()),
                             });
                         }
                     }
@@ -810,6 +839,7 @@ impl Ev<'_> {
             }
             Src::Scalar(_) => None,
             Src::Owned(k, _) => Some(k.as_str()).filter(|k| !k.is_empty()),
+            Src::Tx(k) => Some(k.as_str()),
         };
         match key {
             Some(k) => format!("{}:{}", v.shown.name(), k),
@@ -936,6 +966,10 @@ impl Ev<'_> {
                     )
                 }
                 Src::Owned(_, b) => (Cow::Borrowed(b.as_slice()), None),
+                Src::Tx(k) => (
+                    Cow::Borrowed(st.tx.get(k).map_or(&[][..], Vec::as_slice)),
+                    None,
+                ),
             };
             let pfr = prefilter.zip(r.pf.map(|p| p.1));
             // The value through the rule's chain: an arena index when it can be cached.
@@ -948,7 +982,9 @@ impl Ev<'_> {
             };
             let mut run_final = true;
             if let (Some(i), Some((pf, slot))) = (tv_idx, pfr) {
-                if !cache.has_literal(pf, i, slot) {
+                // An unmarked-only rule runs on a marked value whatever its literals.
+                let may = cache.has_literal(pf, i, slot) || (r.pf_unmarked && cache.is_marked(i));
+                if !may {
                     // None of the literals any match needs is in the value.
                     if !r.multi_match {
                         continue;
@@ -973,7 +1009,9 @@ impl Ev<'_> {
                     if Some(i) != prev
                         && i != ti
                         && !candidates.contains(&i)
-                        && pfr.is_none_or(|(pf, slot)| cache.has_literal(pf, i, slot))
+                        && pfr.is_none_or(|(pf, slot)| {
+                            cache.has_literal(pf, i, slot) || (r.pf_unmarked && cache.is_marked(i))
+                        })
                     {
                         candidates.push(i);
                     }

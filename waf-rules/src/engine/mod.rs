@@ -295,12 +295,15 @@ pub(crate) struct Rule {
     is_action: bool,
     line: usize,
     /// Literals one of which any match contains (for the prefilter).
-    literals: Option<Vec<Vec<u8>>>,
+    literals: Option<crate::prefilter::Required>,
     /// (filter index, global slot) when the prefilter covers this rule.
     pf: Option<(u32, u32)>,
     /// Every target is a request variable the filter's per-request union covers, so the whole
     /// rule can be skipped when none of its literals occurs anywhere in the request.
     pf_skip: bool,
+    /// The literals hold only for values without a marked byte
+    /// ([`crate::prefilter::marked_byte`]); a marked value always runs the operator.
+    pf_unmarked: bool,
 }
 
 /// The rules whose values pass through one transformation chain, as the prefilter sees them.
@@ -543,14 +546,16 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2]) -> Option<Prefilter> {
         // multiMatch rules get a slot too: each value they try is checked for their literals,
         // but the per-request union covers only the final transformation, so they are never
         // skipped as a whole.
-        if let (Some(lits), false) = (&r.literals, r.negated) {
+        if let (Some(req), false) = (&r.literals, r.negated) {
             let g = groups.entry(r.tnode).or_default();
             let slot = g.1;
             g.1 += 1;
-            for l in lits {
+            for l in &req.literals {
                 g.0.push((l.clone(), slot));
             }
+            r.pf_unmarked = req.unmarked_only;
             r.pf_skip = !r.multi_match
+                && !r.pf_unmarked
                 && !r.targets.is_empty()
                 && r.targets
                     .iter()
