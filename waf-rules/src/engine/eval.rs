@@ -61,6 +61,8 @@ struct Cache {
     /// it was computed in (0: not yet).
     union: Vec<u64>,
     union_phase: Vec<u64>,
+    /// Per filter: whether some value it covers holds a marked byte (computed with `union`).
+    union_marked: Vec<bool>,
     /// (rule, arena index) → what a libinjection detector found in that content: equal values
     /// among a rule's targets (a dozen identical cart-line notes) run the detector once.
     ops: FastMap<(usize, u32), Option<crate::operator::Found>>,
@@ -849,11 +851,16 @@ impl Ev<'_> {
 
     /// Whether any request value the filter covers contains a literal of global slot
     /// `slot` (after the filter's transformations). Computed once per filter and phase.
-    fn may_match(&mut self, fi: u32, slot: u32) -> bool {
+    /// With `unmarked_only` (the slot's literals hold only for unmarked values), a marked
+    /// value anywhere in the filter's variables also means the rule may match.
+    fn may_match(&mut self, fi: u32, slot: u32, unmarked_only: bool) -> bool {
         let Some(pf) = self.rs.prefilter.as_ref() else {
             return true;
         };
-        let bit = |b: &[u64]| b[slot as usize / 64] & (1 << (slot % 64)) != 0;
+        let bit = |b: &[u64], marked: &[bool]| {
+            b[slot as usize / 64] & (1 << (slot % 64)) != 0
+                || (unmarked_only && marked[fi as usize])
+        };
         let f = &pf.filters[fi as usize];
         let range = f.base_word..f.base_word + f.words;
         let Ev {
@@ -867,18 +874,21 @@ impl Ev<'_> {
         if cache.union.is_empty() {
             cache.union = vec![0; pf.words];
             cache.union_phase = vec![0; pf.filters.len()];
+            cache.union_marked = vec![false; pf.filters.len()];
         }
         if cache.union_phase[fi as usize] == *phase {
-            return bit(&cache.union);
+            return bit(&cache.union, &cache.union_marked);
         }
         let nodes = &rs.nodes;
         let mut acc = vec![0u64; f.words];
+        let mut marked = false;
         for &v in &f.vars {
             if let Some((es, off, names, base)) = entries(req, v) {
                 for (i, (k, val)) in es.iter().enumerate() {
                     let raw: &[u8] = if names { k.as_bytes() } else { val };
                     let key = ((base as u64) << 33) | (((off + i) as u64) << 1) | u64::from(names);
                     let ti = cached(cache, nodes, key, f.node, raw);
+                    marked = marked || cache.is_marked(ti);
                     let o = cache.content_bits(pf, ti);
                     for (a, x) in acc
                         .iter_mut()
@@ -890,7 +900,9 @@ impl Ev<'_> {
             } else if v == Var::Xml {
                 let mut tmp = vec![0u64; pf.words];
                 for (_, val) in req.xml_text.iter().chain(&req.xml_attrs) {
-                    scan_into(pf, &chain_apply(nodes, f.node, val), &mut tmp);
+                    let tv = chain_apply(nodes, f.node, val);
+                    marked = marked || tv.iter().any(|&b| crate::prefilter::marked_byte(b));
+                    scan_into(pf, &tv, &mut tmp);
                 }
                 for (a, x) in acc.iter_mut().zip(&tmp[range.clone()]) {
                     *a |= x;
@@ -899,6 +911,7 @@ impl Ev<'_> {
                 let raw = scalar(req, st, v);
                 let key = scalar_key(v, *phase);
                 let ti = cached(cache, nodes, key, f.node, &raw);
+                marked = marked || cache.is_marked(ti);
                 let o = cache.content_bits(pf, ti);
                 for (a, x) in acc
                     .iter_mut()
@@ -910,13 +923,14 @@ impl Ev<'_> {
         }
         cache.union[range].copy_from_slice(&acc);
         cache.union_phase[fi as usize] = *phase;
-        bit(&cache.union)
+        cache.union_marked[fi as usize] = marked;
+        bit(&cache.union, &cache.union_marked)
     }
 
     /// Runs one rule (and its chain). Returns whether the whole chain matched.
     fn run_rule(&mut self, head: &Rule, r: &Rule) -> bool {
         if let (Some((fi, slot)), true) = (r.pf, r.pf_skip) {
-            if !self.may_match(fi, slot) {
+            if !self.may_match(fi, slot, r.pf_unmarked) {
                 // No value the rule could read contains a literal its regex needs.
                 return false;
             }

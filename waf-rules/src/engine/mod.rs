@@ -555,7 +555,6 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2]) -> Option<Prefilter> {
             }
             r.pf_unmarked = req.unmarked_only;
             r.pf_skip = !r.multi_match
-                && !r.pf_unmarked
                 && !r.targets.is_empty()
                 && r.targets
                     .iter()

@@ -186,3 +186,20 @@ fn prefix_end_bounds_exactly_the_keys_with_the_prefix() {
     }
     assert!("hn`" >= end.as_str() && "hna" >= end.as_str());
 }
+
+#[test]
+fn unmarked_only_literals_never_hide_a_marked_match() {
+    // No literal in general; `cat` in a value without quotes or backslashes.
+    let r = rs(r#"SecRule ARGS "@rx c[\"'\x5c]*a[\"'\x5c]*t" "id:1,phase:2,deny,t:urlDecodeUni""#);
+    for (uri, blocked) in [
+        ("/?x=cat", true),
+        ("/?x=c%27a%22t", true),
+        ("/?x=c%5Ca%5Ct&y=dog", true),
+        ("/?x=dog&y=c%27a", false),
+        ("/?x=caat", false),
+        ("/?x=dog", false),
+    ] {
+        let v = r.evaluate(&get(uri));
+        assert_eq!(v.action == Action::Block, blocked, "{uri}: {:?}", v.matches);
+    }
+}
