@@ -106,12 +106,19 @@ fn main() {
         body: checkout.as_bytes().to_vec(),
         ..Default::default()
     };
+    let bare_get = HttpRequest {
+        method: "GET".into(),
+        uri: "/".into(),
+        version: "HTTP/1.1".into(),
+        headers: vec![("Host".into(), "shop.example".into())],
+        ..Default::default()
+    };
     if let Ok(which) = std::env::var("CRS_LATENCY_LOOP") {
-        // For profilers: evaluate one of the two requests for five seconds, then stop.
-        let r = if which == "post" {
-            &bench_post
-        } else {
-            &bench_get
+        // For profilers: evaluate one request (`get`, `post` or `bare`) for five seconds, then stop.
+        let r = match which.as_str() {
+            "post" => &bench_post,
+            "bare" => &bare_get,
+            _ => &bench_get,
         };
         let t = Instant::now();
         while t.elapsed().as_secs() < 5 {
@@ -120,6 +127,7 @@ fn main() {
         return;
     }
     for (name, r) in [
+        ("bare GET / (fixed cost)", &bare_get),
         ("bench/proxy GET", &bench_get),
         ("bench/proxy POST", &bench_post),
     ] {

@@ -843,9 +843,16 @@ impl Ev<'_> {
             Src::Owned(k, _) => Some(k.as_str()).filter(|k| !k.is_empty()),
             Src::Tx(k) => Some(k.as_str()),
         };
+        let name = v.shown.name();
         match key {
-            Some(k) => format!("{}:{}", v.shown.name(), k),
-            None => v.shown.name().to_string(),
+            Some(k) => {
+                let mut s = String::with_capacity(name.len() + 1 + k.len());
+                s.push_str(name);
+                s.push(':');
+                s.push_str(k);
+                s
+            }
+            None => name.to_string(),
         }
     }
 
