@@ -523,6 +523,21 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// The whole answer to `METHOD path` with `Connection: close`, read to the end (blocking): what
+/// was on the wire, so that a `HEAD` answer that carries a body shows it.
+pub fn http_raw(addr: SocketAddr, method: &str, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Polls `check` every 20 ms until it returns `Ok(true)` or `timeout` passes.
 pub fn wait_until(
     what: &str,
