@@ -2,12 +2,14 @@
 # Brings the whole stack up on 127.0.0.1 with its embedded defaults; Ctrl-C stops all of it.
 #   demo shop (stand-in for your backends)  127.0.0.1:${SHOP_A_PORT:-9001}, :${SHOP_B_PORT:-9002}
 #   origin proxy (Pingora)                   127.0.0.1:${PROXY_PORT:-8080}
+#   its admin listener (/metrics, /health)   127.0.0.1:${ADMIN_PORT:-9190}
 #   edge worker (workerd via wrangler dev)   http://127.0.0.1:${EDGE_PORT:-8787}
 source "$(dirname "$0")/lib.sh"
 bash "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"
 SHOP_A_PORT="${SHOP_A_PORT:-9001}"; SHOP_B_PORT="${SHOP_B_PORT:-9002}"
 PROXY_PORT="${PROXY_PORT:-8080}"; EDGE_PORT="${EDGE_PORT:-8787}"
+ADMIN_PORT="${ADMIN_PORT:-9190}"
 
 log "building the demo shop and the origin proxy"
 cargo build --quiet -p demo-shop -p origin-proxy
@@ -42,7 +44,7 @@ if [ ! -d "$ROOT/../shared/crs-4.28.0" ]; then
   log "no OWASP CRS at ../shared/crs-4.28.0: the origin proxy runs the custom rules only"
   crs_line='/^crs-dir = /d'
 fi
-sed -e "s/127.0.0.1:8080/127.0.0.1:$PROXY_PORT/" \
+sed -e "s/127.0.0.1:8080/127.0.0.1:$PROXY_PORT/" -e "s/127.0.0.1:9190/127.0.0.1:$ADMIN_PORT/" \
     -e "s/127.0.0.1:9001/127.0.0.1:$SHOP_A_PORT/" -e "s/127.0.0.1:9002/127.0.0.1:$SHOP_B_PORT/" \
     -e "$crs_line" -e "s|^rules = \[\"|rules = [\"$examples/|" \
     "$examples/dev.toml" > "$state/origin-proxy.toml"

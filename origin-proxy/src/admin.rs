@@ -9,13 +9,17 @@
 //! ```
 //! `status` is `down` (HTTP 503) when some pool has no backend that may get traffic,
 //! `degraded` when a backend is out or requests were shed in the window, `ok` otherwise.
+//!
+//! `HEAD` gets what `GET` would (status and headers, `Content-Length` included) without the
+//! body; any other method gets `405` with `Allow: GET, HEAD`. [`respond`] makes that whole
+//! decision without I/O; the [`ServeHttp`] impl only hands it the request line.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::Response;
+use http::{header, HeaderValue, Method, Response};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
@@ -39,43 +43,73 @@ impl AdminApp {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        if req.method != http::Method::GET && req.method != http::Method::HEAD {
-            return reply(405, "text/plain", b"only GET\n".to_vec());
-        }
         let state = self.state.load_full();
-        let now_ms = crate::monotonic_ms();
-        match req.uri.path() {
-            "/metrics" => reply(
-                200,
-                "text/plain; version=0.0.4",
-                self.metrics.render(&gauges(&state, now_ms)).into_bytes(),
-            ),
-            "/health" => {
-                let (down, body) = health(&state, &self.metrics, now_ms);
-                reply(
-                    if down { 503 } else { 200 },
-                    "application/json",
-                    body.to_string().into_bytes(),
-                )
-            }
-            _ => reply(404, "text/plain", b"try /metrics or /health\n".to_vec()),
-        }
+        respond(
+            &req.method,
+            req.uri.path(),
+            &state,
+            &self.metrics,
+            crate::monotonic_ms(),
+        )
     }
+}
+
+/// The admin listener's answer to `method path` over the running state and metrics at `now_ms`.
+///
+/// `HEAD` is answered as `GET` and then loses its body, so the two always agree on status and
+/// headers, `Content-Length` included. Any other method gets `405` with `Allow: GET, HEAD`.
+pub fn respond(
+    method: &Method,
+    path: &str,
+    state: &State,
+    metrics: &Metrics,
+    now_ms: u64,
+) -> Response<Vec<u8>> {
+    let head = method == Method::HEAD;
+    if method != Method::GET && !head {
+        let mut resp = reply(
+            405,
+            "text/plain",
+            b"method not allowed: the admin listener answers GET and HEAD only\n".to_vec(),
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    let mut resp = match path {
+        "/metrics" => reply(
+            200,
+            "text/plain; version=0.0.4",
+            metrics.render(&gauges(state, now_ms)).into_bytes(),
+        ),
+        "/health" => {
+            let (down, body) = health(state, metrics, now_ms);
+            reply(
+                if down { 503 } else { 200 },
+                "application/json",
+                body.to_string().into_bytes(),
+            )
+        }
+        _ => reply(404, "text/plain", b"try /metrics or /health\n".to_vec()),
+    };
+    if head {
+        // `reply` set Content-Length from the GET body; it stays.
+        resp.body_mut().clear();
+    }
+    resp
 }
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     let mut resp = Response::new(body);
     *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
-    if let Ok(v) = http::HeaderValue::from_str(content_type) {
-        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
     }
     let len = resp.body().len();
     resp.headers_mut()
-        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
-    resp.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-store"),
-    );
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
@@ -190,6 +224,62 @@ pool = "shop"
 "#;
         let config = Config::from_toml(Path::new("p.toml"), text, &|_| None).expect("valid");
         State::build(config, None, metrics)
+    }
+
+    #[test]
+    fn head_answers_like_get_without_the_body() {
+        let m = Metrics::default();
+        let s = state(&m);
+        // A backend out makes /health degraded; both out would make it 503: cover both codes.
+        s.pools["shop"].0.backends[0].record_failure(1);
+        for (path, status) in [("/metrics", 200), ("/health", 200), ("/nope", 404)] {
+            let get = respond(&Method::GET, path, &s, &m, 5);
+            let head = respond(&Method::HEAD, path, &s, &m, 5);
+            assert_eq!(get.status(), status, "{path}");
+            assert_eq!(head.status(), get.status(), "{path}");
+            assert_eq!(head.headers(), get.headers(), "{path}");
+            assert!(!get.body().is_empty(), "{path}");
+            assert_eq!(
+                get.headers()[header::CONTENT_LENGTH],
+                get.body().len().to_string(),
+                "{path}"
+            );
+            assert!(head.body().is_empty(), "{path}: HEAD has a body");
+        }
+        s.pools["shop"].0.backends[1].record_failure(1);
+        let get = respond(&Method::GET, "/health", &s, &m, 5);
+        let head = respond(&Method::HEAD, "/health", &s, &m, 5);
+        assert_eq!(get.status(), 503);
+        assert_eq!(head.status(), 503);
+        assert_eq!(head.headers(), get.headers());
+        assert!(head.body().is_empty());
+    }
+
+    #[test]
+    fn other_methods_get_405_naming_get_and_head() {
+        let m = Metrics::default();
+        let s = state(&m);
+        for method in [
+            "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PURGE",
+        ] {
+            let method = Method::from_bytes(method.as_bytes()).expect("method");
+            for path in ["/metrics", "/health", "/nope"] {
+                let resp = respond(&method, path, &s, &m, 0);
+                assert_eq!(resp.status(), 405, "{method} {path}");
+                assert_eq!(
+                    resp.headers()[header::ALLOW],
+                    "GET, HEAD",
+                    "{method} {path}"
+                );
+                assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/plain");
+                let body = String::from_utf8_lossy(resp.body());
+                assert!(body.contains("GET") && body.contains("HEAD"), "{body}");
+                assert_eq!(
+                    resp.headers()[header::CONTENT_LENGTH],
+                    resp.body().len().to_string()
+                );
+            }
+        }
     }
 
     #[test]

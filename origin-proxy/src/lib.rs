@@ -45,8 +45,13 @@ pub fn monotonic_ms() -> u64 {
 }
 
 /// Builds the pingora server for a validated config: the proxy service on `listen`, the admin
-/// listener, the health checks, and (when `config_path` is given) reload on SIGHUP.
-pub fn build_server(config: config::Config, config_path: Option<PathBuf>) -> Server {
+/// listener, the health checks, and (when `config_path` is given) reload on SIGHUP, starting
+/// with the SIGHUPs in `hangups` (caught since `main` began, see [`reload`]).
+pub fn build_server(
+    config: config::Config,
+    config_path: Option<PathBuf>,
+    hangups: Option<reload::Hangups>,
+) -> Server {
     let mut conf = ServerConf {
         threads: config.threads,
         // One thread has nobody to steal work from: a current-thread runtime per thread is
@@ -94,7 +99,7 @@ pub fn build_server(config: config::Config, config_path: Option<PathBuf>) -> Ser
     if let Some(path) = config_path {
         server.add_service(pingora::services::background::background_service(
             "config reload",
-            reload::Reloader::new(path, state, metrics, notify),
+            reload::Reloader::new(path, state, metrics, notify, hangups),
         ));
     }
     server

@@ -21,6 +21,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // Before anything else: from here on SIGHUP never terminates the process (its default
+    // action), and one that arrives while the config loads triggers a reload once the reloader
+    // runs (see origin_proxy::reload).
+    let hangups = origin_proxy::reload::Hangups::catch();
     let args = Args::parse();
     let config = match origin_proxy::config::Config::load(&args.config) {
         Ok(c) => c,
@@ -46,5 +50,8 @@ fn main() -> ExitCode {
         )
         .init();
     tracing::info!(listen = %config.listen, admin = ?config.admin_listen, "origin-proxy starting");
-    origin_proxy::build_server(config, Some(args.config)).run_forever()
+    let hangups = hangups
+        .map_err(|e| tracing::error!(error = %e, "cannot catch SIGHUP at start-up"))
+        .ok();
+    origin_proxy::build_server(config, Some(args.config), hangups).run_forever()
 }

@@ -134,6 +134,26 @@ impl Proc {
         }
     }
 
+    /// Waits until `addr` accepts TCP connections, failing if the process exits or `timeout`
+    /// passes.
+    pub fn wait_for_port(&mut self, addr: SocketAddr, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.ensure_running()?;
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not start listening on {addr} within {timeout:?}:\n{}",
+                    self.name,
+                    self.errors()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Standard output so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.stdout).unwrap_or_default()
@@ -317,15 +337,50 @@ pool = "shop"
         let config = template
             .replace("{listen}", &addr.to_string())
             .replace("{admin}", &admin.to_string());
-        let mut proxy = Proxy::launch(addr, has_admin.then_some(admin), &config, key, dir)?;
-        if let Some(admin) = proxy.admin {
-            wait_for_port(admin, Duration::from_secs(20), "origin-proxy admin")?;
+        let path = dir.join("proxy.toml");
+        std::fs::write(&path, config)?;
+        let mut proxy = Proxy::spawn(&path, addr, has_admin.then_some(admin), key, dir)?;
+        proxy.wait_ready()?;
+        Ok(proxy)
+    }
+
+    /// Starts the proxy on the config file at `path`, which says it listens on `addr` (and
+    /// `admin`), and returns at once: before it has read the file or listens. The file may be
+    /// one the test has not written yet, such as a FIFO.
+    pub fn spawn(
+        path: &Path,
+        addr: SocketAddr,
+        admin: Option<SocketAddr>,
+        key: &str,
+        dir: &Path,
+    ) -> Result<Proxy> {
+        let mut cmd = Command::new(bin("origin-proxy")?);
+        cmd.arg("--config")
+            .arg(path)
+            .env("EDGE_SIGNING_KEY", key)
+            .env("ROOM_SIGNING_KEY", format!("{key}-room"))
+            .env("RUST_LOG", "info");
+        let proc = Proc::spawn(cmd, "origin-proxy", dir)?;
+        Ok(Proxy {
+            proc,
+            addr,
+            admin,
+            config_path: path.to_owned(),
+        })
+    }
+
+    /// Waits until the proxy listens, its admin listener too, and it is ready for SIGHUP;
+    /// fails at once, with its exit status, if it exits.
+    pub fn wait_ready(&mut self) -> Result<()> {
+        self.proc
+            .wait_for_port(self.addr, Duration::from_secs(20))?;
+        if let Some(admin) = self.admin {
+            self.proc.wait_for_port(admin, Duration::from_secs(20))?;
         }
-        proxy.proc.wait_for_stderr(
+        self.proc.wait_for_stderr(
             "ready to reload the config on SIGHUP",
             Duration::from_secs(20),
-        )?;
-        Ok(proxy)
+        )
     }
 
     fn launch(
@@ -337,23 +392,9 @@ pool = "shop"
     ) -> Result<Proxy> {
         let path = dir.join("proxy.toml");
         std::fs::write(&path, config)?;
-        let mut cmd = Command::new(bin("origin-proxy")?);
-        cmd.arg("--config")
-            .arg(&path)
-            .env("EDGE_SIGNING_KEY", key)
-            .env("ROOM_SIGNING_KEY", format!("{key}-room"))
-            .env("RUST_LOG", "info");
-        let mut proc = Proc::spawn(cmd, "origin-proxy", dir)?;
-        wait_for_port(addr, Duration::from_secs(20), "origin-proxy").map_err(|e| {
-            let _ = proc.ensure_running();
-            e.context(proc.errors())
-        })?;
-        Ok(Proxy {
-            proc,
-            addr,
-            admin,
-            config_path: path,
-        })
+        let mut proxy = Proxy::spawn(&path, addr, admin, key, dir)?;
+        proxy.proc.wait_for_port(addr, Duration::from_secs(20))?;
+        Ok(proxy)
     }
 
     /// Rewrites the config file (same `{listen}`/`{admin}` addresses) and sends SIGHUP.
@@ -521,6 +562,21 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// The whole answer to `METHOD path` with `Connection: close`, read to the end (blocking): what
+/// was on the wire, so that a `HEAD` answer that carries a body shows it.
+pub fn http_raw(addr: SocketAddr, method: &str, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// Polls `check` every 20 ms until it returns `Ok(true)` or `timeout` passes.

@@ -6,6 +6,10 @@
 //! The configs allow 127.0.0.0/8 without an edge signature; signatures are covered by
 //! `stack.rs`.
 
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -342,6 +346,78 @@ async fn a_reload_under_load_fails_no_request_and_a_bad_config_never_replaces_a_
     );
     ensure!(metrics.contains("config_generation 2"), "{metrics}");
     Ok(())
+}
+
+/// SIGHUP's default action is to terminate the process. One that arrives while the proxy is
+/// still loading its config must neither kill it nor be lost: once running, the proxy reloads
+/// the file as it is by then. The config is a FIFO, so the test knows the proxy is inside its
+/// config load (it has opened the FIFO) when the signal goes out, with no timing involved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_while_the_proxy_loads_its_config_is_not_fatal_and_reloads_once_it_runs(
+) -> Result<()> {
+    let dir = scratch_dir("proxy_early_sighup")?;
+    let a = Shop::start("shop-a", &dir)?;
+    let b = Shop::start("shop-b", &dir)?;
+    let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let config_for = |shop: SocketAddr| {
+        config(
+            &format!("[pools.shop]\nbackends = [{}]\n", backends(&[shop])),
+            ROUTE_ALL_TO_SHOP,
+        )
+        .replace("{listen}", &listen.to_string())
+        .replace("{admin}", &admin.to_string())
+    };
+    let path = dir.join("proxy.toml");
+    let mkfifo = Command::new("mkfifo").arg(&path).status()?;
+    ensure!(mkfifo.success(), "mkfifo {}: {mkfifo}", path.display());
+    let mut proxy = Proxy::spawn(&path, listen, Some(admin), &test_key(), &dir)?;
+
+    // The FIFO opens for writing once the proxy has opened it to read its config.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut fifo = loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+        {
+            Ok(f) => break f,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && Instant::now() < deadline => {
+                proxy.proc.ensure_running()?;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e).context("the proxy never opened its config"),
+        }
+    };
+    // What a reload will read: shop-b instead of shop-a, renamed over the FIFO's name (the
+    // proxy keeps reading the FIFO it has open).
+    let next = dir.join("next.toml");
+    std::fs::write(&next, config_for(b.addr))?;
+    std::fs::rename(&next, &path)?;
+    proxy.proc.signal(libc::SIGHUP);
+    let written = fifo.write_all(config_for(a.addr).as_bytes());
+    drop(fifo);
+    proxy.proc.ensure_running()?;
+    written.context("writing the config into the FIFO")?;
+
+    proxy.wait_ready()?;
+    wait_until("the early SIGHUP's reload", Duration::from_secs(10), || {
+        Ok(proxy.metrics()?.contains("config_generation 2"))
+    })?;
+    let metrics = proxy.metrics()?;
+    ensure!(metrics.contains("config_reloads_total 1"), "{metrics}");
+    let resp = client()
+        .get(format!("{}/api/catalog", proxy.url()))
+        .send()
+        .await?;
+    ensure!(resp.status() == 200, "status {}", resp.status());
+    ensure!(
+        (a.requests()?, b.requests()?) == (0, 1),
+        "the reloaded config (shop-b) is not in effect: shop-a {}, shop-b {}",
+        a.requests()?,
+        b.requests()?
+    );
+    proxy.proc.ensure_running()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

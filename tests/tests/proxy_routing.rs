@@ -1,12 +1,13 @@
 //! Routing and balancing of the origin proxy, end to end: the read/write split, cart affinity by
-//! cookie, and passive ejection of a backend that answers 5xx. Real demo shops and the real
-//! proxy on loopback; the configs allow 127.0.0.0/8 without an edge signature.
+//! cookie, passive ejection of a backend that answers 5xx, and the admin listener's methods
+//! (HEAD, 405). Real demo shops and the real proxy on loopback; the configs allow 127.0.0.0/8
+//! without an edge signature.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use e2e_tests::{scratch_dir, test_key, Proxy, Shop};
+use e2e_tests::{http_raw, scratch_dir, test_key, Proxy, Shop};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -169,5 +170,26 @@ pool = "shop"
     );
     let health = proxy.health()?;
     ensure!(health["status"] == "degraded", "{health}");
+
+    // The admin listener: HEAD answers GET's head with no body; other methods get 405.
+    let admin = proxy.admin.context("admin listener")?;
+    // (/metrics, not /health: nothing here changes it between the two requests.)
+    let head = http_raw(admin, "HEAD", "/metrics")?;
+    let (head_lines, head_body) = head.split_once("\r\n\r\n").context("HEAD answer")?;
+    ensure!(head_lines.starts_with("HTTP/1.1 200"), "{head}");
+    let get_len = proxy.metrics()?.len();
+    ensure!(
+        head_lines
+            .to_ascii_lowercase()
+            .contains(&format!("content-length: {get_len}")),
+        "HEAD /metrics does not carry GET's Content-Length ({get_len}): {head}"
+    );
+    ensure!(head_body.is_empty(), "HEAD /metrics has a body: {head}");
+    let post = http_raw(admin, "POST", "/metrics")?;
+    ensure!(post.starts_with("HTTP/1.1 405"), "{post}");
+    ensure!(
+        post.to_ascii_lowercase().contains("allow: get, head"),
+        "{post}"
+    );
     Ok(())
 }
