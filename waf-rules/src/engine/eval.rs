@@ -138,10 +138,17 @@ impl Cache {
 }
 
 fn scan_into(pf: &Prefilter, tv: &[u8], bits: &mut [u64]) {
+    // The automaton holds the literals lower-cased (ASCII, as CRS's case-insensitive matching
+    // folds): fold the value the same way.
+    let tv: Cow<[u8]> = if tv.iter().any(u8::is_ascii_uppercase) {
+        Cow::Owned(tv.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(tv)
+    };
     // A literal usually occurs many times in a value and serves several rules: note each
     // distinct literal once, then set its rules' slots.
     let mut seen: Vec<u32> = Vec::new();
-    for m in pf.ac.find_overlapping_iter(tv) {
+    for m in pf.ac.find_overlapping_iter(tv.as_ref()) {
         let l = m.pattern().as_u32();
         if !seen.contains(&l) {
             seen.push(l);
@@ -290,7 +297,7 @@ fn scalar_key(v: Var, phase: u64) -> u64 {
 fn key_matches(sel: &KeySel, key: &str) -> bool {
     match sel {
         KeySel::Name(n) => key.eq_ignore_ascii_case(n),
-        KeySel::Regex(re, _) => re.is_match(key),
+        KeySel::Regex(re, _) => re.is_match(key.as_bytes()),
     }
 }
 
