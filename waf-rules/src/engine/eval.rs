@@ -169,6 +169,7 @@ struct St {
     matched_var: Vec<u8>,
     matched_var_name: String,
     matched_vars: Vec<Entry>,
+    spare_matched_vars: Vec<Entry>,
     removed_ids: Vec<(u32, u32)>,
     removed_tags: Vec<String>,
     removed_targets: Vec<(RuleSel, Target)>,
@@ -187,6 +188,8 @@ enum Src {
     Entry(Var, usize, bool),
     Scalar(Var),
     Owned(String, Vec<u8>),
+    /// How many values a `&VAR` target counts.
+    Count(usize),
     /// A TX variable by key, read when the rule runs (TX does not change while a rule reads
     /// its values).
     Tx(String),
@@ -224,6 +227,34 @@ fn entries(req: &Request, var: Var) -> Option<(&[Entry], usize, bool, Var)> {
         ),
         _ => return None,
     })
+}
+
+/// `n` in decimal, written into `buf` (20 bytes hold any `i64`).
+pub(super) fn int_text(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let mut m = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    &buf[i..]
+}
+
+/// A count as text, without allocating for the small ones CRS's `&TX:x "@eq 0"` checks see.
+fn count_bytes(n: usize) -> Cow<'static, [u8]> {
+    const SMALL: [&[u8]; 10] = [b"0", b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9"];
+    match SMALL.get(n) {
+        Some(b) => Cow::Borrowed(b),
+        None => Cow::Owned(n.to_string().into_bytes()),
+    }
 }
 
 fn bool_bytes(b: bool) -> Cow<'static, [u8]> {
@@ -644,7 +675,7 @@ impl Ev<'_> {
 
     fn actions(&mut self, head: &Rule) {
         self.st.rule_id = head.id;
-        self.st.rule_msg = head.msg_raw.clone();
+        self.st.rule_msg.clone_from(&head.msg_raw);
         if head.log {
             let (req, st) = (&self.req, &self.st);
             let res = |n: &str, k: Option<&str>| resolve(req, st, n, k);
@@ -691,19 +722,27 @@ impl Ev<'_> {
                 .map(|v| crate::operator::to_int(v))
                 .unwrap_or(0)
         };
-        let new = match &sv.op {
+        let mut num = [0u8; 20];
+        let new: Cow<[u8]> = match &sv.op {
             SetOp::Delete => {
                 self.st.tx.remove(name.as_ref());
                 return;
             }
-            SetOp::Set(m) => m.expand(&res),
-            SetOp::Add(m) => cur().saturating_add(int(m)).to_string().into_bytes(),
-            SetOp::Sub(m) => cur().saturating_sub(int(m)).to_string().into_bytes(),
+            SetOp::Set(m) => match m.literal() {
+                Some(l) => Cow::Borrowed(l),
+                None => Cow::Owned(m.expand(&res)),
+            },
+            SetOp::Add(m) => Cow::Borrowed(int_text(cur().saturating_add(int(m)), &mut num)),
+            SetOp::Sub(m) => Cow::Borrowed(int_text(cur().saturating_sub(int(m)), &mut num)),
         };
+        // An existing variable (the scores, updated by every match) keeps its buffer.
         match self.st.tx.get_mut(name.as_ref()) {
-            Some(v) => *v = new,
+            Some(v) => {
+                v.clear();
+                v.extend_from_slice(&new);
+            }
             None => {
-                self.st.tx.insert(name.into_owned(), new);
+                self.st.tx.insert(name.into_owned(), new.into_owned());
             }
         }
     }
@@ -763,7 +802,7 @@ impl Ev<'_> {
                 };
                 out.push(Val {
                     shown: t.var,
-                    src: Src::Owned(String::new(), n.to_string().into_bytes()),
+                    src: Src::Count(n),
                 });
                 continue;
             }
@@ -848,6 +887,7 @@ impl Ev<'_> {
             }
             Src::Scalar(_) => None,
             Src::Owned(k, _) => Some(k.as_str()).filter(|k| !k.is_empty()),
+            Src::Count(_) => None,
             Src::Tx(k) => Some(k.as_str()),
         };
         let name = v.shown.name();
@@ -994,6 +1034,7 @@ impl Ev<'_> {
                     )
                 }
                 Src::Owned(_, b) => (Cow::Borrowed(b.as_slice()), None),
+                Src::Count(n) => (count_bytes(*n), None),
                 Src::Tx(k) => (
                     Cow::Borrowed(st.tx.get(k).map_or(&[][..], Vec::as_slice)),
                     None,
@@ -1136,7 +1177,10 @@ impl Ev<'_> {
         // matched value (CRS 920450 and 921170 count headers and parameters that way).
         self.st.rule_id = head.id;
         let per_match = true;
-        let mut mv = Vec::with_capacity(hits.len());
+        // A list the rules before used, emptied (MATCHED_VARS keeps the previous link's values
+        // until this one's replace them).
+        let mut mv = std::mem::take(&mut self.st.spare_matched_vars);
+        mv.clear();
         let n_hits = hits.len();
         for (k, (vi, tv, caps)) in hits.into_iter().enumerate() {
             if let Some(caps) = caps {
@@ -1145,8 +1189,8 @@ impl Ev<'_> {
                 }
             }
             let name = self.val_name(&vals[vi]);
-            self.st.matched_var_name = name.clone();
-            self.st.matched_var = tv.clone();
+            self.st.matched_var_name.clone_from(&name);
+            self.st.matched_var.clone_from(&tv);
             mv.push((name, tv));
             if per_match || k + 1 == n_hits {
                 for sv in &r.setvars {
@@ -1156,7 +1200,7 @@ impl Ev<'_> {
         }
         vals.clear();
         self.pool.push(vals);
-        self.st.matched_vars = mv;
+        self.st.spare_matched_vars = std::mem::replace(&mut self.st.matched_vars, mv);
         for c in &r.ctls {
             self.ctl(c);
         }

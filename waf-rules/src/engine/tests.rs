@@ -203,3 +203,11 @@ fn unmarked_only_literals_never_hide_a_marked_match() {
         assert_eq!(v.action == Action::Block, blocked, "{uri}: {:?}", v.matches);
     }
 }
+
+#[test]
+fn integers_as_text_for_setvar() {
+    let mut buf = [0u8; 20];
+    for n in [0i64, 7, -5, 1234567890, i64::MAX, i64::MIN] {
+        assert_eq!(super::eval::int_text(n, &mut buf), n.to_string().as_bytes());
+    }
+}
