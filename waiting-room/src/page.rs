@@ -95,10 +95,10 @@ impl WaitingStatus {
                 s.position = Some(position);
                 s.estimated_wait_secs = Some(estimated_wait_secs);
                 s.progress_permille = progress_permille.min(1000);
-                s.headline = if position == 1 {
-                    "You're next.".to_string()
-                } else {
-                    format!("There are {} shoppers ahead of you.", position - 1)
+                s.headline = match position {
+                    1 => "You're next.".to_string(),
+                    2 => "There is 1 shopper ahead of you.".to_string(),
+                    _ => format!("There are {} shoppers ahead of you.", position - 1),
                 };
                 s.position_text = position.to_string();
                 s.wait_text = wait_text(estimated_wait_secs);
@@ -225,6 +225,25 @@ mod tests {
         assert!(html.contains(r#"data-poll-ms="5000""#));
         assert!(html.contains("There are 1233 shoppers ahead of you."));
         assert!(!html.contains("{{"), "unfilled placeholder");
+    }
+
+    #[test]
+    fn headline_counts_the_shoppers_ahead_in_good_english() {
+        let c = config("");
+        let headline = |position| {
+            WaitingStatus::new(
+                &c,
+                &PollOutcome::Waiting {
+                    position,
+                    estimated_wait_secs: 5,
+                    progress_permille: 0,
+                },
+            )
+            .headline
+        };
+        assert_eq!(headline(1), "You're next.");
+        assert_eq!(headline(2), "There is 1 shopper ahead of you.");
+        assert_eq!(headline(3), "There are 2 shoppers ahead of you.");
     }
 
     #[test]
