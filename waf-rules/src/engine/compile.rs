@@ -735,6 +735,7 @@ pub(super) fn compile_target(s: &TargetSpec) -> Result<Target, String> {
         var,
         key,
         count: s.count,
+        tx_slot: NO_SLOT,
     })
 }
 
@@ -774,6 +775,7 @@ fn parse_setvar(v: &str) -> Result<Option<SetVar>, String> {
     Ok(Some(SetVar {
         name: Macro::parse(&name.to_ascii_lowercase()),
         op,
+        slot: NO_SLOT,
     }))
 }
 

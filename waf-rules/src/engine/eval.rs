@@ -1,32 +1,11 @@
 //! Evaluation of a compiled rule set against one request.
 
+use super::tx::{Tx, TxRef};
 use super::*;
 use crate::request::{Entry, Request};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
-use std::ops::Bound;
-
-/// A fast hasher for the cache's integer keys.
-#[derive(Default)]
-struct IntHasher(u64);
-
-impl Hasher for IntHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-}
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
 
@@ -164,8 +143,8 @@ fn scan_into(pf: &Prefilter, tv: &[u8], bits: &mut [u64]) {
 }
 
 #[derive(Default)]
-struct St {
-    tx: BTreeMap<String, Vec<u8>>,
+struct St<'r> {
+    tx: Tx<'r>,
     matched_var: Vec<u8>,
     matched_var_name: String,
     matched_vars: Vec<Entry>,
@@ -190,9 +169,9 @@ enum Src {
     Owned(String, Vec<u8>),
     /// How many values a `&VAR` target counts.
     Count(usize),
-    /// A TX variable by key, read when the rule runs (TX does not change while a rule reads
+    /// A TX variable by slot, read when the rule runs (TX does not change while a rule reads
     /// its values).
-    Tx(String),
+    Tx(u32),
 }
 
 /// A matched value: its index in the collected values, the matched bytes, captures.
@@ -333,34 +312,14 @@ fn key_matches(sel: &KeySel, key: &str) -> bool {
 }
 
 /// The TX entries a selector picks, in key order; a key regex with a literal prefix reads only
-/// the keys in that prefix's range.
-fn tx_keyed<'a>(
-    tx: &'a BTreeMap<String, Vec<u8>>,
-    sel: Option<&'a KeySel>,
-) -> impl Iterator<Item = (&'a String, &'a Vec<u8>)> + 'a {
+/// the keys that start with it.
+fn tx_keyed<'a>(tx: &'a Tx<'_>, sel: Option<&'a KeySel>) -> impl Iterator<Item = TxRef<'a>> + 'a {
     let prefix = match sel {
         Some(KeySel::Regex(_, p)) => p.as_str(),
         _ => "",
     };
-    let end = prefix_end(prefix);
-    let range = match &end {
-        Some(e) => tx.range::<str, _>((Bound::Included(prefix), Bound::Excluded(e.as_str()))),
-        None => tx.range::<str, _>((Bound::Included(prefix), Bound::Unbounded)),
-    };
-    range.filter(move |(k, _)| sel.is_none_or(|s| key_matches(s, k)))
-}
-
-/// The least string above every string that starts with `prefix` (`None`: no bound, for an
-/// empty prefix or one of only `U+10FFFF`s).
-pub(super) fn prefix_end(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(c) = chars.pop() {
-        if let Some(next) = (c as u32 + 1..=char::MAX as u32).find_map(char::from_u32) {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
+    tx.with_prefix(prefix)
+        .filter(move |&r| sel.is_none_or(|s| key_matches(s, tx.key(r))))
 }
 
 fn excluded(var: Var, key: Option<&str>, ex: &Target) -> bool {
@@ -392,7 +351,7 @@ fn first_value(req: &Request, st: &St, var: Var, key: Option<&str>) -> Vec<u8> {
         } else {
             st.tx.get(k)
         };
-        return v.cloned().unwrap_or_default();
+        return v.map(<[u8]>::to_vec).unwrap_or_default();
     }
     if let Some((es, _, names, _)) = entries(req, var) {
         for (n, v) in es {
@@ -529,7 +488,7 @@ struct Ev<'r> {
     rs: &'r RuleSet,
     cfg: &'r WafConfig,
     req: Request,
-    st: St,
+    st: St<'r>,
     cache: Cache,
     phase: u64,
     /// Emptied value lists, reused by `collect` (rules run nested through chains).
@@ -551,6 +510,7 @@ pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig)
         req: Request::new(http, limits),
         st: St {
             mode: cfg.mode,
+            tx: Tx::new(&rs.tx_names),
             ..Default::default()
         },
         cache: Cache {
@@ -565,16 +525,17 @@ pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig)
         pool: Vec::new(),
     };
     let tx = &mut ev.st.tx;
-    tx.insert(
-        "blocking_paranoia_level".into(),
-        cfg.paranoia.clamp(1, 4).to_string().into_bytes(),
+    let mut num = [0u8; 20];
+    tx.set(
+        "blocking_paranoia_level",
+        int_text(i64::from(cfg.paranoia.clamp(1, 4)), &mut num),
     );
-    tx.insert(
-        "inbound_anomaly_score_threshold".into(),
-        cfg.inbound_threshold.to_string().into_bytes(),
+    tx.set(
+        "inbound_anomaly_score_threshold",
+        int_text(i64::from(cfg.inbound_threshold), &mut num),
     );
     for (k, v) in &cfg.tx {
-        tx.insert(k.to_ascii_lowercase(), v.as_bytes().to_vec());
+        tx.set(&k.to_ascii_lowercase(), v.as_bytes());
     }
     ev.run_phase(0);
     if !ev.st.stop {
@@ -707,8 +668,9 @@ impl Ev<'_> {
     fn setvar(&mut self, sv: &SetVar) {
         let (req, st) = (&self.req, &self.st);
         let res = |n: &str, k: Option<&str>| resolve(req, st, n, k);
-        // A literal name was lower-cased at load; most of CRS's are literal.
+        // A literal name was lower-cased at load and given a slot; most of CRS's are literal.
         let name: Cow<str> = match sv.name.literal() {
+            Some(_) if sv.slot != NO_SLOT => Cow::Borrowed(""),
             Some(l) => String::from_utf8_lossy(l),
             None => Cow::Owned(String::from_utf8_lossy(&sv.name.expand(&res)).to_ascii_lowercase()),
         };
@@ -718,14 +680,14 @@ impl Ev<'_> {
         };
         let cur = || {
             st.tx
-                .get(name.as_ref())
-                .map(|v| crate::operator::to_int(v))
+                .get_at(sv.slot, &name)
+                .map(crate::operator::to_int)
                 .unwrap_or(0)
         };
         let mut num = [0u8; 20];
         let new: Cow<[u8]> = match &sv.op {
             SetOp::Delete => {
-                self.st.tx.remove(name.as_ref());
+                self.st.tx.remove_at(sv.slot, &name);
                 return;
             }
             SetOp::Set(m) => match m.literal() {
@@ -736,15 +698,7 @@ impl Ev<'_> {
             SetOp::Sub(m) => Cow::Borrowed(int_text(cur().saturating_sub(int(m)), &mut num)),
         };
         // An existing variable (the scores, updated by every match) keeps its buffer.
-        match self.st.tx.get_mut(name.as_ref()) {
-            Some(v) => {
-                v.clear();
-                v.extend_from_slice(&new);
-            }
-            None => {
-                self.st.tx.insert(name.into_owned(), new.into_owned());
-            }
-        }
+        self.st.tx.set_at(sv.slot, &name, &new);
     }
 
     fn ctl(&mut self, c: &Ctl) {
@@ -786,7 +740,9 @@ impl Ev<'_> {
             if t.count {
                 let n = match (t.var, &t.key) {
                     // TX keys are stored lower-cased, as the selector's name is.
-                    (Var::Tx, Some(KeySel::Name(n))) => usize::from(st.tx.contains_key(n.as_str())),
+                    (Var::Tx, Some(KeySel::Name(n))) => {
+                        usize::from(st.tx.get_at(t.tx_slot, n).is_some())
+                    }
                     (v, _) => match v {
                         Var::Tx => tx_keyed(&st.tx, t.key.as_ref()).count(),
                         Var::Xml => xml_entries(req, t.key.as_ref()).len(),
@@ -809,22 +765,31 @@ impl Ev<'_> {
             match t.var {
                 Var::Tx if matches!(t.key, Some(KeySel::Name(_))) => {
                     if let Some(KeySel::Name(n)) = &t.key {
-                        if let Some((k, _)) = st.tx.get_key_value(n.as_str()) {
-                            if !self.is_excluded(head, r, Var::Tx, Some(k)) {
+                        if let Some(v) = st.tx.get_at(t.tx_slot, n) {
+                            if !self.is_excluded(head, r, Var::Tx, Some(n)) {
                                 out.push(Val {
                                     shown: Var::Tx,
-                                    src: Src::Tx(k.clone()),
+                                    src: match t.tx_slot {
+                                        NO_SLOT => Src::Owned(n.clone(), v.to_vec()),
+                                        s => Src::Tx(s),
+                                    },
                                 });
                             }
                         }
                     }
                 }
                 Var::Tx => {
-                    for (k, _) in tx_keyed(&st.tx, t.key.as_ref()) {
+                    for tr in tx_keyed(&st.tx, t.key.as_ref()) {
+                        let k = st.tx.key(tr);
                         if !self.is_excluded(head, r, Var::Tx, Some(k)) {
                             out.push(Val {
                                 shown: Var::Tx,
-                                src: Src::Tx(k.clone()),
+                                src: match tr {
+                                    TxRef::Slot(s) => Src::Tx(s),
+                                    TxRef::Extra(k) => {
+                                        Src::Owned(k.to_string(), st.tx.value(tr).to_vec())
+                                    }
+                                },
                             });
                         }
                     }
@@ -888,7 +853,7 @@ impl Ev<'_> {
             Src::Scalar(_) => None,
             Src::Owned(k, _) => Some(k.as_str()).filter(|k| !k.is_empty()),
             Src::Count(_) => None,
-            Src::Tx(k) => Some(k.as_str()),
+            Src::Tx(s) => Some(self.st.tx.names().name(*s)),
         };
         let name = v.shown.name();
         match key {
@@ -1035,10 +1000,7 @@ impl Ev<'_> {
                 }
                 Src::Owned(_, b) => (Cow::Borrowed(b.as_slice()), None),
                 Src::Count(n) => (count_bytes(*n), None),
-                Src::Tx(k) => (
-                    Cow::Borrowed(st.tx.get(k).map_or(&[][..], Vec::as_slice)),
-                    None,
-                ),
+                Src::Tx(s) => (Cow::Borrowed(st.tx.get_slot(*s).unwrap_or_default()), None),
             };
             let pfr = prefilter.zip(r.pf.map(|p| p.1));
             // The value through the rule's chain: an arena index when it can be cached.
@@ -1184,8 +1146,9 @@ impl Ev<'_> {
         let n_hits = hits.len();
         for (k, (vi, tv, caps)) in hits.into_iter().enumerate() {
             if let Some(caps) = caps {
-                for (i, c) in caps.into_iter().enumerate() {
-                    self.st.tx.insert(i.to_string(), c);
+                // As ModSecurity: groups 0 to 9.
+                for (i, c) in caps.iter().enumerate().take(10) {
+                    self.st.tx.set_capture(i, c);
                 }
             }
             let name = self.val_name(&vals[vi]);

@@ -8,6 +8,7 @@
 
 mod compile;
 mod eval;
+mod tx;
 
 use crate::config::{Mode, WafConfig};
 use crate::error::LoadError;
@@ -16,6 +17,36 @@ use crate::operator::Operator;
 use crate::seclang;
 use crate::transform::Transform;
 use serde::Serialize;
+
+/// A fast hasher for the engine's integer keys and short strings.
+#[derive(Default)]
+pub(crate) struct IntHasher(u64);
+
+impl std::hash::Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+        for &b in chunks.remainder() {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+}
+
+/// "No TX slot": the name is not known at load (or not a TX name).
+pub(crate) const NO_SLOT: u32 = u32::MAX;
 
 /// Severity as CRS tags its rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -235,6 +266,8 @@ pub(crate) struct Target {
     var: Var,
     key: Option<KeySel>,
     count: bool,
+    /// For `TX:name`: the name's TX slot (`NO_SLOT` until the rule set is assembled).
+    tx_slot: u32,
 }
 
 #[derive(Debug)]
@@ -250,6 +283,8 @@ pub(crate) struct SetVar {
     /// Lower-cased TX variable name (may hold macros).
     name: Macro,
     op: SetOp,
+    /// The literal name's TX slot (`NO_SLOT` for a name made by macros).
+    slot: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -388,6 +423,8 @@ pub struct RuleSet {
     nodes: Vec<(u32, Transform)>,
     unsupported: Vec<(u32, String)>,
     prefilter: Option<Prefilter>,
+    /// The TX names the rules spell out, each with a slot.
+    tx_names: tx::TxNames,
     config: WafConfig,
     file_engine: Option<Mode>,
     rule_count: usize,
@@ -455,6 +492,7 @@ impl RuleSet {
         }
         let skip_to = [resolve_skips(&phases[0]), resolve_skips(&phases[1])];
         let prefilter = build_prefilter(&mut phases);
+        let tx_names = assign_tx_slots(&mut phases, config);
         let mut config = config.clone();
         if let Some(l) = b.body_limit {
             config.limits.max_body_bytes = config.limits.max_body_bytes.min(l);
@@ -469,6 +507,7 @@ impl RuleSet {
             nodes: b.nodes,
             unsupported: b.unsupported,
             prefilter,
+            tx_names,
             config,
             file_engine: b.engine,
             rule_count,
@@ -538,6 +577,78 @@ impl RuleSet {
 /// Per transformation node: (literal, rule slot) pairs, the next free slot, and the request
 /// variables of the rules that can be skipped as a whole.
 type Group = (Vec<(Vec<u8>, u32)>, u32, Vec<Var>);
+
+/// Gives every TX name the rules (or the configuration) spell out a slot, and writes the slots
+/// into the rules that read or set those names.
+fn assign_tx_slots(phases: &mut [Vec<Item>; 2], config: &WafConfig) -> tx::TxNames {
+    fn macro_names(m: &Macro, out: &mut Vec<String>) {
+        for p in &m.parts {
+            if let crate::macros::Part::Var(n, Some(k)) = p {
+                if n == "TX" {
+                    out.push(k.to_ascii_lowercase());
+                }
+            }
+        }
+    }
+    fn names_of(r: &Rule, out: &mut Vec<String>) {
+        for t in &r.targets {
+            if let (Var::Tx, Some(KeySel::Name(n))) = (t.var, &t.key) {
+                out.push(n.clone());
+            }
+        }
+        for sv in &r.setvars {
+            if let Some(l) = sv.name.literal() {
+                out.push(String::from_utf8_lossy(l).into_owned());
+            }
+            if let SetOp::Set(m) | SetOp::Add(m) | SetOp::Sub(m) = &sv.op {
+                macro_names(m, out);
+            }
+        }
+        for m in r.msg.iter().chain(&r.logdata) {
+            macro_names(m, out);
+        }
+        if let Some(c) = &r.chain {
+            names_of(c, out);
+        }
+    }
+    fn fix(r: &mut Rule, names: &tx::TxNames) {
+        for t in &mut r.targets {
+            if let (Var::Tx, Some(KeySel::Name(n))) = (t.var, &t.key) {
+                t.tx_slot = names.slot(n).unwrap_or(NO_SLOT);
+            }
+        }
+        for sv in &mut r.setvars {
+            if let Some(l) = sv.name.literal() {
+                sv.slot = names.slot(&String::from_utf8_lossy(l)).unwrap_or(NO_SLOT);
+            }
+        }
+        if let Some(c) = &mut r.chain {
+            fix(c, names);
+        }
+    }
+    let mut list: Vec<String> = [
+        "blocking_paranoia_level",
+        "inbound_anomaly_score_threshold",
+        "blocking_inbound_anomaly_score",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain((1..=4).map(|p| format!("inbound_anomaly_score_pl{p}")))
+    .chain(config.tx.keys().map(|k| k.to_ascii_lowercase()))
+    .collect();
+    for it in phases.iter().flatten() {
+        if let Item::Rule(r) = it {
+            names_of(r, &mut list);
+        }
+    }
+    let names = tx::TxNames::new(list);
+    for it in phases.iter_mut().flatten() {
+        if let Item::Rule(r) = it {
+            fix(r, &names);
+        }
+    }
+    names
+}
 
 fn build_prefilter(phases: &mut [Vec<Item>; 2]) -> Option<Prefilter> {
     use std::collections::BTreeMap;

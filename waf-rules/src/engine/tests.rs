@@ -174,20 +174,6 @@ SecRule TX:/^hn_[ab]$/ "@rx ^/b/$" "id:4,phase:1,pass,log,msg:'b'"
 }
 
 #[test]
-fn prefix_end_bounds_exactly_the_keys_with_the_prefix() {
-    use super::eval::prefix_end;
-    assert_eq!(prefix_end("hn_").as_deref(), Some("hn`"));
-    assert_eq!(prefix_end("az").as_deref(), Some("a{"));
-    assert_eq!(prefix_end(""), None);
-    assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
-    let end = prefix_end("hn_").unwrap();
-    for k in ["hn_", "hn_a", "hn_\u{10FFFF}"] {
-        assert!(k < end.as_str(), "{k}");
-    }
-    assert!("hn`" >= end.as_str() && "hna" >= end.as_str());
-}
-
-#[test]
 fn unmarked_only_literals_never_hide_a_marked_match() {
     // No literal in general; `cat` in a value without quotes or backslashes.
     let r = rs(r#"SecRule ARGS "@rx c[\"'\x5c]*a[\"'\x5c]*t" "id:1,phase:2,deny,t:urlDecodeUni""#);

@@ -1,0 +1,249 @@
+//! The TX collection of one request.
+//!
+//! CRS reads and writes TX on nearly every rule (`&TX:x "@eq 0"` initialisations, paranoia
+//! checks, score additions). Every TX name a rule set spells out literally gets a slot at
+//! load, in key order, and compiled rules carry their slot: reading or setting such a variable
+//! is an index, not a string search. Names made at run time (`tx.%{...}`) live in a map beside
+//! the slots; the two are merged in key order where a rule reads TX by regex.
+
+use super::{IntHasher, NO_SLOT};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
+use std::sync::LazyLock;
+
+/// The TX names a rule set knows at load, sorted; a name's slot is its index.
+#[derive(Debug, Default)]
+pub(crate) struct TxNames {
+    names: Vec<String>,
+    index: HashMap<String, u32, BuildHasherDefault<IntHasher>>,
+    /// The slots of `0`..`9`, where `capture` puts a regex's groups.
+    digits: [u32; 10],
+}
+
+impl TxNames {
+    /// Slots for `names` (lower-cased TX keys), plus the capture names `0`..`9`.
+    pub(crate) fn new(mut names: Vec<String>) -> TxNames {
+        names.extend((0..10).map(|d| d.to_string()));
+        names.sort_unstable();
+        names.dedup();
+        let index = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as u32))
+            .collect::<HashMap<_, _, _>>();
+        let digits = std::array::from_fn(|d| index[&d.to_string()]);
+        TxNames {
+            names,
+            index,
+            digits,
+        }
+    }
+
+    /// The slot of a lower-cased key, if the rule set names it.
+    pub(crate) fn slot(&self, key: &str) -> Option<u32> {
+        self.index.get(key).copied()
+    }
+
+    pub(crate) fn name(&self, slot: u32) -> &str {
+        &self.names[slot as usize]
+    }
+}
+
+static NO_NAMES: LazyLock<TxNames> = LazyLock::new(TxNames::default);
+
+/// One request's TX values. Keys are lower-case.
+#[derive(Debug)]
+pub(crate) struct Tx<'n> {
+    names: &'n TxNames,
+    slots: Vec<Option<Vec<u8>>>,
+    extra: BTreeMap<String, Vec<u8>>,
+}
+
+impl Default for Tx<'_> {
+    fn default() -> Self {
+        Tx::new(&NO_NAMES)
+    }
+}
+
+/// Where a TX value lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TxRef<'a> {
+    Slot(u32),
+    Extra(&'a str),
+}
+
+impl<'n> Tx<'n> {
+    pub(crate) fn new(names: &'n TxNames) -> Tx<'n> {
+        Tx {
+            names,
+            slots: vec![None; names.names.len()],
+            extra: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn names(&self) -> &'n TxNames {
+        self.names
+    }
+
+    /// The value of a lower-cased key.
+    pub(crate) fn get(&self, key: &str) -> Option<&[u8]> {
+        match self.names.slot(key) {
+            Some(s) => self.get_slot(s),
+            None => self.extra.get(key).map(Vec::as_slice),
+        }
+    }
+
+    /// The value in a slot (`NO_SLOT`: none).
+    pub(crate) fn get_slot(&self, slot: u32) -> Option<&[u8]> {
+        self.slots.get(slot as usize)?.as_deref()
+    }
+
+    /// The value of `key`, through its slot when the caller has it.
+    pub(crate) fn get_at(&self, slot: u32, key: &str) -> Option<&[u8]> {
+        if slot == NO_SLOT {
+            self.get(key)
+        } else {
+            self.get_slot(slot)
+        }
+    }
+
+    /// Sets `key` (through `slot` when not `NO_SLOT`), keeping the old value's buffer.
+    pub(crate) fn set_at(&mut self, slot: u32, key: &str, value: &[u8]) {
+        let slot = if slot == NO_SLOT {
+            self.names.slot(key)
+        } else {
+            Some(slot)
+        };
+        let cell = match slot {
+            Some(s) => &mut self.slots[s as usize],
+            None => {
+                match self.extra.get_mut(key) {
+                    Some(v) => {
+                        v.clear();
+                        v.extend_from_slice(value);
+                    }
+                    None => {
+                        self.extra.insert(key.to_string(), value.to_vec());
+                    }
+                }
+                return;
+            }
+        };
+        match cell {
+            Some(v) => {
+                v.clear();
+                v.extend_from_slice(value);
+            }
+            None => *cell = Some(value.to_vec()),
+        }
+    }
+
+    pub(crate) fn set(&mut self, key: &str, value: &[u8]) {
+        self.set_at(NO_SLOT, key, value);
+    }
+
+    /// Sets capture group `d` (0..=9).
+    pub(crate) fn set_capture(&mut self, d: usize, value: &[u8]) {
+        let s = self.names.digits[d];
+        self.set_at(s, "", value);
+    }
+
+    pub(crate) fn remove_at(&mut self, slot: u32, key: &str) {
+        let slot = if slot == NO_SLOT {
+            self.names.slot(key)
+        } else {
+            Some(slot)
+        };
+        match slot {
+            Some(s) => self.slots[s as usize] = None,
+            None => {
+                self.extra.remove(key);
+            }
+        }
+    }
+
+    /// The key a reference names.
+    pub(crate) fn key<'a>(&'a self, r: TxRef<'a>) -> &'a str {
+        match r {
+            TxRef::Slot(s) => self.names.name(s),
+            TxRef::Extra(k) => k,
+        }
+    }
+
+    /// The value a reference names (empty if it was removed since).
+    pub(crate) fn value(&self, r: TxRef<'_>) -> &[u8] {
+        match r {
+            TxRef::Slot(s) => self.get_slot(s),
+            TxRef::Extra(k) => self.extra.get(k).map(Vec::as_slice),
+        }
+        .unwrap_or_default()
+    }
+
+    /// The set keys that start with `prefix`, in key order.
+    pub(crate) fn with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = TxRef<'a>> + 'a {
+        let names = &self.names.names;
+        let start = names.partition_point(|n| n.as_str() < prefix);
+        let mut slots = (start..names.len())
+            .take_while(move |&i| names[i].starts_with(prefix))
+            .filter(move |&i| self.slots[i].is_some())
+            .map(|i| i as u32)
+            .peekable();
+        let mut extra = self
+            .extra
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.as_str())
+            .peekable();
+        std::iter::from_fn(move || match (slots.peek(), extra.peek()) {
+            (Some(&s), Some(&e)) => {
+                if names[s as usize].as_str() < e {
+                    slots.next().map(TxRef::Slot)
+                } else {
+                    extra.next().map(TxRef::Extra)
+                }
+            }
+            (Some(_), None) => slots.next().map(TxRef::Slot),
+            (None, Some(_)) => extra.next().map(TxRef::Extra),
+            (None, None) => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_and_extra_keys_merge_in_key_order() {
+        let names = TxNames::new(vec!["b_1".into(), "b_3".into(), "c".into()]);
+        let mut tx = Tx::new(&names);
+        tx.set("b_3", b"3");
+        tx.set("b_2", b"2"); // not named at load: kept beside the slots
+        tx.set("b_1", b"1");
+        tx.set("c", b"c");
+        let got: Vec<(String, Vec<u8>)> = tx
+            .with_prefix("b_")
+            .map(|r| (tx.key(r).to_string(), tx.value(r).to_vec()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("b_1".into(), b"1".to_vec()),
+                ("b_2".into(), b"2".to_vec()),
+                ("b_3".into(), b"3".to_vec())
+            ]
+        );
+        tx.remove_at(NO_SLOT, "b_1");
+        tx.remove_at(NO_SLOT, "b_2");
+        assert_eq!(tx.get("b_1"), None);
+        assert_eq!(tx.get("b_2"), None);
+        assert_eq!(tx.with_prefix("").count(), 2);
+        tx.set_capture(0, b"grp");
+        assert_eq!(tx.get("0"), Some(&b"grp"[..]));
+        tx.set("c", b"longer value");
+        assert_eq!(tx.get("c"), Some(&b"longer value"[..]));
+    }
+}
