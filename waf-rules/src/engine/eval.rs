@@ -573,7 +573,7 @@ pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig)
 impl Ev<'_> {
     fn verdict(self) -> Verdict {
         let tx = &self.st.tx;
-        let num = |k: &str| tx.get(k).map(|v| crate::operator::to_int(v));
+        let num = |k: &str| tx.get(k).map(crate::operator::to_int);
         let score = num("blocking_inbound_anomaly_score").unwrap_or_else(|| {
             let pl = num("blocking_paranoia_level").unwrap_or(1).clamp(1, 4);
             (1..=pl)
