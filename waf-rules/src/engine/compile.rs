@@ -691,25 +691,6 @@ pub(super) fn parse_id_range(s: &str) -> Option<(u32, u32)> {
     }
 }
 
-/// The literal (lower-cased) every match of key regex `r` starts with: the run of plain
-/// characters after a leading `^`, less the last one when a quantifier follows it. Empty when
-/// the pattern has no leading anchor or has an alternation anywhere (`^a|b` matches keys
-/// without the prefix).
-pub(super) fn anchored_prefix(r: &str) -> String {
-    let Some(rest) = r.strip_prefix('^') else {
-        return String::new();
-    };
-    if r.contains('|') {
-        return String::new();
-    }
-    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-    let mut end = rest.find(|c: char| !plain(c)).unwrap_or(rest.len());
-    if rest[end..].starts_with(['?', '*', '+', '{']) {
-        end = end.saturating_sub(1);
-    }
-    rest[..end].to_ascii_lowercase()
-}
-
 pub(super) fn compile_target(s: &TargetSpec) -> Result<Target, String> {
     let var =
         Var::from_name(&s.name).ok_or_else(|| format!("variable {} is not supported", s.name))?;
@@ -727,7 +708,7 @@ pub(super) fn compile_target(s: &TargetSpec) -> Result<Target, String> {
                     .case_insensitive(true)
                     .build()
                     .map_err(|e| format!("bad key regex /{r}/: {e}"))?;
-                Some(KeySel::Regex(re, anchored_prefix(r)))
+                Some(KeySel::Regex(re))
             }
         }
     };
@@ -736,6 +717,7 @@ pub(super) fn compile_target(s: &TargetSpec) -> Result<Target, String> {
         key,
         count: s.count,
         tx_slot: NO_SLOT,
+        tx_slots: Vec::new(),
     })
 }
 

@@ -307,19 +307,15 @@ fn scalar_key(v: Var, phase: u64) -> u64 {
 fn key_matches(sel: &KeySel, key: &str) -> bool {
     match sel {
         KeySel::Name(n) => key.eq_ignore_ascii_case(n),
-        KeySel::Regex(re, _) => re.is_match(key.as_bytes()),
+        KeySel::Regex(re) => re.is_match(key.as_bytes()),
     }
 }
 
-/// The TX entries a selector picks, in key order; a key regex with a literal prefix reads only
-/// the keys that start with it.
-fn tx_keyed<'a>(tx: &'a Tx<'_>, sel: Option<&'a KeySel>) -> impl Iterator<Item = TxRef<'a>> + 'a {
-    let prefix = match sel {
-        Some(KeySel::Regex(_, p)) => p.as_str(),
-        _ => "",
-    };
-    tx.with_prefix(prefix)
-        .filter(move |&r| sel.is_none_or(|s| key_matches(s, tx.key(r))))
+/// The TX entries a target picks, in key order: its load-time slots that are set, and the
+/// run-time names its key selects.
+fn tx_keyed<'a>(tx: &'a Tx<'_>, t: &'a Target) -> impl Iterator<Item = TxRef<'a>> + 'a {
+    let sel = t.key.as_ref();
+    tx.select(&t.tx_slots, move |k| sel.is_none_or(|s| key_matches(s, k)))
 }
 
 fn excluded(var: Var, key: Option<&str>, ex: &Target) -> bool {
@@ -744,7 +740,7 @@ impl Ev<'_> {
                         usize::from(st.tx.get_at(t.tx_slot, n).is_some())
                     }
                     (v, _) => match v {
-                        Var::Tx => tx_keyed(&st.tx, t.key.as_ref()).count(),
+                        Var::Tx => tx_keyed(&st.tx, t).count(),
                         Var::Xml => xml_entries(req, t.key.as_ref()).len(),
                         Var::MatchedVars | Var::MatchedVarsNames => st.matched_vars.len(),
                         v => match entries(req, v) {
@@ -779,7 +775,7 @@ impl Ev<'_> {
                     }
                 }
                 Var::Tx => {
-                    for tr in tx_keyed(&st.tx, t.key.as_ref()) {
+                    for tr in tx_keyed(&st.tx, t) {
                         let k = st.tx.key(tr);
                         if !self.is_excluded(head, r, Var::Tx, Some(k)) {
                             out.push(Val {

@@ -255,10 +255,10 @@ impl Var {
 pub(crate) enum KeySel {
     /// Lower-cased exact key.
     Name(String),
-    /// A key regex (case-insensitive) and the lower-cased literal every key it matches
-    /// starts with (empty when the pattern does not pin one): TX holds a hundred keys, and
-    /// CRS's `TX:/^header_name_920450_/` reads a handful of them.
-    Regex(regex::bytes::Regex, String),
+    /// A key regex (case-insensitive). On TX, the load-time names it selects are listed
+    /// once (`Target::tx_slots`): TX holds hundreds of names and CRS's
+    /// `TX:/^header_name_920450_/` reads a handful of them.
+    Regex(regex::bytes::Regex),
 }
 
 #[derive(Debug, Clone)]
@@ -268,6 +268,9 @@ pub(crate) struct Target {
     count: bool,
     /// For `TX:name`: the name's TX slot (`NO_SLOT` until the rule set is assembled).
     tx_slot: u32,
+    /// For `TX`, `TX:/regex/`: the slots of the load-time names it selects, ascending (names
+    /// made at run time are matched when the rule runs).
+    tx_slots: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -613,8 +616,13 @@ fn assign_tx_slots(phases: &mut [Vec<Item>; 2], config: &WafConfig) -> tx::TxNam
     }
     fn fix(r: &mut Rule, names: &tx::TxNames) {
         for t in &mut r.targets {
-            if let (Var::Tx, Some(KeySel::Name(n))) = (t.var, &t.key) {
-                t.tx_slot = names.slot(n).unwrap_or(NO_SLOT);
+            match (t.var, &t.key) {
+                (Var::Tx, Some(KeySel::Name(n))) => t.tx_slot = names.slot(n).unwrap_or(NO_SLOT),
+                (Var::Tx, Some(KeySel::Regex(re))) => {
+                    t.tx_slots = tx::Tx::slots_where(names, |k| re.is_match(k.as_bytes()));
+                }
+                (Var::Tx, None) => t.tx_slots = tx::Tx::slots_where(names, |_| true),
+                _ => {}
             }
         }
         for sv in &mut r.setvars {

@@ -145,21 +145,6 @@ fn multi_match_checks_every_step() {
 }
 
 #[test]
-fn key_regex_prefix_is_only_what_every_match_starts_with() {
-    use super::compile::anchored_prefix;
-    assert_eq!(
-        anchored_prefix("^header_name_920450_"),
-        "header_name_920450_"
-    );
-    assert_eq!(anchored_prefix("^Header_Name_.*$"), "header_name_");
-    assert_eq!(anchored_prefix("^abc?"), "ab");
-    assert_eq!(anchored_prefix("^ab{2}"), "a");
-    assert_eq!(anchored_prefix("^a|b"), "");
-    assert_eq!(anchored_prefix("abc"), "");
-    assert_eq!(anchored_prefix("^(?i)abc"), "");
-}
-
-#[test]
 fn tx_key_regex_reads_the_keys_it_matches() {
     // Keys inside and around the prefix's range, in and out of case.
     let r = rs(r#"
@@ -196,4 +181,18 @@ fn integers_as_text_for_setvar() {
     for n in [0i64, 7, -5, 1234567890, i64::MAX, i64::MIN] {
         assert_eq!(super::eval::int_text(n, &mut buf), n.to_string().as_bytes());
     }
+}
+
+#[test]
+fn tx_key_regex_selects_load_time_and_run_time_names() {
+    // `paramcounter_a` and `xparamcounter_b` are spelled out (slots at load);
+    // `paramcounter_get` is made when the rule runs. The regex is unanchored, as CRS's.
+    let r = rs(r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.paramcounter_a=1,setvar:tx.xparamcounter_b=1,setvar:'tx.paramcounter_%{REQUEST_METHOD}=1',setvar:tx.other=1"
+SecRule &TX:/paramcounter_.*/ "@eq 3" "id:2,phase:1,pass,log,msg:'three'"
+SecRule TX:/^paramcounter_/ "@rx ^1$" "id:3,phase:1,pass,log,msg:'%{MATCHED_VAR_NAME}'"
+"#);
+    let v = r.evaluate(&get("/"));
+    let got: Vec<(u32, &str)> = v.matches.iter().map(|m| (m.id, m.msg.as_str())).collect();
+    assert_eq!(got, vec![(2, "three"), (3, "TX:paramcounter_get")], "{:?}", v.matches);
 }

@@ -179,23 +179,24 @@ impl<'n> Tx<'n> {
         .unwrap_or_default()
     }
 
-    /// The set keys that start with `prefix`, in key order.
-    pub(crate) fn with_prefix<'a>(
+    /// The set keys among `slots` (ascending) and the run-time keys `extra_ok` accepts, in
+    /// key order.
+    pub(crate) fn select<'a>(
         &'a self,
-        prefix: &'a str,
+        slots: &'a [u32],
+        extra_ok: impl Fn(&str) -> bool + 'a,
     ) -> impl Iterator<Item = TxRef<'a>> + 'a {
         let names = &self.names.names;
-        let start = names.partition_point(|n| n.as_str() < prefix);
-        let mut slots = (start..names.len())
-            .take_while(move |&i| names[i].starts_with(prefix))
-            .filter(move |&i| self.slots[i].is_some())
-            .map(|i| i as u32)
+        let mut slots = slots
+            .iter()
+            .copied()
+            .filter(move |&i| self.slots[i as usize].is_some())
             .peekable();
         let mut extra = self
             .extra
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
-            .take_while(move |(k, _)| k.starts_with(prefix))
-            .map(|(k, _)| k.as_str())
+            .keys()
+            .map(String::as_str)
+            .filter(move |k| extra_ok(k))
             .peekable();
         std::iter::from_fn(move || match (slots.peek(), extra.peek()) {
             (Some(&s), Some(&e)) => {
@@ -209,6 +210,13 @@ impl<'n> Tx<'n> {
             (None, Some(_)) => extra.next().map(TxRef::Extra),
             (None, None) => None,
         })
+    }
+
+    /// The slots whose names `ok` accepts, ascending (for a rule's key regex, at load).
+    pub(crate) fn slots_where(names: &TxNames, ok: impl Fn(&str) -> bool) -> Vec<u32> {
+        (0..names.names.len() as u32)
+            .filter(|&i| ok(&names.names[i as usize]))
+            .collect()
     }
 }
 
@@ -224,8 +232,9 @@ mod tests {
         tx.set("b_2", b"2"); // not named at load: kept beside the slots
         tx.set("b_1", b"1");
         tx.set("c", b"c");
+        let b_slots = Tx::slots_where(&names, |k| k.starts_with("b_"));
         let got: Vec<(String, Vec<u8>)> = tx
-            .with_prefix("b_")
+            .select(&b_slots, |k| k.starts_with("b_"))
             .map(|r| (tx.key(r).to_string(), tx.value(r).to_vec()))
             .collect();
         assert_eq!(
@@ -240,7 +249,8 @@ mod tests {
         tx.remove_at(NO_SLOT, "b_2");
         assert_eq!(tx.get("b_1"), None);
         assert_eq!(tx.get("b_2"), None);
-        assert_eq!(tx.with_prefix("").count(), 2);
+        let all = Tx::slots_where(&names, |_| true);
+        assert_eq!(tx.select(&all, |_| true).count(), 2);
         tx.set_capture(0, b"grp");
         assert_eq!(tx.get("0"), Some(&b"grp"[..]));
         tx.set("c", b"longer value");
