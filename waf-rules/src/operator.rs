@@ -385,6 +385,42 @@ fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
 
 /// Integer as ModSecurity reads it: leading whitespace and sign, digits; anything else is 0.
 pub fn to_int(b: &[u8]) -> i64 {
+    // `str::trim`'s ASCII whitespace: space and \t \n \x0b \x0c \r.
+    let start = b
+        .iter()
+        .position(|&c| !(c == b' ' || (0x09..=0x0d).contains(&c)))
+        .unwrap_or(b.len());
+    let rest = &b[start..];
+    if rest.first().is_some_and(|&c| c >= 0x80) {
+        // Leading non-ASCII (Unicode whitespace, or not a number at all): the general path.
+        return to_int_text(b);
+    }
+    let (neg, digits) = match rest.first() {
+        Some(b'-') => (true, &rest[1..]),
+        Some(b'+') => (false, &rest[1..]),
+        _ => (false, rest),
+    };
+    let n = digits.iter().take_while(|c| c.is_ascii_digit()).count();
+    if n == 0 {
+        return 0;
+    }
+    let mut v: i64 = 0;
+    for &d in &digits[..n] {
+        let d = i64::from(d - b'0');
+        // Accumulate negatively so i64::MIN parses; out of range is 0, as a failed parse.
+        v = match v.checked_mul(10).and_then(|x| x.checked_sub(d)) {
+            Some(x) => x,
+            None => return 0,
+        };
+    }
+    if neg {
+        v
+    } else {
+        v.checked_neg().unwrap_or(0)
+    }
+}
+
+fn to_int_text(b: &[u8]) -> i64 {
     let s = String::from_utf8_lossy(b);
     let s = s.trim();
     let mut end = 0;
@@ -511,6 +547,37 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn to_int_reads_bytes_as_the_text_path_does(
+            b in proptest::collection::vec(
+                prop_oneof![Just(b' '), Just(b'\x0b'), Just(b'-'), Just(b'+'), b'0'..=b'9', any::<u8>()],
+                0..24,
+            )
+        ) {
+            prop_assert_eq!(to_int(&b), to_int_text(&b));
+        }
+    }
+
+    #[test]
+    fn to_int_edges() {
+        for (t, n) in [
+            ("42", 42),
+            ("  -7x", -7),
+            ("+5", 5),
+            ("-", 0),
+            ("", 0),
+            ("9223372036854775807", i64::MAX),
+            ("-9223372036854775808", i64::MIN),
+            ("9223372036854775808", 0),
+            ("\u{a0}12", 12),
+        ] {
+            assert_eq!(to_int(t.as_bytes()), n, "{t:?}");
+        }
+    }
+
     use super::*;
 
     fn run(op: &Operator, v: &str) -> bool {

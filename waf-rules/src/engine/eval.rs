@@ -147,8 +147,8 @@ struct St<'r> {
     tx: Tx<'r>,
     matched_var: Vec<u8>,
     matched_var_name: String,
-    matched_vars: Vec<Entry>,
-    spare_matched_vars: Vec<Entry>,
+    matched_vars: MatchList,
+    spare_matched_vars: MatchList,
     removed_ids: Vec<(u32, u32)>,
     removed_tags: Vec<String>,
     removed_targets: Vec<(RuleSel, Target)>,
@@ -175,7 +175,35 @@ enum Src {
 }
 
 /// A matched value: its index in the collected values, the matched bytes, captures.
-type Hit = (usize, Vec<u8>, Option<Vec<Vec<u8>>>);
+/// The (name, value) pairs of a rule link's matches. Cleared lists keep their buffers: most
+/// CRS rules that match (the initialisations, the score additions) match one short value.
+#[derive(Default)]
+struct MatchList {
+    items: Vec<Entry>,
+    len: usize,
+}
+
+impl MatchList {
+    fn as_slice(&self) -> &[Entry] {
+        &self.items[..self.len]
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends an entry with empty buffers and returns it.
+    fn push_empty(&mut self) -> &mut Entry {
+        if self.items.len() == self.len {
+            self.items.push(Default::default());
+        }
+        self.len += 1;
+        let e = &mut self.items[self.len - 1];
+        e.0.clear();
+        e.1.clear();
+        e
+    }
+}
 
 struct Val {
     shown: Var,
@@ -475,6 +503,35 @@ fn cached(cache: &mut Cache, nodes: &[(u32, Transform)], key: u64, node: u32, ra
     idx
 }
 
+/// `acc |= bits`, word by word over `acc`'s length.
+fn or_into(acc: &mut [u64], bits: &[u64]) {
+    for (a, x) in acc.iter_mut().zip(bits) {
+        *a |= x;
+    }
+}
+
+/// A matched value's name (`ARGS:q`, `REQUEST_URI`), written into `out`.
+fn val_name_into(req: &Request, tx: &Tx<'_>, v: &Val, out: &mut String) {
+    let key: Option<&str> = match &v.src {
+        Src::Entry(base, idx, _) => {
+            let es: &[Entry] = match entries(req, *base) {
+                Some((es, _, _, _)) => es,
+                None => &[],
+            };
+            es.get(*idx).map(|(k, _)| k.as_str())
+        }
+        Src::Scalar(_) => None,
+        Src::Owned(k, _) => Some(k.as_str()).filter(|k| !k.is_empty()),
+        Src::Count(_) => None,
+        Src::Tx(s) => Some(tx.names().name(*s)),
+    };
+    out.push_str(v.shown.name());
+    if let Some(k) = key {
+        out.push(':');
+        out.push_str(k);
+    }
+}
+
 fn excerpt(v: &[u8], max: usize) -> String {
     let cut = &v[..v.len().min(max)];
     String::from_utf8_lossy(cut).into_owned()
@@ -742,7 +799,7 @@ impl Ev<'_> {
                     (v, _) => match v {
                         Var::Tx => tx_keyed(&st.tx, t).count(),
                         Var::Xml => xml_entries(req, t.key.as_ref()).len(),
-                        Var::MatchedVars | Var::MatchedVarsNames => st.matched_vars.len(),
+                        Var::MatchedVars | Var::MatchedVarsNames => st.matched_vars.len,
                         v => match entries(req, v) {
                             Some((es, _, _, _)) => es
                                 .iter()
@@ -791,7 +848,7 @@ impl Ev<'_> {
                     }
                 }
                 Var::MatchedVars | Var::MatchedVarsNames => {
-                    for (k, v) in &st.matched_vars {
+                    for (k, v) in st.matched_vars.as_slice() {
                         let val = if t.var == Var::MatchedVars {
                             v.clone()
                         } else {
@@ -837,33 +894,6 @@ impl Ev<'_> {
         }
     }
 
-    fn val_name(&self, v: &Val) -> String {
-        let key: Option<&str> = match &v.src {
-            Src::Entry(base, idx, _) => {
-                let es: &[Entry] = match entries(&self.req, *base) {
-                    Some((es, _, _, _)) => es,
-                    None => &[],
-                };
-                es.get(*idx).map(|(k, _)| k.as_str())
-            }
-            Src::Scalar(_) => None,
-            Src::Owned(k, _) => Some(k.as_str()).filter(|k| !k.is_empty()),
-            Src::Count(_) => None,
-            Src::Tx(s) => Some(self.st.tx.names().name(*s)),
-        };
-        let name = v.shown.name();
-        match key {
-            Some(k) => {
-                let mut s = String::with_capacity(name.len() + 1 + k.len());
-                s.push_str(name);
-                s.push(':');
-                s.push_str(k);
-                s
-            }
-            None => name.to_string(),
-        }
-    }
-
     /// Whether any request value the filter covers contains a literal of global slot
     /// `slot` (after the filter's transformations). Computed once per filter and phase.
     /// With `unmarked_only` (the slot's literals hold only for unmarked values), a marked
@@ -895,7 +925,7 @@ impl Ev<'_> {
             return bit(&cache.union, &cache.union_marked);
         }
         let nodes = &rs.nodes;
-        let mut acc = vec![0u64; f.words];
+        cache.union[range.clone()].fill(0);
         let mut marked = false;
         for &v in &f.vars {
             if let Some((es, off, names, base)) = entries(req, v) {
@@ -905,12 +935,7 @@ impl Ev<'_> {
                     let ti = cached(cache, nodes, key, f.node, raw);
                     marked = marked || cache.is_marked(ti);
                     let o = cache.content_bits(pf, ti);
-                    for (a, x) in acc
-                        .iter_mut()
-                        .zip(&cache.bits[o + range.start..o + range.end])
-                    {
-                        *a |= x;
-                    }
+                    or_into(&mut cache.union[range.clone()], &cache.bits[o + range.start..]);
                 }
             } else if v == Var::Xml {
                 let mut tmp = vec![0u64; pf.words];
@@ -919,24 +944,16 @@ impl Ev<'_> {
                     marked = marked || tv.iter().any(|&b| crate::prefilter::marked_byte(b));
                     scan_into(pf, &tv, &mut tmp);
                 }
-                for (a, x) in acc.iter_mut().zip(&tmp[range.clone()]) {
-                    *a |= x;
-                }
+                or_into(&mut cache.union[range.clone()], &tmp[range.clone()]);
             } else {
                 let raw = scalar(req, st, v);
                 let key = scalar_key(v, *phase);
                 let ti = cached(cache, nodes, key, f.node, &raw);
                 marked = marked || cache.is_marked(ti);
                 let o = cache.content_bits(pf, ti);
-                for (a, x) in acc
-                    .iter_mut()
-                    .zip(&cache.bits[o + range.start..o + range.end])
-                {
-                    *a |= x;
-                }
+                or_into(&mut cache.union[range.clone()], &cache.bits[o + range.start..]);
             }
         }
-        cache.union[range].copy_from_slice(&acc);
         cache.union_phase[fi as usize] = *phase;
         cache.union_marked[fi as usize] = marked;
         bit(&cache.union, &cache.union_marked)
@@ -966,8 +983,12 @@ impl Ev<'_> {
         self.collect(head, r, &mut vals);
         let nodes = &self.rs.nodes;
         let prefilter = self.rs.prefilter.as_ref();
-        let mut hits: Vec<Hit> = Vec::new();
-        for (vi, v) in vals.iter().enumerate() {
+        // This link's matches go into a spare list (MATCHED_VARS keeps the previous link's
+        // values until this one's replace them); captures by match index.
+        let mut mv = std::mem::take(&mut self.st.spare_matched_vars);
+        mv.clear();
+        let mut hit_caps: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
+        for v in vals.iter() {
             let Ev {
                 req,
                 st,
@@ -1116,15 +1137,18 @@ impl Ev<'_> {
                 }
             }
             if hit {
-                let caps = if r.capture {
-                    found.map(|f| f.captures).filter(|c| !c.is_empty())
-                } else {
-                    None
-                };
-                hits.push((vi, multi_hit.unwrap_or_else(|| tv.to_vec()), caps));
+                if r.capture {
+                    if let Some(c) = found.map(|f| f.captures).filter(|c| !c.is_empty()) {
+                        hit_caps.push((mv.len, c));
+                    }
+                }
+                let e = mv.push_empty();
+                e.1.extend_from_slice(multi_hit.as_deref().unwrap_or(tv));
+                val_name_into(req_ro, &st_ro.tx, v, &mut e.0);
             }
         }
-        if hits.is_empty() {
+        if mv.len == 0 {
+            self.st.spare_matched_vars = mv;
             vals.clear();
             self.pool.push(vals);
             return false;
@@ -1134,27 +1158,18 @@ impl Ev<'_> {
         // disruptive action wait for the whole chain. As in ModSecurity, setvars run once per
         // matched value (CRS 920450 and 921170 count headers and parameters that way).
         self.st.rule_id = head.id;
-        let per_match = true;
-        // A list the rules before used, emptied (MATCHED_VARS keeps the previous link's values
-        // until this one's replace them).
-        let mut mv = std::mem::take(&mut self.st.spare_matched_vars);
-        mv.clear();
-        let n_hits = hits.len();
-        for (k, (vi, tv, caps)) in hits.into_iter().enumerate() {
-            if let Some(caps) = caps {
+        let mut caps = hit_caps.into_iter().peekable();
+        for (k, (name, tv)) in mv.as_slice().iter().enumerate() {
+            if let Some((_, c)) = caps.next_if(|(i, _)| *i == k) {
                 // As ModSecurity: groups 0 to 9.
-                for (i, c) in caps.iter().enumerate().take(10) {
+                for (i, c) in c.iter().enumerate().take(10) {
                     self.st.tx.set_capture(i, c);
                 }
             }
-            let name = self.val_name(&vals[vi]);
-            self.st.matched_var_name.clone_from(&name);
-            self.st.matched_var.clone_from(&tv);
-            mv.push((name, tv));
-            if per_match || k + 1 == n_hits {
-                for sv in &r.setvars {
-                    self.setvar(sv);
-                }
+            self.st.matched_var_name.clone_from(name);
+            self.st.matched_var.clone_from(tv);
+            for sv in &r.setvars {
+                self.setvar(sv);
             }
         }
         vals.clear();
