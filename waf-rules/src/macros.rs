@@ -58,10 +58,21 @@ impl Macro {
         }
     }
 
+    /// The one reference the template consists of (`%{tx.critical_anomaly_score}`).
+    pub fn single_var(&self) -> Option<(&str, Option<&str>)> {
+        match self.parts.as_slice() {
+            [Part::Var(n, k)] => Some((n, k.as_deref())),
+            _ => None,
+        }
+    }
+
     /// Expands the template with a resolver for references.
     pub fn expand(&self, resolve: &dyn Fn(&str, Option<&str>) -> Vec<u8>) -> Vec<u8> {
         if let Some(l) = self.literal() {
             return l.to_vec();
+        }
+        if let [Part::Var(n, k)] = self.parts.as_slice() {
+            return resolve(n, k.as_deref());
         }
         let mut out = Vec::new();
         for p in &self.parts {

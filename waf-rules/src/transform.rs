@@ -120,8 +120,8 @@ impl Transform {
             Transform::ReplaceComments | Transform::RemoveCommentsChar => {
                 none(|b| b == b'*' || b == b'-' || b == b'#')
             }
-            Transform::NormalizePath => none(|b| b == b'/' || b == b'.'),
-            Transform::NormalizePathWin => none(|b| b == b'/' || b == b'.' || b == b'\\'),
+            Transform::NormalizePath => path_is_normal(input),
+            Transform::NormalizePathWin => none(|b| b == b'\\') && path_is_normal(input),
             Transform::Trim => {
                 input
                     .first()
@@ -610,6 +610,24 @@ fn remove_comments_char(input: &[u8]) -> Vec<u8> {
         i += 1;
     }
     out
+}
+
+/// Whether `normalizePath` leaves `p` as it is: no empty, `.` or `..` segment between
+/// slashes, at the start or at the end (most request paths).
+fn path_is_normal(p: &[u8]) -> bool {
+    let has = |needle: &[u8]| p.windows(needle.len()).any(|w| w == needle);
+    if !p.contains(&b'.') {
+        return !has(b"//");
+    }
+    !(has(b"//")
+        || has(b"/./")
+        || has(b"/../")
+        || p.starts_with(b"./")
+        || p.starts_with(b"../")
+        || p.ends_with(b"/.")
+        || p.ends_with(b"/..")
+        || p == b"."
+        || p == b"..")
 }
 
 fn normalize_path(input: &[u8], win: bool) -> Vec<u8> {

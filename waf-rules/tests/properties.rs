@@ -140,6 +140,21 @@ proptest! {
     }
 }
 
+proptest! {
+    // Paths made of slashes and dots, where `normalizePath`'s no-op check has most to get wrong.
+    #[test]
+    fn path_no_op_checks_are_exact(
+        input in prop::collection::vec(prop::sample::select(b"/.a\\".to_vec()), 0..12)
+    ) {
+        for name in ["normalizePath", "normalizePathWin"] {
+            let t = Transform::from_name(name).expect("known");
+            if t.is_noop(&input) {
+                prop_assert_eq!(t.apply(&input), input.clone(), "{} claimed no-op", name);
+            }
+        }
+    }
+}
+
 // The detectors' shortcut (`operator::single_token`): values it passes are never flagged by
 // libinjection itself, so skipping the detectors for them changes no verdict.
 const SQL_AND_HTML_WORDS: &[&str] = &[

@@ -45,6 +45,7 @@ struct Cache {
     /// (rule, arena index) → what a libinjection detector found in that content: equal values
     /// among a rule's targets (a dozen identical cart-line notes) run the detector once.
     ops: FastMap<(usize, u32), Option<crate::operator::Found>>,
+    scratch: Scratch,
 }
 
 fn content_hash(b: &[u8]) -> u64 {
@@ -110,30 +111,40 @@ impl Cache {
         }
         let off = self.bits.len();
         self.bits.resize(off + pf.words, 0);
-        scan_into(pf, &self.arena[i], &mut self.bits[off..]);
+        scan_into(pf, &self.arena[i], &mut self.bits[off..], &mut self.scratch);
         self.scan_at[i] = off as u32;
         off
     }
 }
 
-fn scan_into(pf: &Prefilter, tv: &[u8], bits: &mut [u64]) {
+/// Buffers `scan_into` reuses across values.
+#[derive(Default)]
+struct Scratch {
+    folded: Vec<u8>,
+    seen: Vec<u32>,
+}
+
+fn scan_into(pf: &Prefilter, tv: &[u8], bits: &mut [u64], scratch: &mut Scratch) {
     // The automaton holds the literals lower-cased (ASCII, as CRS's case-insensitive matching
     // folds): fold the value the same way.
-    let tv: Cow<[u8]> = if tv.iter().any(u8::is_ascii_uppercase) {
-        Cow::Owned(tv.to_ascii_lowercase())
+    let Scratch { folded, seen } = scratch;
+    let tv: &[u8] = if tv.iter().any(u8::is_ascii_uppercase) {
+        folded.clear();
+        folded.extend(tv.iter().map(u8::to_ascii_lowercase));
+        folded
     } else {
-        Cow::Borrowed(tv)
+        tv
     };
     // A literal usually occurs many times in a value and serves several rules: note each
     // distinct literal once, then set its rules' slots.
-    let mut seen: Vec<u32> = Vec::new();
-    for m in pf.ac.find_overlapping_iter(tv.as_ref()) {
+    seen.clear();
+    for m in pf.ac.find_overlapping_iter(tv) {
         let l = m.pattern().as_u32();
         if !seen.contains(&l) {
             seen.push(l);
         }
     }
-    for l in seen {
+    for &l in seen.iter() {
         let (a, b) = pf.lit_slots[l as usize];
         for &s in &pf.slot_of[a as usize..b as usize] {
             let s = s as usize;
@@ -727,9 +738,14 @@ impl Ev<'_> {
             Some(l) => String::from_utf8_lossy(l),
             None => Cow::Owned(String::from_utf8_lossy(&sv.name.expand(&res)).to_ascii_lowercase()),
         };
-        let int = |m: &Macro| match m.literal() {
-            Some(l) => crate::operator::to_int(l),
-            None => crate::operator::to_int(&m.expand(&res)),
+        let int = |m: &Macro| match (m.literal(), m.single_var()) {
+            (Some(l), _) => crate::operator::to_int(l),
+            // A score increment by another TX value (`+%{tx.critical_anomaly_score}`): read it
+            // in place.
+            (None, Some(("TX", Some(k)))) if !k.bytes().any(|b| b.is_ascii_uppercase()) => {
+                st.tx.get(k).map(crate::operator::to_int).unwrap_or(0)
+            }
+            (None, _) => crate::operator::to_int(&m.expand(&res)),
         };
         let cur = || {
             st.tx
@@ -938,11 +954,14 @@ impl Ev<'_> {
                     or_into(&mut cache.union[range.clone()], &cache.bits[o + range.start..]);
                 }
             } else if v == Var::Xml {
+                if req.xml_text.is_empty() && req.xml_attrs.is_empty() {
+                    continue;
+                }
                 let mut tmp = vec![0u64; pf.words];
                 for (_, val) in req.xml_text.iter().chain(&req.xml_attrs) {
                     let tv = chain_apply(nodes, f.node, val);
                     marked = marked || tv.iter().any(|&b| crate::prefilter::marked_byte(b));
-                    scan_into(pf, &tv, &mut tmp);
+                    scan_into(pf, &tv, &mut tmp, &mut cache.scratch);
                 }
                 or_into(&mut cache.union[range.clone()], &tmp[range.clone()]);
             } else {

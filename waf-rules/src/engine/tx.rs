@@ -51,11 +51,45 @@ impl TxNames {
 
 static NO_NAMES: LazyLock<TxNames> = LazyLock::new(TxNames::default);
 
+/// A slot's value: short ones (scores, flags, paranoia levels) inline, no allocation.
+#[derive(Debug, Clone, Default)]
+enum Val {
+    #[default]
+    Unset,
+    Short(u8, [u8; 22]),
+    Long(Vec<u8>),
+}
+
+impl Val {
+    fn get(&self) -> Option<&[u8]> {
+        match self {
+            Val::Unset => None,
+            Val::Short(n, b) => Some(&b[..*n as usize]),
+            Val::Long(v) => Some(v),
+        }
+    }
+
+    fn set(&mut self, value: &[u8]) {
+        match self {
+            Val::Long(v) => {
+                v.clear();
+                v.extend_from_slice(value);
+            }
+            _ if value.len() <= 22 => {
+                let mut b = [0u8; 22];
+                b[..value.len()].copy_from_slice(value);
+                *self = Val::Short(value.len() as u8, b);
+            }
+            _ => *self = Val::Long(value.to_vec()),
+        }
+    }
+}
+
 /// One request's TX values. Keys are lower-case.
 #[derive(Debug)]
 pub(crate) struct Tx<'n> {
     names: &'n TxNames,
-    slots: Vec<Option<Vec<u8>>>,
+    slots: Vec<Val>,
     extra: BTreeMap<String, Vec<u8>>,
 }
 
@@ -76,7 +110,7 @@ impl<'n> Tx<'n> {
     pub(crate) fn new(names: &'n TxNames) -> Tx<'n> {
         Tx {
             names,
-            slots: vec![None; names.names.len()],
+            slots: vec![Val::Unset; names.names.len()],
             extra: BTreeMap::new(),
         }
     }
@@ -95,7 +129,7 @@ impl<'n> Tx<'n> {
 
     /// The value in a slot (`NO_SLOT`: none).
     pub(crate) fn get_slot(&self, slot: u32) -> Option<&[u8]> {
-        self.slots.get(slot as usize)?.as_deref()
+        self.slots.get(slot as usize)?.get()
     }
 
     /// The value of `key`, through its slot when the caller has it.
@@ -114,8 +148,8 @@ impl<'n> Tx<'n> {
         } else {
             Some(slot)
         };
-        let cell = match slot {
-            Some(s) => &mut self.slots[s as usize],
+        match slot {
+            Some(s) => self.slots[s as usize].set(value),
             None => {
                 match self.extra.get_mut(key) {
                     Some(v) => {
@@ -126,15 +160,7 @@ impl<'n> Tx<'n> {
                         self.extra.insert(key.to_string(), value.to_vec());
                     }
                 }
-                return;
             }
-        };
-        match cell {
-            Some(v) => {
-                v.clear();
-                v.extend_from_slice(value);
-            }
-            None => *cell = Some(value.to_vec()),
         }
     }
 
@@ -155,7 +181,7 @@ impl<'n> Tx<'n> {
             Some(slot)
         };
         match slot {
-            Some(s) => self.slots[s as usize] = None,
+            Some(s) => self.slots[s as usize] = Val::Unset,
             None => {
                 self.extra.remove(key);
             }
@@ -190,7 +216,7 @@ impl<'n> Tx<'n> {
         let mut slots = slots
             .iter()
             .copied()
-            .filter(move |&i| self.slots[i as usize].is_some())
+            .filter(move |&i| !matches!(self.slots[i as usize], Val::Unset))
             .peekable();
         let mut extra = self
             .extra
@@ -253,7 +279,9 @@ mod tests {
         assert_eq!(tx.select(&all, |_| true).count(), 2);
         tx.set_capture(0, b"grp");
         assert_eq!(tx.get("0"), Some(&b"grp"[..]));
-        tx.set("c", b"longer value");
-        assert_eq!(tx.get("c"), Some(&b"longer value"[..]));
+        tx.set("c", b"a value longer than twenty-two bytes");
+        assert_eq!(tx.get("c"), Some(&b"a value longer than twenty-two bytes"[..]));
+        tx.set("c", b"short");
+        assert_eq!(tx.get("c"), Some(&b"short"[..]));
     }
 }
