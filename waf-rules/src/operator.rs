@@ -473,6 +473,23 @@ impl Operator {
         matches!(self, Operator::DetectSqli | Operator::DetectXss)
     }
 
+    /// The parameter template, for operators that take one.
+    pub fn param_macro(&self) -> Option<&Macro> {
+        match self {
+            Operator::Within(m)
+            | Operator::Streq(m)
+            | Operator::Contains(m)
+            | Operator::BeginsWith(m)
+            | Operator::EndsWith(m)
+            | Operator::Eq(m)
+            | Operator::Ge(m)
+            | Operator::Gt(m)
+            | Operator::Lt(m)
+            | Operator::Le(m) => Some(m),
+            _ => None,
+        }
+    }
+
     /// Runs the operator; `expand` resolves macros in the parameter.
     pub fn run(
         &self,

@@ -212,3 +212,49 @@ fn crs_blocks_attacks_and_allows_plain_browsing_at_pl1() {
     assert_eq!(v.action, waf_rules::Action::Allow);
     assert!(v.score >= 5);
 }
+
+/// CRS's leading initialisation rules run once per rule set (`RuleSet::tx_prefix_len`); every
+/// request then starts from what they left. Verdicts must be those of running every rule.
+#[test]
+fn running_the_tx_prefix_once_changes_no_verdict() {
+    let shared = shared_dir();
+    let crs = shared.join("crs-4.28.0");
+    if !crs.join("rules").is_dir() {
+        assert_eq!(
+            std::env::var("FLASHEDGE_ALLOW_NO_SHARED").as_deref(),
+            Ok("1"),
+            "CRS not found under {}",
+            crs.display()
+        );
+        return;
+    }
+    let mut entries: Vec<CorpusEntry> = Vec::new();
+    for (file, take) in [("legit-dev.jsonl", 400), ("gotestwaf.jsonl", usize::MAX)] {
+        let text = std::fs::read_to_string(shared.join("waf-corpus").join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let all: Vec<CorpusEntry> = harness::parse_jsonl(&text).expect("corpus parses");
+        entries.extend(all.into_iter().take(take));
+    }
+    for paranoia in [1, 2] {
+        let cfg = waf_rules::WafConfig {
+            paranoia,
+            ..Default::default()
+        };
+        let rs = waf_rules::crs::load_dir(&crs, &cfg).expect("CRS loads");
+        assert!(
+            rs.tx_prefix_len() >= 20,
+            "the initialisation rules should run once per rule set (prefix {})",
+            rs.tx_prefix_len()
+        );
+        let mut blocked = 0;
+        for e in &entries {
+            let req = e.to_request();
+            let fast = rs.evaluate(&req);
+            let full = rs.evaluate_every_rule(&req, &cfg);
+            assert_eq!(fast, full, "PL{paranoia}: {:?}", req.uri);
+            blocked += usize::from(fast.action == waf_rules::Action::Block);
+        }
+        // The comparison covered blocked requests as well as allowed ones.
+        assert!(blocked > 100, "PL{paranoia}: only {blocked} blocked");
+    }
+}

@@ -22,6 +22,10 @@ struct Cache {
     /// collection (`dense_table`), entry index × node count + node → arena index, `u32::MAX`
     /// while not computed. Bounded by the entry limits times the chain trie's size.
     dense: [Vec<u32>; DENSE_TABLES],
+    /// The same for scalar variables: per `scalar_row`, where its row of `scalar_dense`
+    /// starts (+1; 0 while it has none). Rows are added as variables are first read.
+    scalar_rows: Vec<u32>,
+    scalar_dense: Vec<u32>,
     /// Nodes in the rule set's transformation trie.
     n_nodes: usize,
     arena: Vec<Vec<u8>>,
@@ -40,6 +44,8 @@ struct Cache {
     /// it was computed in (0: not yet).
     union: Vec<u64>,
     union_phase: Vec<u64>,
+    /// The first phase whose unions still hold (2 once a body brought new values).
+    union_from: u64,
     /// Per filter: whether some value it covers holds a marked byte (computed with `union`).
     union_marked: Vec<bool>,
     /// (rule, arena index) → what a libinjection detector found in that content: equal values
@@ -153,7 +159,7 @@ fn scan_into(pf: &Prefilter, tv: &[u8], bits: &mut [u64], scratch: &mut Scratch)
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct St<'r> {
     tx: Tx<'r>,
     matched_var: Vec<u8>,
@@ -177,7 +183,9 @@ enum Src {
     /// An entry of a request collection: (cache base var, index, names?).
     Entry(Var, usize, bool),
     Scalar(Var),
-    Owned(String, Vec<u8>),
+    /// A value made for the rule (MATCHED_VARS, XML, a run-time TX name): boxed, so that
+    /// the common variants stay small.
+    Owned(Box<(String, Vec<u8>)>),
     /// How many values a `&VAR` target counts.
     Count(usize),
     /// A TX variable by slot, read when the rule runs (TX does not change while a rule reads
@@ -188,7 +196,7 @@ enum Src {
 /// A matched value: its index in the collected values, the matched bytes, captures.
 /// The (name, value) pairs of a rule link's matches. Cleared lists keep their buffers: most
 /// CRS rules that match (the initialisations, the score additions) match one short value.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct MatchList {
     items: Vec<Entry>,
     len: usize,
@@ -461,17 +469,34 @@ fn dense_table(key: u64) -> Option<(usize, usize)> {
     ))
 }
 
+/// A scalar key's row in `Cache::scalar_rows`: variable × 3 + the phase it is keyed by.
+fn scalar_row(key: u64) -> Option<usize> {
+    let phase = key & 0xffff_ffff;
+    (key & (1 << 32) != 0 && phase <= 2).then(|| (key >> 33) as usize * 3 + phase as usize)
+}
+
 fn cached(cache: &mut Cache, nodes: &[(u32, Transform)], key: u64, node: u32, raw: &[u8]) -> u32 {
     let dense = dense_table(key).map(|(t, i)| (t, i * cache.n_nodes + node as usize));
-    match dense {
-        Some((t, at)) => {
+    let srow = if dense.is_none() { scalar_row(key) } else { None };
+    match (dense, srow) {
+        (Some((t, at)), _) => {
             if let Some(&i) = cache.dense[t].get(at) {
                 if i != u32::MAX {
                     return i;
                 }
             }
         }
-        None => {
+        (None, Some(row)) => {
+            if let Some(&start) = cache.scalar_rows.get(row) {
+                if start != 0 {
+                    let i = cache.scalar_dense[start as usize - 1 + node as usize];
+                    if i != u32::MAX {
+                        return i;
+                    }
+                }
+            }
+        }
+        (None, None) => {
             if let Some(&i) = cache.map.get(&(key, node)) {
                 return i;
             }
@@ -497,8 +522,8 @@ fn cached(cache: &mut Cache, nodes: &[(u32, Transform)], key: u64, node: u32, ra
             }
         }
     };
-    match dense {
-        Some((t, at)) => {
+    match (dense, srow) {
+        (Some((t, at)), _) => {
             let d = &mut cache.dense[t];
             if d.len() <= at {
                 let n = cache.n_nodes.max(1);
@@ -507,7 +532,19 @@ fn cached(cache: &mut Cache, nodes: &[(u32, Transform)], key: u64, node: u32, ra
             }
             d[at] = idx;
         }
-        None => {
+        (None, Some(row)) => {
+            if cache.scalar_rows.len() <= row {
+                cache.scalar_rows.resize(row + 1, 0);
+            }
+            if cache.scalar_rows[row] == 0 {
+                cache.scalar_rows[row] = cache.scalar_dense.len() as u32 + 1;
+                let len = cache.scalar_dense.len() + cache.n_nodes.max(1);
+                cache.scalar_dense.resize(len, u32::MAX);
+            }
+            let start = cache.scalar_rows[row] as usize - 1;
+            cache.scalar_dense[start + node as usize] = idx;
+        }
+        (None, None) => {
             cache.map.insert((key, node), idx);
         }
     }
@@ -532,7 +569,7 @@ fn val_name_into(req: &Request, tx: &Tx<'_>, v: &Val, out: &mut String) {
             es.get(*idx).map(|(k, _)| k.as_str())
         }
         Src::Scalar(_) => None,
-        Src::Owned(k, _) => Some(k.as_str()).filter(|k| !k.is_empty()),
+        Src::Owned(o) => Some(o.0.as_str()).filter(|k| !k.is_empty()),
         Src::Count(_) => None,
         Src::Tx(s) => Some(tx.names().name(*s)),
     };
@@ -559,14 +596,86 @@ struct Ev<'r> {
     pool: Vec<Vec<Val>>,
 }
 
-pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig) -> Verdict {
-    if cfg.mode == Mode::Off {
-        return Verdict {
-            action: Action::Allow,
-            score: 0,
-            matches: Vec::new(),
-        };
+/// The state after phase 1's leading rules that read and write nothing but TX (CRS's
+/// initialisation: a few dozen `&TX:x "@eq 0"` defaults). They decide the same for every
+/// request under one configuration, so a rule set runs them once and each request starts from
+/// a copy of what they left.
+#[derive(Debug)]
+pub(super) struct Prefix {
+    /// The phase 1 index to go on from.
+    resume: usize,
+    tx: super::tx::TxParts,
+    matched_var: Vec<u8>,
+    matched_var_name: String,
+    matched_vars: Vec<Entry>,
+    rule_id: u32,
+    rule_msg: String,
+}
+
+/// What of a configuration the leading TX rules can see.
+pub(super) fn prefix_key(cfg: &WafConfig) -> (u8, u32, &std::collections::BTreeMap<String, String>) {
+    (cfg.paranoia.clamp(1, 4), cfg.inbound_threshold, &cfg.tx)
+}
+
+impl Prefix {
+    /// The number of phase 1 items it stands for.
+    pub(super) fn len(&self) -> usize {
+        self.resume
     }
+}
+
+/// Runs the leading TX-only items (`RuleSet::prefix_class`) on an empty request, up to the
+/// first whose request-dependent part would run.
+pub(super) fn run_prefix(rs: &RuleSet, cfg: &WafConfig) -> Option<Prefix> {
+    if rs.prefix_class.is_empty() || cfg.mode == Mode::Off {
+        return None;
+    }
+    let mut ev = new_ev(rs, &crate::HttpRequest::default(), cfg);
+    // Items run one at a time; the first that leaves anything but TX and the matched
+    // variables changed (a logged match, a stop, a `ctl`), or that is TX-only in its first
+    // link alone and matched there, is undone and ends the prefix.
+    let clean = |st: &St<'_>| {
+        st.matches.is_empty()
+            && !st.stop
+            && !st.blocked
+            && st.mode == cfg.mode
+            && st.removed_ids.is_empty()
+            && st.removed_tags.is_empty()
+            && st.removed_targets.is_empty()
+            && st.body_proc.is_none()
+            && !st.force_body
+    };
+    let mut i = 0;
+    while i < rs.prefix_class.len() {
+        let saved = ev.st.clone();
+        let next = ev.run_phase_from(0, i, i + 1);
+        let first_link_only = match &rs.phases[0][i] {
+            Item::Rule(r) => rs.prefix_class[i] == 1 && ev.st.rule_id == r.id,
+            Item::Marker(_) => false,
+        };
+        if first_link_only || !clean(&ev.st) {
+            ev.st = saved;
+            break;
+        }
+        i = next;
+    }
+    if i == 0 {
+        return None;
+    }
+    let resume = i;
+    let st = &ev.st;
+    Some(Prefix {
+        resume,
+        tx: st.tx.to_parts(),
+        matched_var: st.matched_var.clone(),
+        matched_var_name: st.matched_var_name.clone(),
+        matched_vars: st.matched_vars.as_slice().to_vec(),
+        rule_id: st.rule_id,
+        rule_msg: st.rule_msg.clone(),
+    })
+}
+
+fn new_ev<'r>(rs: &'r RuleSet, http: &crate::HttpRequest, cfg: &'r WafConfig) -> Ev<'r> {
     let limits = &rs.config.limits;
     let mut ev = Ev {
         rs,
@@ -583,6 +692,7 @@ pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig)
             by_content: FastMap::with_capacity_and_hasher(256, Default::default()),
             steps: FastMap::with_capacity_and_hasher(512, Default::default()),
             n_nodes: rs.nodes.len(),
+            union_from: 1,
             ..Default::default()
         },
         phase: 1,
@@ -601,9 +711,48 @@ pub(super) fn evaluate(rs: &RuleSet, http: &crate::HttpRequest, cfg: &WafConfig)
     for (k, v) in &cfg.tx {
         tx.set(&k.to_ascii_lowercase(), v.as_bytes());
     }
-    ev.run_phase(0);
+    ev
+}
+
+pub(super) fn evaluate(
+    rs: &RuleSet,
+    http: &crate::HttpRequest,
+    cfg: &WafConfig,
+    prefix: Option<&Prefix>,
+) -> Verdict {
+    if cfg.mode == Mode::Off {
+        return Verdict {
+            action: Action::Allow,
+            score: 0,
+            matches: Vec::new(),
+        };
+    }
+    let limits = &rs.config.limits;
+    let mut ev = new_ev(rs, http, cfg);
+    let start = match prefix {
+        Some(p) => {
+            let st = &mut ev.st;
+            st.tx = Tx::from_parts(&rs.tx_names, &p.tx);
+            st.matched_var.clone_from(&p.matched_var);
+            st.matched_var_name.clone_from(&p.matched_var_name);
+            st.matched_vars = MatchList {
+                len: p.matched_vars.len(),
+                items: p.matched_vars.clone(),
+            };
+            st.rule_id = p.rule_id;
+            st.rule_msg.clone_from(&p.rule_msg);
+            p.resume
+        }
+        None => 0,
+    };
+    ev.run_phase_from(0, start, usize::MAX);
     if !ev.st.stop {
         let proc_override = ev.st.body_proc.clone();
+        // Without a body, phase 2 sees the request values phase 1 saw: the prefilter's
+        // per-filter unions stay valid.
+        if ev.req.body_length != 0 {
+            ev.cache.union_from = 2;
+        }
         ev.req.process_body(proc_override.as_deref(), limits);
         // A body's arguments (names and values) each go through a few dozen chains: size the
         // step memo for them once rather than rehash it as it grows.
@@ -662,10 +811,16 @@ impl Ev<'_> {
     }
 
     fn run_phase(&mut self, p: usize) {
+        self.run_phase_from(p, 0, usize::MAX);
+    }
+
+    /// Runs phase `p`'s items from index `start` until one at or past `limit` is next;
+    /// returns that index.
+    fn run_phase_from(&mut self, p: usize, start: usize, limit: usize) -> usize {
         let rs = self.rs;
         let items = &rs.phases[p];
-        let mut i = 0;
-        while i < items.len() && !self.st.stop {
+        let mut i = start;
+        while i < items.len() && i < limit && !self.st.stop {
             let Item::Rule(r) = &items[i] else {
                 i += 1;
                 continue;
@@ -696,6 +851,7 @@ impl Ev<'_> {
                 i += 1;
             }
         }
+        i
     }
 
     fn actions(&mut self, head: &Rule) {
@@ -839,7 +995,7 @@ impl Ev<'_> {
                                 out.push(Val {
                                     shown: Var::Tx,
                                     src: match t.tx_slot {
-                                        NO_SLOT => Src::Owned(n.clone(), v.to_vec()),
+                                        NO_SLOT => Src::Owned(Box::new((n.clone(), v.to_vec()))),
                                         s => Src::Tx(s),
                                     },
                                 });
@@ -856,7 +1012,7 @@ impl Ev<'_> {
                                 src: match tr {
                                     TxRef::Slot(s) => Src::Tx(s),
                                     TxRef::Extra(k) => {
-                                        Src::Owned(k.to_string(), st.tx.value(tr).to_vec())
+                                        Src::Owned(Box::new((k.to_string(), st.tx.value(tr).to_vec())))
                                     }
                                 },
                             });
@@ -872,7 +1028,7 @@ impl Ev<'_> {
                         };
                         out.push(Val {
                             shown: t.var,
-                            src: Src::Owned(k.clone(), val),
+                            src: Src::Owned(Box::new((k.clone(), val))),
                         });
                     }
                 }
@@ -880,7 +1036,7 @@ impl Ev<'_> {
                     for (k, v) in xml_entries(req, t.key.as_ref()) {
                         out.push(Val {
                             shown: Var::Xml,
-                            src: Src::Owned(k.clone(), v.clone()),
+                            src: Src::Owned(Box::new((k.clone(), v.clone()))),
                         });
                     }
                 }
@@ -937,7 +1093,8 @@ impl Ev<'_> {
             cache.union_phase = vec![0; pf.filters.len()];
             cache.union_marked = vec![false; pf.filters.len()];
         }
-        if cache.union_phase[fi as usize] == *phase {
+        let at = cache.union_phase[fi as usize];
+        if at != 0 && at >= cache.union_from {
             return bit(&cache.union, &cache.union_marked);
         }
         let nodes = &rs.nodes;
@@ -1034,7 +1191,7 @@ impl Ev<'_> {
                         cacheable.then_some(scalar_key(*s, *phase)),
                     )
                 }
-                Src::Owned(_, b) => (Cow::Borrowed(b.as_slice()), None),
+                Src::Owned(o) => (Cow::Borrowed(o.1.as_slice()), None),
                 Src::Count(n) => (count_bytes(*n), None),
                 Src::Tx(s) => (Cow::Borrowed(st.tx.get_slot(*s).unwrap_or_default()), None),
             };

@@ -428,6 +428,10 @@ pub struct RuleSet {
     prefilter: Option<Prefilter>,
     /// The TX names the rules spell out, each with a slot.
     tx_names: tx::TxNames,
+    /// Phase 1's leading items that only read and write TX ([`tx_only_prefix`]), and what
+    /// they leave under this rule set's configuration (computed at the first evaluation).
+    prefix_class: Vec<u8>,
+    prefix: std::sync::OnceLock<Option<eval::Prefix>>,
     config: WafConfig,
     file_engine: Option<Mode>,
     rule_count: usize,
@@ -496,6 +500,7 @@ impl RuleSet {
         let skip_to = [resolve_skips(&phases[0]), resolve_skips(&phases[1])];
         let prefilter = build_prefilter(&mut phases);
         let tx_names = assign_tx_slots(&mut phases, config);
+        let prefix_class = tx_only_prefix(&phases[0]);
         let mut config = config.clone();
         if let Some(l) = b.body_limit {
             config.limits.max_body_bytes = config.limits.max_body_bytes.min(l);
@@ -511,6 +516,8 @@ impl RuleSet {
             unsupported: b.unsupported,
             prefilter,
             tx_names,
+            prefix_class,
+            prefix: std::sync::OnceLock::new(),
             config,
             file_engine: b.engine,
             rule_count,
@@ -568,18 +575,82 @@ impl RuleSet {
 
     /// Evaluates one request. Never panics; cost grows with the request size.
     pub fn evaluate(&self, req: &crate::HttpRequest) -> Verdict {
-        eval::evaluate(self, req, &self.config)
+        eval::evaluate(self, req, &self.config, self.prefix())
     }
 
     /// Evaluates with another configuration's mode, paranoia and TX overrides (same rules).
     pub fn evaluate_with(&self, req: &crate::HttpRequest, config: &WafConfig) -> Verdict {
-        eval::evaluate(self, req, config)
+        let prefix = if eval::prefix_key(config) == eval::prefix_key(&self.config) {
+            self.prefix()
+        } else {
+            None
+        };
+        eval::evaluate(self, req, config, prefix)
+    }
+
+    /// [`RuleSet::evaluate_with`] running every rule, including the leading TX-only ones whose
+    /// outcome the rule set otherwise keeps (for tests that compare the two).
+    #[doc(hidden)]
+    pub fn evaluate_every_rule(&self, req: &crate::HttpRequest, config: &WafConfig) -> Verdict {
+        eval::evaluate(self, req, config, None)
+    }
+
+    /// How many leading phase 1 items decide the same for every request and are run once per
+    /// rule set (0 when none, or when they did not run silently).
+    pub fn tx_prefix_len(&self) -> usize {
+        self.prefix().map_or(0, eval::Prefix::len)
+    }
+
+    fn prefix(&self) -> Option<&eval::Prefix> {
+        self.prefix
+            .get_or_init(|| eval::run_prefix(self, &self.config))
+            .as_ref()
     }
 }
 
 /// Per transformation node: (literal, rule slot) pairs, the next free slot, and the request
 /// variables of the rules that can be skipped as a whole.
 type Group = (Vec<(Vec<u8>, u32)>, u32, Vec<Var>);
+
+/// How each leading item of phase 1 depends on the request, up to the first that reads it:
+/// `2` decides the same for every request under one configuration (its targets, operator
+/// parameter and `setvar`s involve only TX; markers too), `1` only its first link does (so it
+/// is request-independent as long as that link does not match). Whether they then run silently,
+/// without stopping or a `ctl`, is checked when they run: see `eval::run_prefix`.
+fn tx_only_prefix(items: &[Item]) -> Vec<u8> {
+    fn tx_only(m: &Macro) -> bool {
+        m.parts.iter().all(|p| match p {
+            crate::macros::Part::Lit(_) => true,
+            crate::macros::Part::Var(n, _) => n == "TX",
+        })
+    }
+    fn link_safe(r: &Rule) -> bool {
+        !r.is_action
+            && r.targets.iter().all(|t| t.var == Var::Tx)
+            && r.op.param_macro().is_none_or(tx_only)
+    }
+    fn safe(r: &Rule) -> bool {
+        (r.is_action || link_safe(r))
+            && r.setvars.iter().all(|sv| {
+                tx_only(&sv.name)
+                    && match &sv.op {
+                        SetOp::Set(m) | SetOp::Add(m) | SetOp::Sub(m) => tx_only(m),
+                        SetOp::Delete => true,
+                    }
+            })
+            && r.chain.as_deref().is_none_or(safe)
+    }
+    items
+        .iter()
+        .map(|it| match it {
+            Item::Marker(_) => 2,
+            Item::Rule(r) if safe(r) => 2,
+            Item::Rule(r) if link_safe(r) => 1,
+            Item::Rule(_) => 0,
+        })
+        .take_while(|&c| c != 0)
+        .collect()
+}
 
 /// Gives every TX name the rules (or the configuration) spell out a slot, and writes the slots
 /// into the rules that read or set those names.

@@ -196,3 +196,36 @@ SecRule TX:/^paramcounter_/ "@rx ^1$" "id:3,phase:1,pass,log,msg:'%{MATCHED_VAR_
     let got: Vec<(u32, &str)> = v.matches.iter().map(|m| (m.id, m.msg.as_str())).collect();
     assert_eq!(got, vec![(2, "three"), (3, "TX:paramcounter_get")], "{:?}", v.matches);
 }
+
+#[test]
+fn tx_prefix_stops_where_a_rule_would_read_the_request() {
+    let text = r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.a=1"
+SecRule &TX:b "@eq 1" "id:2,phase:1,pass,nolog,setvar:'tx.ua=%{REQUEST_HEADERS.User-Agent}'"
+SecRule TX:ua "@rx evil" "id:3,phase:1,deny,log,msg:'ua'"
+SecRule TX:a "@eq 1" "id:4,phase:1,pass,log,msg:'a is %{tx.a}'"
+"#;
+    let with_ua = |ua: &str| HttpRequest {
+        headers: vec![("Host".into(), "x".into()), ("User-Agent".into(), ua.into())],
+        ..get("/")
+    };
+    // Without tx.b, rule 2's first link never matches: rules 1 to 3 run once per rule set;
+    // rule 4 logs, so the prefix ends before it.
+    let plain = rs(text);
+    assert_eq!(plain.tx_prefix_len(), 3);
+    let v = plain.evaluate(&with_ua("evil"));
+    assert_eq!(v.action, Action::Allow, "{:?}", v.matches);
+    assert_eq!(v.matches.len(), 1);
+    assert_eq!(v.matches[0].msg, "a is 1");
+    // With tx.b set by the configuration, rule 2 reads the request: the prefix stops there.
+    let cfg = WafConfig {
+        tx: [("b".to_string(), "1".to_string())].into(),
+        ..WafConfig::default()
+    };
+    let with_b = RuleSet::from_sources(&[("t.conf".into(), text.into())], &[], &cfg).expect("loads");
+    assert_eq!(with_b.tx_prefix_len(), 1);
+    assert_eq!(with_b.evaluate(&with_ua("evil")).action, Action::Block);
+    assert_eq!(with_b.evaluate(&with_ua("fine")).action, Action::Allow);
+    // The rule set's own prefix is not used for another configuration's TX values.
+    assert_eq!(plain.evaluate_with(&with_ua("evil"), &cfg).action, Action::Block);
+}

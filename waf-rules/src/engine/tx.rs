@@ -49,11 +49,18 @@ impl TxNames {
     }
 }
 
+/// TX values detached from their names.
+#[derive(Debug, Clone)]
+pub(crate) struct TxParts {
+    slots: Vec<Val>,
+    extra: BTreeMap<String, Vec<u8>>,
+}
+
 static NO_NAMES: LazyLock<TxNames> = LazyLock::new(TxNames::default);
 
 /// A slot's value: short ones (scores, flags, paranoia levels) inline, no allocation.
 #[derive(Debug, Clone, Default)]
-enum Val {
+pub(crate) enum Val {
     #[default]
     Unset,
     Short(u8, [u8; 22]),
@@ -86,7 +93,7 @@ impl Val {
 }
 
 /// One request's TX values. Keys are lower-case.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Tx<'n> {
     names: &'n TxNames,
     slots: Vec<Val>,
@@ -112,6 +119,23 @@ impl<'n> Tx<'n> {
             names,
             slots: vec![Val::Unset; names.names.len()],
             extra: BTreeMap::new(),
+        }
+    }
+
+    /// The values, without the borrowed names (for a rule set to keep).
+    pub(crate) fn to_parts(&self) -> TxParts {
+        TxParts {
+            slots: self.slots.clone(),
+            extra: self.extra.clone(),
+        }
+    }
+
+    /// Values saved by [`Tx::to_parts`] from a `Tx` over the same names.
+    pub(crate) fn from_parts(names: &'n TxNames, parts: &TxParts) -> Tx<'n> {
+        Tx {
+            names,
+            slots: parts.slots.clone(),
+            extra: parts.extra.clone(),
         }
     }
 
