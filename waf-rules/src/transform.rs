@@ -99,39 +99,42 @@ impl Transform {
         })
     }
 
-    /// True when the transformation certainly returns `input` unchanged (a cheap scan), so
-    /// callers can skip building a copy. `false` means "maybe changed".
+    /// Whether applying the transformation would leave `input` unchanged (so a caller can
+    /// skip the copy). Never claims a no-op wrongly; may miss some.
     pub fn is_noop(self, input: &[u8]) -> bool {
-        let none = |f: fn(u8) -> bool| !input.iter().any(|&b| f(b));
-        match self {
-            Transform::UrlDecodeUni | Transform::UrlDecode => none(|b| b == b'%' || b == b'+'),
-            Transform::Lowercase => none(|b| b.is_ascii_uppercase()),
-            Transform::Uppercase => none(|b| b.is_ascii_lowercase()),
-            Transform::JsDecode | Transform::CssDecode | Transform::EscapeSeqDecode => {
-                none(|b| b == b'\\')
-            }
-            Transform::HtmlEntityDecode => none(|b| b == b'&'),
-            Transform::Utf8ToUnicode => input.is_ascii(),
-            Transform::RemoveNulls | Transform::ReplaceNulls => none(|b| b == 0),
-            Transform::RemoveWhitespace => none(is_space),
-            Transform::CompressWhitespace => {
-                none(|b| is_space(b) && b != b' ') && !input.windows(2).any(|w| w == b"  ")
-            }
-            Transform::ReplaceComments | Transform::RemoveCommentsChar => {
-                none(|b| b == b'*' || b == b'-' || b == b'#')
-            }
-            Transform::NormalizePath => path_is_normal(input),
-            Transform::NormalizePathWin => none(|b| b == b'\\') && path_is_normal(input),
-            Transform::Trim => {
-                input
-                    .first()
-                    .is_none_or(|b| !b.is_ascii_whitespace() && *b != 0x0b)
-                    && input
-                        .last()
-                        .is_none_or(|b| !b.is_ascii_whitespace() && *b != 0x0b)
-            }
-            _ => false,
+        match self.noop_by_flags(byte_flags(input)) {
+            Some(b) => b,
+            None => match self {
+                Transform::NormalizePath => path_is_normal(input),
+                Transform::NormalizePathWin => !input.contains(&b'\\') && path_is_normal(input),
+                _ => false,
+            },
         }
+    }
+
+    /// [`Transform::is_noop`] from the [`byte_flags`] of the input alone, where they decide
+    /// it (`None` for the path normalisations, which look at the bytes themselves).
+    pub fn noop_by_flags(self, f: u32) -> Option<bool> {
+        use flags::*;
+        let none = |mask: u32| f & mask == 0;
+        Some(match self {
+            Transform::UrlDecodeUni | Transform::UrlDecode => none(PCT_PLUS),
+            Transform::Lowercase => none(UPPER),
+            Transform::Uppercase => none(LOWER),
+            Transform::JsDecode | Transform::CssDecode | Transform::EscapeSeqDecode => none(BSLASH),
+            Transform::HtmlEntityDecode => none(AMP),
+            Transform::Utf8ToUnicode => none(NON_ASCII),
+            Transform::RemoveNulls | Transform::ReplaceNulls => none(NUL),
+            Transform::RemoveWhitespace => none(SPACE),
+            Transform::CompressWhitespace => none(ODD_SPACE | DOUBLE_SPACE),
+            Transform::ReplaceComments | Transform::RemoveCommentsChar => none(COMMENT),
+            // cmdLine deletes quotes, `\` and `^`, folds `,` `;` and whitespace runs into one
+            // space (dropped before `/` and `(`) and lower-cases: none of those, no change.
+            Transform::CmdLine => none(CMDLINE | UPPER),
+            Transform::Trim => none(TRIM_EDGE),
+            Transform::NormalizePath | Transform::NormalizePathWin => return None,
+            _ => false,
+        })
     }
 
     /// Applies the transformation.
@@ -202,7 +205,101 @@ fn hexval(b: u8) -> Option<u8> {
     }
 }
 
-fn is_space(b: u8) -> bool {
+/// What [`byte_flags`] reports about a value.
+pub mod flags {
+    /// `%` or `+`.
+    pub const PCT_PLUS: u32 = 1;
+    /// An ASCII capital.
+    pub const UPPER: u32 = 1 << 1;
+    /// An ASCII small letter.
+    pub const LOWER: u32 = 1 << 2;
+    /// A backslash.
+    pub const BSLASH: u32 = 1 << 3;
+    /// `&`.
+    pub const AMP: u32 = 1 << 4;
+    /// A byte above 0x7f.
+    pub const NON_ASCII: u32 = 1 << 5;
+    /// A NUL byte.
+    pub const NUL: u32 = 1 << 6;
+    /// Whitespace as `removeWhitespace` sees it.
+    pub const SPACE: u32 = 1 << 7;
+    /// Whitespace other than a plain space.
+    pub const ODD_SPACE: u32 = 1 << 8;
+    /// Two spaces in a row.
+    pub const DOUBLE_SPACE: u32 = 1 << 9;
+    /// `*`, `-` or `#` (comment syntax).
+    pub const COMMENT: u32 = 1 << 10;
+    /// A byte `cmdLine` deletes or folds: quotes, `\`, `^`, `,`, `;`, space, tab, CR, LF.
+    pub const CMDLINE: u32 = 1 << 11;
+    /// Whitespace (or 0x0b) at either end, which `trim` removes.
+    pub const TRIM_EDGE: u32 = 1 << 12;
+}
+
+/// The [`flags`] of a value, in one pass.
+pub fn byte_flags(input: &[u8]) -> u32 {
+    use flags::*;
+    static CLASS: [u16; 256] = {
+        let mut t = [0u16; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            let mut f = 0u32;
+            if c == b'%' || c == b'+' {
+                f |= PCT_PLUS;
+            }
+            if c.is_ascii_uppercase() {
+                f |= UPPER;
+            }
+            if c.is_ascii_lowercase() {
+                f |= LOWER;
+            }
+            if c == b'\\' {
+                f |= BSLASH;
+            }
+            if c == b'&' {
+                f |= AMP;
+            }
+            if c >= 0x80 {
+                f |= NON_ASCII;
+            }
+            if c == 0 {
+                f |= NUL;
+            }
+            if is_space(c) {
+                f |= SPACE;
+                if c != b' ' {
+                    f |= ODD_SPACE;
+                }
+            }
+            if c == b'*' || c == b'-' || c == b'#' {
+                f |= COMMENT;
+            }
+            if matches!(
+                c,
+                b'"' | b'\'' | b'\\' | b'^' | b',' | b';' | b' ' | b'\t' | b'\r' | b'\n'
+            ) {
+                f |= CMDLINE;
+            }
+            t[b] = f as u16;
+            b += 1;
+        }
+        t
+    };
+    let mut f = 0u32;
+    for &b in input {
+        f |= u32::from(CLASS[b as usize]);
+    }
+    if f & SPACE != 0 && input.windows(2).any(|w| w == b"  ") {
+        f |= DOUBLE_SPACE;
+    }
+    let edge = |b: &u8| matches!(*b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    if input.first().is_some_and(edge) || input.last().is_some_and(edge) {
+        f |= TRIM_EDGE;
+    }
+    f
+}
+
+const fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0xa0)
 }
 

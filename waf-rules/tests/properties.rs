@@ -54,7 +54,7 @@ fn interesting_bytes() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(
         prop_oneof![
             any::<u8>(),
-            prop::sample::select(b"%uU+&#;\\/.*-x0123456789abcdefABCDEF \t\n'\"".to_vec()),
+            prop::sample::select(b"%uU+&#;\\/.*-x0123456789abcdefABCDEF \t\n'\"^,(\r".to_vec()),
         ],
         0..64,
     )

@@ -34,6 +34,8 @@ struct Cache {
     steps: FastMap<(u32, Transform), u32>,
     /// Per arena entry: 0 not looked at yet, 1 unmarked, 2 holds a marked byte.
     marked: Vec<u8>,
+    /// Per arena entry: its byte classes (bit 31: computed).
+    byte_flags: Vec<u32>,
     /// Content hash → arena index, for interning.
     by_content: FastMap<u64, u32>,
     /// Arena index → offset in `bits` of its slot bitset (`u32::MAX`: not scanned yet).
@@ -83,6 +85,19 @@ impl Cache {
         self.arena.push(out);
         self.by_content.entry(h).or_insert(idx);
         idx
+    }
+
+    /// The [`crate::transform::byte_flags`] of arena entry `idx`, computed on first use.
+    fn flags(&mut self, idx: u32) -> u32 {
+        const KNOWN: u32 = 1 << 31;
+        let i = idx as usize;
+        if self.byte_flags.len() <= i {
+            self.byte_flags.resize(self.arena.len().max(i + 1), 0);
+        }
+        if self.byte_flags[i] & KNOWN == 0 {
+            self.byte_flags[i] = crate::transform::byte_flags(&self.arena[i]) | KNOWN;
+        }
+        self.byte_flags[i]
     }
 
     /// Whether arena entry `idx` holds a [`crate::prefilter::marked_byte`].
@@ -477,7 +492,11 @@ fn scalar_row(key: u64) -> Option<usize> {
 
 fn cached(cache: &mut Cache, nodes: &[(u32, Transform)], key: u64, node: u32, raw: &[u8]) -> u32 {
     let dense = dense_table(key).map(|(t, i)| (t, i * cache.n_nodes + node as usize));
-    let srow = if dense.is_none() { scalar_row(key) } else { None };
+    let srow = if dense.is_none() {
+        scalar_row(key)
+    } else {
+        None
+    };
     match (dense, srow) {
         (Some((t, at)), _) => {
             if let Some(&i) = cache.dense[t].get(at) {
@@ -507,19 +526,24 @@ fn cached(cache: &mut Cache, nodes: &[(u32, Transform)], key: u64, node: u32, ra
     } else {
         let (parent, t) = nodes[node as usize];
         let pi = cached(cache, nodes, key, parent, raw);
-        match cache.steps.get(&(pi, t)) {
-            Some(&i) => i,
-            None => {
-                let i = if t.is_noop(&cache.arena[pi as usize]) {
-                    // Unchanged: share the parent's result instead of copying it.
-                    pi
-                } else {
-                    let out = t.apply(&cache.arena[pi as usize]);
-                    cache.intern(out)
-                };
-                cache.steps.insert((pi, t), i);
-                i
-            }
+        // Most steps change nothing in most values: tell from the content's byte classes,
+        // computed once per content, before any lookup.
+        match t.noop_by_flags(cache.flags(pi)) {
+            Some(true) => pi,
+            _ => match cache.steps.get(&(pi, t)) {
+                Some(&i) => i,
+                None => {
+                    let i = if t.is_noop(&cache.arena[pi as usize]) {
+                        // Unchanged: share the parent's result instead of copying it.
+                        pi
+                    } else {
+                        let out = t.apply(&cache.arena[pi as usize]);
+                        cache.intern(out)
+                    };
+                    cache.steps.insert((pi, t), i);
+                    i
+                }
+            },
         }
     };
     match (dense, srow) {
@@ -613,7 +637,9 @@ pub(super) struct Prefix {
 }
 
 /// What of a configuration the leading TX rules can see.
-pub(super) fn prefix_key(cfg: &WafConfig) -> (u8, u32, &std::collections::BTreeMap<String, String>) {
+pub(super) fn prefix_key(
+    cfg: &WafConfig,
+) -> (u8, u32, &std::collections::BTreeMap<String, String>) {
     (cfg.paranoia.clamp(1, 4), cfg.inbound_threshold, &cfg.tx)
 }
 
@@ -1011,9 +1037,10 @@ impl Ev<'_> {
                                 shown: Var::Tx,
                                 src: match tr {
                                     TxRef::Slot(s) => Src::Tx(s),
-                                    TxRef::Extra(k) => {
-                                        Src::Owned(Box::new((k.to_string(), st.tx.value(tr).to_vec())))
-                                    }
+                                    TxRef::Extra(k) => Src::Owned(Box::new((
+                                        k.to_string(),
+                                        st.tx.value(tr).to_vec(),
+                                    ))),
                                 },
                             });
                         }
@@ -1108,7 +1135,10 @@ impl Ev<'_> {
                     let ti = cached(cache, nodes, key, f.node, raw);
                     marked = marked || cache.is_marked(ti);
                     let o = cache.content_bits(pf, ti);
-                    or_into(&mut cache.union[range.clone()], &cache.bits[o + range.start..]);
+                    or_into(
+                        &mut cache.union[range.clone()],
+                        &cache.bits[o + range.start..],
+                    );
                 }
             } else if v == Var::Xml {
                 if req.xml_text.is_empty() && req.xml_attrs.is_empty() {
@@ -1127,7 +1157,10 @@ impl Ev<'_> {
                 let ti = cached(cache, nodes, key, f.node, &raw);
                 marked = marked || cache.is_marked(ti);
                 let o = cache.content_bits(pf, ti);
-                or_into(&mut cache.union[range.clone()], &cache.bits[o + range.start..]);
+                or_into(
+                    &mut cache.union[range.clone()],
+                    &cache.bits[o + range.start..],
+                );
             }
         }
         cache.union_phase[fi as usize] = *phase;

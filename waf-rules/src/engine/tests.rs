@@ -194,7 +194,12 @@ SecRule TX:/^paramcounter_/ "@rx ^1$" "id:3,phase:1,pass,log,msg:'%{MATCHED_VAR_
 "#);
     let v = r.evaluate(&get("/"));
     let got: Vec<(u32, &str)> = v.matches.iter().map(|m| (m.id, m.msg.as_str())).collect();
-    assert_eq!(got, vec![(2, "three"), (3, "TX:paramcounter_get")], "{:?}", v.matches);
+    assert_eq!(
+        got,
+        vec![(2, "three"), (3, "TX:paramcounter_get")],
+        "{:?}",
+        v.matches
+    );
 }
 
 #[test]
@@ -206,7 +211,10 @@ SecRule TX:ua "@rx evil" "id:3,phase:1,deny,log,msg:'ua'"
 SecRule TX:a "@eq 1" "id:4,phase:1,pass,log,msg:'a is %{tx.a}'"
 "#;
     let with_ua = |ua: &str| HttpRequest {
-        headers: vec![("Host".into(), "x".into()), ("User-Agent".into(), ua.into())],
+        headers: vec![
+            ("Host".into(), "x".into()),
+            ("User-Agent".into(), ua.into()),
+        ],
         ..get("/")
     };
     // Without tx.b, rule 2's first link never matches: rules 1 to 3 run once per rule set;
@@ -222,10 +230,14 @@ SecRule TX:a "@eq 1" "id:4,phase:1,pass,log,msg:'a is %{tx.a}'"
         tx: [("b".to_string(), "1".to_string())].into(),
         ..WafConfig::default()
     };
-    let with_b = RuleSet::from_sources(&[("t.conf".into(), text.into())], &[], &cfg).expect("loads");
+    let with_b =
+        RuleSet::from_sources(&[("t.conf".into(), text.into())], &[], &cfg).expect("loads");
     assert_eq!(with_b.tx_prefix_len(), 1);
     assert_eq!(with_b.evaluate(&with_ua("evil")).action, Action::Block);
     assert_eq!(with_b.evaluate(&with_ua("fine")).action, Action::Allow);
     // The rule set's own prefix is not used for another configuration's TX values.
-    assert_eq!(plain.evaluate_with(&with_ua("evil"), &cfg).action, Action::Block);
+    assert_eq!(
+        plain.evaluate_with(&with_ua("evil"), &cfg).action,
+        Action::Block
+    );
 }

@@ -174,17 +174,15 @@ impl<'n> Tx<'n> {
         };
         match slot {
             Some(s) => self.slots[s as usize].set(value),
-            None => {
-                match self.extra.get_mut(key) {
-                    Some(v) => {
-                        v.clear();
-                        v.extend_from_slice(value);
-                    }
-                    None => {
-                        self.extra.insert(key.to_string(), value.to_vec());
-                    }
+            None => match self.extra.get_mut(key) {
+                Some(v) => {
+                    v.clear();
+                    v.extend_from_slice(value);
                 }
-            }
+                None => {
+                    self.extra.insert(key.to_string(), value.to_vec());
+                }
+            },
         }
     }
 
@@ -304,7 +302,10 @@ mod tests {
         tx.set_capture(0, b"grp");
         assert_eq!(tx.get("0"), Some(&b"grp"[..]));
         tx.set("c", b"a value longer than twenty-two bytes");
-        assert_eq!(tx.get("c"), Some(&b"a value longer than twenty-two bytes"[..]));
+        assert_eq!(
+            tx.get("c"),
+            Some(&b"a value longer than twenty-two bytes"[..])
+        );
         tx.set("c", b"short");
         assert_eq!(tx.get("c"), Some(&b"short"[..]));
     }
