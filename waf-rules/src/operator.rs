@@ -452,10 +452,13 @@ fn invalid_url_encoding(v: &[u8]) -> bool {
 }
 
 /// An operator's parameter: used as written when it holds no macro, without a copy.
-fn param<'m>(m: &'m Macro, expand: &dyn Fn(&Macro) -> Vec<u8>) -> std::borrow::Cow<'m, [u8]> {
+fn param<'a>(
+    m: &'a Macro,
+    expand: &dyn Fn(&'a Macro) -> std::borrow::Cow<'a, [u8]>,
+) -> std::borrow::Cow<'a, [u8]> {
     match m.literal() {
         Some(l) => std::borrow::Cow::Borrowed(l),
-        None => std::borrow::Cow::Owned(expand(m)),
+        None => expand(m),
     }
 }
 
@@ -490,12 +493,13 @@ impl Operator {
         }
     }
 
-    /// Runs the operator; `expand` resolves macros in the parameter.
-    pub fn run(
-        &self,
+    /// Runs the operator; `expand` resolves macros in the parameter (borrowing the value
+    /// where it can: `@within %{tx.restricted_headers_basic}` reads a long list per header).
+    pub fn run<'a>(
+        &'a self,
         v: &[u8],
         want_captures: bool,
-        expand: &dyn Fn(&Macro) -> Vec<u8>,
+        expand: &dyn Fn(&'a Macro) -> std::borrow::Cow<'a, [u8]>,
     ) -> Option<Found> {
         let param = |m| param(m, expand);
         let yes = || Some(Found::default());
@@ -599,7 +603,7 @@ mod tests {
 
     fn run(op: &Operator, v: &str) -> bool {
         op.run(v.as_bytes(), false, &|m| {
-            m.literal().unwrap_or_default().to_vec()
+            std::borrow::Cow::Borrowed(m.literal().unwrap_or_default())
         })
         .is_some()
     }
@@ -609,7 +613,7 @@ mod tests {
         let op = Operator::Rx(Rx::new("a.b", Compile::Eager, false).expect("compiles"));
         assert!(run(&op, "a\nb"));
         let op = Operator::Rx(Rx::new(r"\xff", Compile::Lazy, false).expect("compiles"));
-        assert!(op.run(&[0xff], false, &|_| Vec::new()).is_some());
+        assert!(op.run(&[0xff], false, &|_| std::borrow::Cow::Borrowed(&[])).is_some());
         // A non-ASCII character in a class is its bytes, as PCRE without UTF mode reads it.
         let op = Operator::Rx(Rx::new("^[’]{3}$", Compile::Lazy, false).expect("compiles"));
         assert!(run(&op, "’"));
@@ -639,7 +643,7 @@ mod tests {
         assert!(run(&Operator::ValidateUrlEncoding, "%zz"));
         assert!(!run(&Operator::ValidateUrlEncoding, "%41"));
         assert!(Operator::ValidateUtf8Encoding
-            .run(&[0xc0, 0x80], false, &|_| Vec::new())
+            .run(&[0xc0, 0x80], false, &|_| std::borrow::Cow::Borrowed(&[]))
             .is_some());
         let ip = ip_match("127.0.0.1,10.0.0.0/8,::1").expect("parses");
         assert!(run(&ip, "10.2.3.4"));

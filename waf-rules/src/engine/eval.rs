@@ -618,6 +618,9 @@ struct Ev<'r> {
     phase: u64,
     /// Emptied value lists, reused by `collect` (rules run nested through chains).
     pool: Vec<Vec<Val>>,
+    /// multiMatch's transformation chain and candidate values, reused across values.
+    chain_buf: Vec<u32>,
+    cand_buf: Vec<u32>,
 }
 
 /// The state after phase 1's leading rules that read and write nothing but TX (CRS's
@@ -723,6 +726,8 @@ fn new_ev<'r>(rs: &'r RuleSet, http: &crate::HttpRequest, cfg: &'r WafConfig) ->
         },
         phase: 1,
         pool: Vec::new(),
+        chain_buf: Vec::new(),
+        cand_buf: Vec::new(),
     };
     let tx = &mut ev.st.tx;
     let mut num = [0u8; 20];
@@ -1203,6 +1208,8 @@ impl Ev<'_> {
                 st,
                 cache,
                 phase,
+                chain_buf,
+                cand_buf,
                 ..
             } = self;
             let (raw, key): (Cow<[u8]>, Option<u64>) = match &v.src {
@@ -1252,9 +1259,11 @@ impl Ev<'_> {
             // multiMatch: the operator also runs on the raw value and after every step that
             // changes it. With a cache key those are the chain's ancestors in the trie, each
             // interned once; the prefilter drops the ones holding none of the literals.
-            let mut candidates: Vec<u32> = Vec::new();
+            let candidates = &mut *cand_buf;
+            candidates.clear();
             if let (true, Some(k), Some(ti)) = (r.multi_match && r.tnode != 0, key, tv_idx) {
-                let mut chain = Vec::new();
+                let chain = &mut *chain_buf;
+                chain.clear();
                 let mut n = r.tnode;
                 while n != 0 {
                     n = nodes[n as usize].0;
@@ -1283,7 +1292,16 @@ impl Ev<'_> {
             let st_ro: &St = st;
             let req_ro: &Request = req;
             let res = |n: &str, k: Option<&str>| resolve(req_ro, st_ro, n, k);
-            let expand = |m: &Macro| m.expand(&res);
+            let expand = |m: &Macro| -> Cow<[u8]> {
+                // A parameter that is one TX value (CRS's lists of allowed and restricted
+                // names): read in place.
+                match m.single_var() {
+                    Some(("TX", Some(k))) if !k.bytes().any(|b| b.is_ascii_uppercase()) => {
+                        Cow::Borrowed(st_ro.tx.get(k).unwrap_or_default())
+                    }
+                    _ => Cow::Owned(m.expand(&res)),
+                }
+            };
             let mut found = match (run_final, tv_idx) {
                 (false, _) => None,
                 (true, Some(i)) if r.op.worth_memoizing() => {
@@ -1303,7 +1321,7 @@ impl Ev<'_> {
             let mut multi_hit: Option<Vec<u8>> = None;
             if !hit && r.multi_match && r.tnode != 0 {
                 if tv_idx.is_some() && key.is_some() {
-                    for &c in &candidates {
+                    for &c in candidates.iter() {
                         let c = &cache.arena[c as usize];
                         let f = r.op.run(c, r.capture, &expand);
                         if f.is_some() != r.negated {
