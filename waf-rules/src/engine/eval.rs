@@ -467,17 +467,22 @@ fn dense_table(key: u64) -> Option<(usize, usize)> {
     if key & (1 << 32) != 0 {
         return None;
     }
-    let base = key >> 33;
-    let t = [
-        Var::Args,
-        Var::Headers,
-        Var::Cookies,
-        Var::Files,
-        Var::FilesSizes,
-        Var::MultipartPartHeaders,
-    ]
-    .iter()
-    .position(|&v| v as u64 == base)?;
+    // Collection variable → its table pair (`NONE`: not a dense collection).
+    const NONE: u8 = u8::MAX;
+    const TABLE_OF: [u8; 64] = {
+        let mut t = [NONE; 64];
+        t[Var::Args as usize] = 0;
+        t[Var::Headers as usize] = 1;
+        t[Var::Cookies as usize] = 2;
+        t[Var::Files as usize] = 3;
+        t[Var::FilesSizes as usize] = 4;
+        t[Var::MultipartPartHeaders as usize] = 5;
+        t
+    };
+    let t = match TABLE_OF.get((key >> 33) as usize) {
+        Some(&t) if t != NONE => t as usize,
+        _ => return None,
+    };
     Some((
         t * 2 + (key & 1) as usize,
         ((key >> 1) & 0x7fff_ffff) as usize,
@@ -490,7 +495,26 @@ fn scalar_row(key: u64) -> Option<usize> {
     (key & (1 << 32) != 0 && phase <= 2).then(|| (key >> 33) as usize * 3 + phase as usize)
 }
 
+/// [`cached_slow`] with the lookup of an already computed result inlined (most calls).
+#[inline]
 fn cached(cache: &mut Cache, nodes: &[(u32, Transform)], key: u64, node: u32, raw: &[u8]) -> u32 {
+    if let Some((t, i)) = dense_table(key) {
+        if let Some(&i) = cache.dense[t].get(i * cache.n_nodes + node as usize) {
+            if i != u32::MAX {
+                return i;
+            }
+        }
+    }
+    cached_slow(cache, nodes, key, node, raw)
+}
+
+fn cached_slow(
+    cache: &mut Cache,
+    nodes: &[(u32, Transform)],
+    key: u64,
+    node: u32,
+    raw: &[u8],
+) -> u32 {
     let dense = dense_table(key).map(|(t, i)| (t, i * cache.n_nodes + node as usize));
     let srow = if dense.is_none() {
         scalar_row(key)
@@ -977,7 +1001,15 @@ impl Ev<'_> {
         }
     }
 
+    #[inline]
     fn is_excluded(&self, head: &Rule, r: &Rule, var: Var, key: Option<&str>) -> bool {
+        if r.excludes.is_empty() && self.st.removed_targets.is_empty() {
+            return false;
+        }
+        self.is_excluded_by_rule(head, r, var, key)
+    }
+
+    fn is_excluded_by_rule(&self, head: &Rule, r: &Rule, var: Var, key: Option<&str>) -> bool {
         if r.excludes.iter().any(|ex| excluded(var, key, ex)) {
             return true;
         }
