@@ -21,6 +21,22 @@ fn shared_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared")
 }
 
+/// The CRS directory under the shared folder; `None` (the test returns) only when it is
+/// missing and `FLASHEDGE_ALLOW_NO_SHARED=1` says that is on purpose.
+fn crs_dir() -> Option<PathBuf> {
+    let crs = shared_dir().join("crs-4.28.0");
+    if crs.join("rules").is_dir() {
+        return Some(crs);
+    }
+    assert_eq!(
+        std::env::var("FLASHEDGE_ALLOW_NO_SHARED").as_deref(),
+        Ok("1"),
+        "CRS not found under {}",
+        crs.display()
+    );
+    None
+}
+
 fn known_failures() -> BTreeMap<String, String> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/crs-known-failures.txt");
     let text = std::fs::read_to_string(&path)
@@ -164,16 +180,7 @@ fn crs_regression_suite() {
 
 #[test]
 fn crs_blocks_attacks_and_allows_plain_browsing_at_pl1() {
-    let crs = shared_dir().join("crs-4.28.0");
-    if !crs.join("rules").is_dir() {
-        assert_eq!(
-            std::env::var("FLASHEDGE_ALLOW_NO_SHARED").as_deref(),
-            Ok("1"),
-            "CRS not found under {}",
-            crs.display()
-        );
-        return;
-    }
+    let Some(crs) = crs_dir() else { return };
     let rs = waf_rules::crs::load_dir(&crs, &waf_rules::WafConfig::default()).expect("CRS loads");
     let req = |uri: &str| waf_rules::HttpRequest {
         method: "GET".into(),
@@ -218,16 +225,7 @@ fn crs_blocks_attacks_and_allows_plain_browsing_at_pl1() {
 #[test]
 fn running_the_tx_prefix_once_changes_no_verdict() {
     let shared = shared_dir();
-    let crs = shared.join("crs-4.28.0");
-    if !crs.join("rules").is_dir() {
-        assert_eq!(
-            std::env::var("FLASHEDGE_ALLOW_NO_SHARED").as_deref(),
-            Ok("1"),
-            "CRS not found under {}",
-            crs.display()
-        );
-        return;
-    }
+    let Some(crs) = crs_dir() else { return };
     let mut entries: Vec<CorpusEntry> = Vec::new();
     for (file, take) in [("legit-dev.jsonl", 400), ("gotestwaf.jsonl", usize::MAX)] {
         let text = std::fs::read_to_string(shared.join("waf-corpus").join(file))
