@@ -613,7 +613,9 @@ mod tests {
         let op = Operator::Rx(Rx::new("a.b", Compile::Eager, false).expect("compiles"));
         assert!(run(&op, "a\nb"));
         let op = Operator::Rx(Rx::new(r"\xff", Compile::Lazy, false).expect("compiles"));
-        assert!(op.run(&[0xff], false, &|_| std::borrow::Cow::Borrowed(&[])).is_some());
+        assert!(op
+            .run(&[0xff], false, &|_| std::borrow::Cow::Borrowed(&[]))
+            .is_some());
         // A non-ASCII character in a class is its bytes, as PCRE without UTF mode reads it.
         let op = Operator::Rx(Rx::new("^[’]{3}$", Compile::Lazy, false).expect("compiles"));
         assert!(run(&op, "’"));
