@@ -645,6 +645,8 @@ struct Ev<'r> {
     /// multiMatch's transformation chain and candidate values, reused across values.
     chain_buf: Vec<u32>,
     cand_buf: Vec<u32>,
+    /// The rule set's prefix this evaluation started from (its fixed outcomes apply).
+    prefix: Option<&'r Prefix>,
 }
 
 /// The state after phase 1's leading rules that read and write nothing but TX (CRS's
@@ -661,6 +663,104 @@ pub(super) struct Prefix {
     matched_vars: Vec<Entry>,
     rule_id: u32,
     rule_msg: String,
+    /// Per phase and item: the outcome of rules that decide the same for every request after
+    /// the prefix (empty when none were found).
+    fixed: [Vec<Fixed>; 2],
+}
+
+/// A rule whose outcome is the same for every request under one configuration: CRS's paranoia
+/// gates (`TX:detection_paranoia_level "@lt 2" ... skipAfter`), which read TX variables that
+/// nothing after the prefix writes.
+#[derive(Debug)]
+pub(super) enum Fixed {
+    /// Evaluate it.
+    Run,
+    /// It never matches.
+    Never,
+    /// It always matches, leaving these matched variables.
+    Always(Box<(Vec<u8>, String, Vec<Entry>)>),
+}
+
+/// TX names something after the prefix may write: literal `setvar` names, the literal starts
+/// of made names (`header_name_920450_` of `tx.header_name_920450_%{tx.0}`), capture groups.
+#[derive(Default)]
+struct Written {
+    names: std::collections::HashSet<String>,
+    prefixes: Vec<String>,
+    anything: bool,
+}
+
+impl Written {
+    fn of(rs: &RuleSet, resume: usize) -> Written {
+        fn link(r: &Rule, w: &mut Written) {
+            for sv in &r.setvars {
+                match sv.name.literal() {
+                    Some(l) => {
+                        w.names.insert(String::from_utf8_lossy(l).into_owned());
+                    }
+                    None => {
+                        let mut start = String::new();
+                        for part in &sv.name.parts {
+                            match part {
+                                crate::macros::Part::Lit(t) => start.push_str(t),
+                                crate::macros::Part::Var(..) => break,
+                            }
+                        }
+                        if start.is_empty() {
+                            w.anything = true;
+                        } else {
+                            w.prefixes.push(start.to_ascii_lowercase());
+                        }
+                    }
+                }
+            }
+            if r.capture {
+                w.names.extend((0..10).map(|d| d.to_string()));
+            }
+            if let Some(c) = &r.chain {
+                link(c, w);
+            }
+        }
+        let mut w = Written::default();
+        let after = rs.phases[0].iter().skip(resume).chain(&rs.phases[1]);
+        for it in after {
+            if let Item::Rule(r) = it {
+                link(r, &mut w);
+            }
+        }
+        w
+    }
+
+    fn frozen(&self, name: &str) -> bool {
+        !self.anything
+            && !self.names.contains(name)
+            && !self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
+    }
+
+    /// Whether rule `r` reads only TX variables nothing writes after the prefix, and has no
+    /// effect but matching (no chain, `setvar`, `ctl` or capture).
+    fn fixes(&self, r: &Rule) -> bool {
+        let tx_frozen = |m: &Macro| {
+            m.parts.iter().all(|p| match p {
+                crate::macros::Part::Lit(_) => true,
+                crate::macros::Part::Var(n, Some(k)) => {
+                    n == "TX" && self.frozen(&k.to_ascii_lowercase())
+                }
+                crate::macros::Part::Var(_, None) => false,
+            })
+        };
+        !r.is_action
+            && r.chain.is_none()
+            && r.setvars.is_empty()
+            && r.ctls.is_empty()
+            && !r.capture
+            && !r.targets.is_empty()
+            && r.targets.iter().all(|t| match (t.var, &t.key) {
+                (Var::Tx, Some(KeySel::Name(n))) => self.frozen(n),
+                _ => false,
+            })
+            && r.op.param_macro().is_none_or(tx_frozen)
+    }
 }
 
 /// What of a configuration the leading TX rules can see.
@@ -716,6 +816,43 @@ pub(super) fn run_prefix(rs: &RuleSet, cfg: &WafConfig) -> Option<Prefix> {
         return None;
     }
     let resume = i;
+    let written = Written::of(rs, resume);
+    let at_prefix = ev.st.clone();
+    let mut fixed: [Vec<Fixed>; 2] = [Vec::new(), Vec::new()];
+    for (p, out) in fixed.iter_mut().enumerate() {
+        let items = &rs.phases[p];
+        let from = if p == 0 { resume } else { 0 };
+        let mut any = false;
+        *out = items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| match it {
+                Item::Rule(r) if i >= from && written.fixes(r) => {
+                    ev.st = at_prefix.clone();
+                    ev.st.matched_vars.clear();
+                    let matched = ev.run_rule(r, r);
+                    any = true;
+                    if !matched {
+                        Fixed::Never
+                    } else if r.log || r.disruptive != Disruptive::Pass {
+                        Fixed::Run
+                    } else {
+                        let st = &ev.st;
+                        Fixed::Always(Box::new((
+                            st.matched_var.clone(),
+                            st.matched_var_name.clone(),
+                            st.matched_vars.as_slice().to_vec(),
+                        )))
+                    }
+                }
+                _ => Fixed::Run,
+            })
+            .collect();
+        if !any {
+            out.clear();
+        }
+    }
+    ev.st = at_prefix;
     let st = &ev.st;
     Some(Prefix {
         resume,
@@ -725,6 +862,7 @@ pub(super) fn run_prefix(rs: &RuleSet, cfg: &WafConfig) -> Option<Prefix> {
         matched_vars: st.matched_vars.as_slice().to_vec(),
         rule_id: st.rule_id,
         rule_msg: st.rule_msg.clone(),
+        fixed,
     })
 }
 
@@ -752,6 +890,7 @@ fn new_ev<'r>(rs: &'r RuleSet, http: &crate::HttpRequest, cfg: &'r WafConfig) ->
         pool: Vec::new(),
         chain_buf: Vec::new(),
         cand_buf: Vec::new(),
+        prefix: None,
     };
     let tx = &mut ev.st.tx;
     let mut num = [0u8; 20];
@@ -796,6 +935,7 @@ pub(super) fn evaluate(
             };
             st.rule_id = p.rule_id;
             st.rule_msg.clone_from(&p.rule_msg);
+            ev.prefix = Some(p);
             p.resume
         }
         None => 0,
@@ -885,7 +1025,29 @@ impl Ev<'_> {
                 continue;
             }
             self.st.matched_vars.clear();
-            if !self.run_rule(r, r) {
+            // A `ctl` that removed targets may change what a fixed rule reads: run them then.
+            let fixed = match self.prefix {
+                Some(pr) if self.st.removed_targets.is_empty() => pr.fixed[p].get(i),
+                _ => None,
+            };
+            let matched = match fixed {
+                Some(Fixed::Never) => false,
+                Some(Fixed::Always(m)) => {
+                    let (var, name, vars) = &**m;
+                    let st = &mut self.st;
+                    st.rule_id = r.id;
+                    st.matched_var.clone_from(var);
+                    st.matched_var_name.clone_from(name);
+                    for (k, v) in vars {
+                        let e = st.matched_vars.push_empty();
+                        e.0.push_str(k);
+                        e.1.extend_from_slice(v);
+                    }
+                    true
+                }
+                _ => self.run_rule(r, r),
+            };
+            if !matched {
                 i += 1;
                 continue;
             }

@@ -241,3 +241,40 @@ SecRule TX:a "@eq 1" "id:4,phase:1,pass,log,msg:'a is %{tx.a}'"
         Action::Block
     );
 }
+
+#[test]
+fn a_gate_is_fixed_only_when_nothing_after_the_prefix_writes_what_it_reads() {
+    let text = r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.gate=1,setvar:tx.level=1"
+SecRule REQUEST_HEADERS:X-Gate "@streq off" "id:2,phase:1,pass,nolog,setvar:tx.gate=0"
+SecRule TX:gate "@eq 1" "id:3,phase:1,pass,nolog,skipAfter:END-GATE"
+SecRule ARGS "@rx a" "id:4,phase:1,deny,log,msg:'gated'"
+SecMarker END-GATE
+SecRule TX:level "@lt 2" "id:5,phase:1,pass,nolog,skipAfter:END-LEVEL"
+SecRule ARGS "@rx b" "id:6,phase:1,deny,log,msg:'level 2'"
+SecMarker END-LEVEL
+"#;
+    let r = rs(text);
+    assert_eq!(r.tx_prefix_len(), 1);
+    let with_gate = |uri: &str, gate: &str| HttpRequest {
+        headers: vec![("Host".into(), "x".into()), ("X-Gate".into(), gate.into())],
+        ..get(uri)
+    };
+    for (req, blocked) in [
+        // tx.gate is written by rule 2 (request-dependent): rule 3 must run every time.
+        (with_gate("/?q=a", "on"), false),
+        (with_gate("/?q=a", "off"), true),
+        // tx.level is written in the prefix only: rule 5 always skips rule 6.
+        (with_gate("/?q=b", "off"), false),
+    ] {
+        let v = r.evaluate(&req);
+        assert_eq!(
+            v.action == Action::Block,
+            blocked,
+            "{:?}: {:?}",
+            req.headers,
+            v.matches
+        );
+        assert_eq!(v, r.evaluate_every_rule(&req, r.config()));
+    }
+}
