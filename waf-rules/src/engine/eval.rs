@@ -878,10 +878,10 @@ fn new_ev<'r>(rs: &'r RuleSet, http: &crate::HttpRequest, cfg: &'r WafConfig) ->
             ..Default::default()
         },
         cache: Cache {
-            map: FastMap::with_capacity_and_hasher(64, Default::default()),
+            map: FastMap::default(),
             arena: Vec::with_capacity(256),
             by_content: FastMap::with_capacity_and_hasher(256, Default::default()),
-            steps: FastMap::with_capacity_and_hasher(512, Default::default()),
+            steps: FastMap::with_capacity_and_hasher(128, Default::default()),
             n_nodes: rs.nodes.len(),
             union_from: 1,
             ..Default::default()
