@@ -552,12 +552,15 @@ fn cached_slow(
         let pi = cached(cache, nodes, key, parent, raw);
         // Most steps change nothing in most values: tell from the content's byte classes,
         // computed once per content, before any lookup.
-        match t.noop_by_flags(cache.flags(pi)) {
+        let by_flags = t.noop_by_flags(cache.flags(pi));
+        match by_flags {
             Some(true) => pi,
             _ => match cache.steps.get(&(pi, t)) {
                 Some(&i) => i,
                 None => {
-                    let i = if t.is_noop(&cache.arena[pi as usize]) {
+                    // The byte classes decided it already, except for the path steps.
+                    let noop = by_flags.unwrap_or_else(|| t.is_noop(&cache.arena[pi as usize]));
+                    let i = if noop {
                         // Unchanged: share the parent's result instead of copying it.
                         pi
                     } else {
