@@ -303,7 +303,24 @@ async fn a_real_browser_waits_in_line_and_lands_on_the_sale_page() -> Result<()>
         shop: _shop,
         proxy,
     } = Origin::start("browser")?;
-    let extra = room_config_env(ROOM);
+    // A slow line: each absent shopper ahead holds the browser back until its turn is forfeited
+    // (6 s after it is called), so the browser has about 20 s to start and show its place.
+    // With the shared config's 1 s turns a slow Chromium start on a busy machine found the
+    // line already empty and was admitted at once, without a waiting page.
+    let slow = ROOM
+        .replace("max-admitted-per-minute = 120", "max-admitted-per-minute = 6")
+        .replace("min-admitted-per-minute = 30", "min-admitted-per-minute = 6")
+        .replace("\nadmitted-per-minute = 60\n", "\nadmitted-per-minute = 6\n")
+        .replace("abandon-timeout-secs = 4", "abandon-timeout-secs = 6");
+    for line in [
+        "\nadmitted-per-minute = 6\n",
+        "min-admitted-per-minute = 6",
+        "max-admitted-per-minute = 6",
+        "abandon-timeout-secs = 6",
+    ] {
+        ensure!(slow.contains(line), "the slow room config lacks {line:?}");
+    }
+    let extra = room_config_env(&slow);
     let edge = Edge::start_with(&proxy.url(), &key, &dir, &extra)?;
 
     // Four shoppers ahead in line who never come back: the browser waits behind them.
