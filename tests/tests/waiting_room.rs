@@ -308,9 +308,18 @@ async fn a_real_browser_waits_in_line_and_lands_on_the_sale_page() -> Result<()>
     // With the shared config's 1 s turns a slow Chromium start on a busy machine found the
     // line already empty and was admitted at once, without a waiting page.
     let slow = ROOM
-        .replace("max-admitted-per-minute = 120", "max-admitted-per-minute = 6")
-        .replace("min-admitted-per-minute = 30", "min-admitted-per-minute = 6")
-        .replace("\nadmitted-per-minute = 60\n", "\nadmitted-per-minute = 6\n")
+        .replace(
+            "max-admitted-per-minute = 120",
+            "max-admitted-per-minute = 6",
+        )
+        .replace(
+            "min-admitted-per-minute = 30",
+            "min-admitted-per-minute = 6",
+        )
+        .replace(
+            "\nadmitted-per-minute = 60\n",
+            "\nadmitted-per-minute = 6\n",
+        )
         .replace("abandon-timeout-secs = 4", "abandon-timeout-secs = 6");
     for line in [
         "\nadmitted-per-minute = 6\n",
