@@ -58,6 +58,26 @@ impl Macro {
         }
     }
 
+    /// The references in the template: (upper-cased name, key as written).
+    pub fn vars(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(n, k) => Some((n.as_str(), k.as_deref())),
+            Part::Lit(_) => None,
+        })
+    }
+
+    /// The literal text before the first reference (`header_name_920450_` of
+    /// `header_name_920450_%{tx.0}`).
+    pub fn literal_start(&self) -> String {
+        self.parts
+            .iter()
+            .map_while(|p| match p {
+                Part::Lit(t) => Some(t.as_str()),
+                Part::Var(..) => None,
+            })
+            .collect()
+    }
+
     /// The one reference the template consists of (`%{tx.critical_anomaly_score}`).
     pub fn single_var(&self) -> Option<(&str, Option<&str>)> {
         match self.parts.as_slice() {

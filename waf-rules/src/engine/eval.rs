@@ -208,10 +208,9 @@ enum Src {
     Tx(u32),
 }
 
-/// A matched value: its index in the collected values, the matched bytes, captures.
 /// The (name, value) pairs of a rule link's matches. Cleared lists keep their buffers: most
 /// CRS rules that match (the initialisations, the score additions) match one short value.
-#[derive(Default, Clone)]
+#[derive(Debug, Default, Clone)]
 struct MatchList {
     items: Vec<Entry>,
     len: usize,
@@ -443,6 +442,15 @@ fn resolve(req: &Request, st: &St, name: &str, key: Option<&str>) -> Vec<u8> {
     }
 }
 
+/// The key of a template that is one TX reference written in lower case
+/// (`%{tx.critical_anomaly_score}`), whose value can be read in place instead of expanded.
+fn single_tx_key(m: &Macro) -> Option<&str> {
+    match m.single_var() {
+        Some(("TX", Some(k))) if !k.bytes().any(|b| b.is_ascii_uppercase()) => Some(k),
+        _ => None,
+    }
+}
+
 fn chain_apply(nodes: &[(u32, Transform)], node: u32, raw: &[u8]) -> Vec<u8> {
     let mut list = Vec::new();
     let mut n = node;
@@ -458,7 +466,7 @@ fn chain_apply(nodes: &[(u32, Transform)], node: u32, raw: &[u8]) -> Vec<u8> {
     cur
 }
 
-/// The arena index of `raw` through transformation node `node` (0: the raw value itself).
+/// `Cache::dense`: a values table and a names table for each collection `dense_table` knows.
 const DENSE_TABLES: usize = 12;
 
 /// Where an entry key's results live in `Cache::dense`: (table, entry index). `None` for
@@ -495,7 +503,8 @@ fn scalar_row(key: u64) -> Option<usize> {
     (key & (1 << 32) != 0 && phase <= 2).then(|| (key >> 33) as usize * 3 + phase as usize)
 }
 
-/// [`cached_slow`] with the lookup of an already computed result inlined (most calls).
+/// The arena index of `raw` (the value under `key`) through transformation node `node`,
+/// computing it on first use (node 0 is the raw value itself); the lookup of a collection entry's result is inlined (most calls).
 #[inline]
 fn cached(cache: &mut Cache, nodes: &[(u32, Transform)], key: u64, node: u32, raw: &[u8]) -> u32 {
     if let Some((t, i)) = dense_table(key) {
@@ -522,13 +531,8 @@ fn cached_slow(
         None
     };
     match (dense, srow) {
-        (Some((t, at)), _) => {
-            if let Some(&i) = cache.dense[t].get(at) {
-                if i != u32::MAX {
-                    return i;
-                }
-            }
-        }
+        // `cached` looked there already.
+        (Some(_), _) => {}
         (None, Some(row)) => {
             if let Some(&start) = cache.scalar_rows.get(row) {
                 if start != 0 {
@@ -663,7 +667,7 @@ pub(super) struct Prefix {
     tx: super::tx::TxParts,
     matched_var: Vec<u8>,
     matched_var_name: String,
-    matched_vars: Vec<Entry>,
+    matched_vars: MatchList,
     rule_id: u32,
     rule_msg: String,
     /// Per phase and item: the outcome of rules that decide the same for every request after
@@ -702,13 +706,7 @@ impl Written {
                         w.names.insert(String::from_utf8_lossy(l).into_owned());
                     }
                     None => {
-                        let mut start = String::new();
-                        for part in &sv.name.parts {
-                            match part {
-                                crate::macros::Part::Lit(t) => start.push_str(t),
-                                crate::macros::Part::Var(..) => break,
-                            }
-                        }
+                        let start = sv.name.literal_start();
                         if start.is_empty() {
                             w.anything = true;
                         } else {
@@ -744,13 +742,8 @@ impl Written {
     /// effect but matching (no chain, `setvar`, `ctl` or capture).
     fn fixes(&self, r: &Rule) -> bool {
         let tx_frozen = |m: &Macro| {
-            m.parts.iter().all(|p| match p {
-                crate::macros::Part::Lit(_) => true,
-                crate::macros::Part::Var(n, Some(k)) => {
-                    n == "TX" && self.frozen(&k.to_ascii_lowercase())
-                }
-                crate::macros::Part::Var(_, None) => false,
-            })
+            m.vars()
+                .all(|(n, k)| n == "TX" && k.is_some_and(|k| self.frozen(&k.to_ascii_lowercase())))
         };
         !r.is_action
             && r.chain.is_none()
@@ -786,7 +779,7 @@ pub(super) fn run_prefix(rs: &RuleSet, cfg: &WafConfig) -> Option<Prefix> {
     if rs.prefix_class.is_empty() || cfg.mode == Mode::Off {
         return None;
     }
-    let mut ev = new_ev(rs, &crate::HttpRequest::default(), cfg);
+    let mut ev = new_ev(rs, &crate::HttpRequest::default(), cfg, None);
     // Items run one at a time; the first that leaves anything but TX and the matched
     // variables changed (a logged match, a stop, a `ctl`), or that is TX-only in its first
     // link alone and matched there, is undone and ends the prefix.
@@ -862,24 +855,59 @@ pub(super) fn run_prefix(rs: &RuleSet, cfg: &WafConfig) -> Option<Prefix> {
         tx: st.tx.to_parts(),
         matched_var: st.matched_var.clone(),
         matched_var_name: st.matched_var_name.clone(),
-        matched_vars: st.matched_vars.as_slice().to_vec(),
+        matched_vars: st.matched_vars.clone(),
         rule_id: st.rule_id,
         rule_msg: st.rule_msg.clone(),
         fixed,
     })
 }
 
-fn new_ev<'r>(rs: &'r RuleSet, http: &crate::HttpRequest, cfg: &'r WafConfig) -> Ev<'r> {
+/// An evaluation of `http`: its TX set from `cfg`, or, given the rule set's prefix, the state
+/// the prefix left (its items are then not run again).
+fn new_ev<'r>(
+    rs: &'r RuleSet,
+    http: &crate::HttpRequest,
+    cfg: &'r WafConfig,
+    prefix: Option<&'r Prefix>,
+) -> Ev<'r> {
     let limits = &rs.config.limits;
-    let mut ev = Ev {
+    let st = match prefix {
+        Some(p) => St {
+            mode: cfg.mode,
+            tx: Tx::from_parts(&rs.tx_names, &p.tx),
+            matched_var: p.matched_var.clone(),
+            matched_var_name: p.matched_var_name.clone(),
+            matched_vars: p.matched_vars.clone(),
+            rule_id: p.rule_id,
+            rule_msg: p.rule_msg.clone(),
+            ..Default::default()
+        },
+        None => {
+            let mut tx = Tx::new(&rs.tx_names);
+            let mut num = [0u8; 20];
+            tx.set(
+                "blocking_paranoia_level",
+                int_text(i64::from(cfg.paranoia.clamp(1, 4)), &mut num),
+            );
+            tx.set(
+                "inbound_anomaly_score_threshold",
+                int_text(i64::from(cfg.inbound_threshold), &mut num),
+            );
+            for (k, v) in &cfg.tx {
+                tx.set(&k.to_ascii_lowercase(), v.as_bytes());
+            }
+            St {
+                mode: cfg.mode,
+                tx,
+                ..Default::default()
+            }
+        }
+    };
+    Ev {
         rs,
         cfg,
         req: Request::new(http, limits),
-        st: St {
-            mode: cfg.mode,
-            tx: Tx::new(&rs.tx_names),
-            ..Default::default()
-        },
+        st,
         cache: Cache {
             map: FastMap::default(),
             arena: Vec::with_capacity(256),
@@ -893,22 +921,8 @@ fn new_ev<'r>(rs: &'r RuleSet, http: &crate::HttpRequest, cfg: &'r WafConfig) ->
         pool: Vec::new(),
         chain_buf: Vec::new(),
         cand_buf: Vec::new(),
-        prefix: None,
-    };
-    let tx = &mut ev.st.tx;
-    let mut num = [0u8; 20];
-    tx.set(
-        "blocking_paranoia_level",
-        int_text(i64::from(cfg.paranoia.clamp(1, 4)), &mut num),
-    );
-    tx.set(
-        "inbound_anomaly_score_threshold",
-        int_text(i64::from(cfg.inbound_threshold), &mut num),
-    );
-    for (k, v) in &cfg.tx {
-        tx.set(&k.to_ascii_lowercase(), v.as_bytes());
+        prefix,
     }
-    ev
 }
 
 pub(super) fn evaluate(
@@ -925,25 +939,8 @@ pub(super) fn evaluate(
         };
     }
     let limits = &rs.config.limits;
-    let mut ev = new_ev(rs, http, cfg);
-    let start = match prefix {
-        Some(p) => {
-            let st = &mut ev.st;
-            st.tx = Tx::from_parts(&rs.tx_names, &p.tx);
-            st.matched_var.clone_from(&p.matched_var);
-            st.matched_var_name.clone_from(&p.matched_var_name);
-            st.matched_vars = MatchList {
-                len: p.matched_vars.len(),
-                items: p.matched_vars.clone(),
-            };
-            st.rule_id = p.rule_id;
-            st.rule_msg.clone_from(&p.rule_msg);
-            ev.prefix = Some(p);
-            p.resume
-        }
-        None => 0,
-    };
-    ev.run_phase_from(0, start, usize::MAX);
+    let mut ev = new_ev(rs, http, cfg, prefix);
+    ev.run_phase_from(0, prefix.map_or(0, |p| p.resume), usize::MAX);
     if !ev.st.stop {
         let proc_override = ev.st.body_proc.clone();
         // Without a body, phase 2 sees the request values phase 1 saw: the prefilter's
@@ -1114,14 +1111,11 @@ impl Ev<'_> {
             Some(l) => String::from_utf8_lossy(l),
             None => Cow::Owned(String::from_utf8_lossy(&sv.name.expand(&res)).to_ascii_lowercase()),
         };
-        let int = |m: &Macro| match (m.literal(), m.single_var()) {
+        let int = |m: &Macro| match (m.literal(), single_tx_key(m)) {
             (Some(l), _) => crate::operator::to_int(l),
-            // A score increment by another TX value (`+%{tx.critical_anomaly_score}`): read it
-            // in place.
-            (None, Some(("TX", Some(k)))) if !k.bytes().any(|b| b.is_ascii_uppercase()) => {
-                st.tx.get(k).map(crate::operator::to_int).unwrap_or(0)
-            }
-            (None, _) => crate::operator::to_int(&m.expand(&res)),
+            // A score increment by another TX value (`+%{tx.critical_anomaly_score}`).
+            (None, Some(k)) => st.tx.get(k).map(crate::operator::to_int).unwrap_or(0),
+            (None, None) => crate::operator::to_int(&m.expand(&res)),
         };
         let cur = || {
             st.tx
@@ -1489,14 +1483,12 @@ impl Ev<'_> {
             let st_ro: &St = st;
             let req_ro: &Request = req;
             let res = |n: &str, k: Option<&str>| resolve(req_ro, st_ro, n, k);
+            // A parameter that is one TX value (CRS's lists of allowed and restricted names) is
+            // read in place.
             let expand = |m: &Macro| -> Cow<[u8]> {
-                // A parameter that is one TX value (CRS's lists of allowed and restricted
-                // names): read in place.
-                match m.single_var() {
-                    Some(("TX", Some(k))) if !k.bytes().any(|b| b.is_ascii_uppercase()) => {
-                        Cow::Borrowed(st_ro.tx.get(k).unwrap_or_default())
-                    }
-                    _ => Cow::Owned(m.expand(&res)),
+                match single_tx_key(m) {
+                    Some(k) => Cow::Borrowed(st_ro.tx.get(k).unwrap_or_default()),
+                    None => Cow::Owned(m.expand(&res)),
                 }
             };
             let mut found = match (run_final, tv_idx) {

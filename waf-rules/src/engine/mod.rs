@@ -428,7 +428,7 @@ pub struct RuleSet {
     prefilter: Option<Prefilter>,
     /// The TX names the rules spell out, each with a slot.
     tx_names: tx::TxNames,
-    /// Phase 1's leading items that only read and write TX ([`tx_only_prefix`]), and what
+    /// Phase 1's leading items that only read and write TX ([`prefix_classes`]), and what
     /// they leave under this rule set's configuration (computed at the first evaluation).
     prefix_class: Vec<u8>,
     prefix: std::sync::OnceLock<Option<eval::Prefix>>,
@@ -500,7 +500,7 @@ impl RuleSet {
         let skip_to = [resolve_skips(&phases[0]), resolve_skips(&phases[1])];
         let prefilter = build_prefilter(&mut phases);
         let tx_names = assign_tx_slots(&mut phases, config);
-        let prefix_class = tx_only_prefix(&phases[0]);
+        let prefix_class = prefix_classes(&phases[0]);
         let mut config = config.clone();
         if let Some(l) = b.body_limit {
             config.limits.max_body_bytes = config.limits.max_body_bytes.min(l);
@@ -617,12 +617,9 @@ type Group = (Vec<(Vec<u8>, u32)>, u32, Vec<Var>);
 /// parameter and `setvar`s involve only TX; markers too), `1` only its first link does (so it
 /// is request-independent as long as that link does not match). Whether they then run silently,
 /// without stopping or a `ctl`, is checked when they run: see `eval::run_prefix`.
-fn tx_only_prefix(items: &[Item]) -> Vec<u8> {
+fn prefix_classes(items: &[Item]) -> Vec<u8> {
     fn tx_only(m: &Macro) -> bool {
-        m.parts.iter().all(|p| match p {
-            crate::macros::Part::Lit(_) => true,
-            crate::macros::Part::Var(n, _) => n == "TX",
-        })
+        m.vars().all(|(n, _)| n == "TX")
     }
     fn link_safe(r: &Rule) -> bool {
         !r.is_action
@@ -656,11 +653,9 @@ fn tx_only_prefix(items: &[Item]) -> Vec<u8> {
 /// into the rules that read or set those names.
 fn assign_tx_slots(phases: &mut [Vec<Item>; 2], config: &WafConfig) -> tx::TxNames {
     fn macro_names(m: &Macro, out: &mut Vec<String>) {
-        for p in &m.parts {
-            if let crate::macros::Part::Var(n, Some(k)) = p {
-                if n == "TX" {
-                    out.push(k.to_ascii_lowercase());
-                }
+        for (n, k) in m.vars() {
+            if let ("TX", Some(k)) = (n, k) {
+                out.push(k.to_ascii_lowercase());
             }
         }
     }
@@ -690,9 +685,9 @@ fn assign_tx_slots(phases: &mut [Vec<Item>; 2], config: &WafConfig) -> tx::TxNam
             match (t.var, &t.key) {
                 (Var::Tx, Some(KeySel::Name(n))) => t.tx_slot = names.slot(n).unwrap_or(NO_SLOT),
                 (Var::Tx, Some(KeySel::Regex(re))) => {
-                    t.tx_slots = tx::Tx::slots_where(names, |k| re.is_match(k.as_bytes()));
+                    t.tx_slots = names.slots_where(|k| re.is_match(k.as_bytes()));
                 }
-                (Var::Tx, None) => t.tx_slots = tx::Tx::slots_where(names, |_| true),
+                (Var::Tx, None) => t.tx_slots = names.slots_where(|_| true),
                 _ => {}
             }
         }

@@ -47,6 +47,13 @@ impl TxNames {
     pub(crate) fn name(&self, slot: u32) -> &str {
         &self.names[slot as usize]
     }
+
+    /// The slots whose names `ok` accepts, ascending (for a rule's key regex, at load).
+    pub(crate) fn slots_where(&self, ok: impl Fn(&str) -> bool) -> Vec<u32> {
+        (0..self.names.len() as u32)
+            .filter(|&i| ok(&self.names[i as usize]))
+            .collect()
+    }
 }
 
 /// TX values detached from their names.
@@ -145,10 +152,7 @@ impl<'n> Tx<'n> {
 
     /// The value of a lower-cased key.
     pub(crate) fn get(&self, key: &str) -> Option<&[u8]> {
-        match self.names.slot(key) {
-            Some(s) => self.get_slot(s),
-            None => self.extra.get(key).map(Vec::as_slice),
-        }
+        self.get_at(NO_SLOT, key)
     }
 
     /// The value in a slot (`NO_SLOT`: none).
@@ -156,23 +160,26 @@ impl<'n> Tx<'n> {
         self.slots.get(slot as usize)?.get()
     }
 
+    /// `slot`, or when it is `NO_SLOT` the slot of `key` if it has one.
+    fn slot_of(&self, slot: u32, key: &str) -> Option<u32> {
+        if slot == NO_SLOT {
+            self.names.slot(key)
+        } else {
+            Some(slot)
+        }
+    }
+
     /// The value of `key`, through its slot when the caller has it.
     pub(crate) fn get_at(&self, slot: u32, key: &str) -> Option<&[u8]> {
-        if slot == NO_SLOT {
-            self.get(key)
-        } else {
-            self.get_slot(slot)
+        match self.slot_of(slot, key) {
+            Some(s) => self.get_slot(s),
+            None => self.extra.get(key).map(Vec::as_slice),
         }
     }
 
     /// Sets `key` (through `slot` when not `NO_SLOT`), keeping the old value's buffer.
     pub(crate) fn set_at(&mut self, slot: u32, key: &str, value: &[u8]) {
-        let slot = if slot == NO_SLOT {
-            self.names.slot(key)
-        } else {
-            Some(slot)
-        };
-        match slot {
+        match self.slot_of(slot, key) {
             Some(s) => self.slots[s as usize].set(value),
             None => match self.extra.get_mut(key) {
                 Some(v) => {
@@ -197,12 +204,7 @@ impl<'n> Tx<'n> {
     }
 
     pub(crate) fn remove_at(&mut self, slot: u32, key: &str) {
-        let slot = if slot == NO_SLOT {
-            self.names.slot(key)
-        } else {
-            Some(slot)
-        };
-        match slot {
+        match self.slot_of(slot, key) {
             Some(s) => self.slots[s as usize] = Val::Unset,
             None => {
                 self.extra.remove(key);
@@ -259,13 +261,6 @@ impl<'n> Tx<'n> {
             (None, None) => None,
         })
     }
-
-    /// The slots whose names `ok` accepts, ascending (for a rule's key regex, at load).
-    pub(crate) fn slots_where(names: &TxNames, ok: impl Fn(&str) -> bool) -> Vec<u32> {
-        (0..names.names.len() as u32)
-            .filter(|&i| ok(&names.names[i as usize]))
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -280,7 +275,7 @@ mod tests {
         tx.set("b_2", b"2"); // not named at load: kept beside the slots
         tx.set("b_1", b"1");
         tx.set("c", b"c");
-        let b_slots = Tx::slots_where(&names, |k| k.starts_with("b_"));
+        let b_slots = names.slots_where(|k| k.starts_with("b_"));
         let got: Vec<(String, Vec<u8>)> = tx
             .select(&b_slots, |k| k.starts_with("b_"))
             .map(|r| (tx.key(r).to_string(), tx.value(r).to_vec()))
@@ -297,7 +292,7 @@ mod tests {
         tx.remove_at(NO_SLOT, "b_2");
         assert_eq!(tx.get("b_1"), None);
         assert_eq!(tx.get("b_2"), None);
-        let all = Tx::slots_where(&names, |_| true);
+        let all = names.slots_where(|_| true);
         assert_eq!(tx.select(&all, |_| true).count(), 2);
         tx.set_capture(0, b"grp");
         assert_eq!(tx.get("0"), Some(&b"grp"[..]));
