@@ -827,6 +827,7 @@ impl Rule {
             phase: 2,
             targets: Vec::new(),
             excludes: Vec::new(),
+            excluded_vars: 0,
             op: Operator::NoMatch,
             negated: false,
             tnode: 0,

@@ -72,7 +72,60 @@ fn content_hash(b: &[u8]) -> u64 {
     h
 }
 
+/// Beyond these sizes a used [`Cache`] is dropped rather than kept for the next request, so
+/// one large request does not pin its memory to the thread.
+const SPARE_MAX_ARENA: usize = 4096;
+const SPARE_MAX_WORDS: usize = 1 << 18;
+
+thread_local! {
+    /// The last evaluation's cache, emptied, for the next one on this thread: its maps and
+    /// tables keep their capacity, so a request does not allocate them again.
+    static SPARE_CACHE: std::cell::RefCell<Option<Cache>> = const { std::cell::RefCell::new(None) };
+}
+
 impl Cache {
+    /// A cache for a rule set with `n_nodes` transformation nodes: this thread's spare one,
+    /// emptied, or a new one.
+    fn for_request(n_nodes: usize) -> Cache {
+        let mut c = SPARE_CACHE
+            .with(|s| s.borrow_mut().take())
+            .unwrap_or_else(|| Cache {
+                arena: Vec::with_capacity(256),
+                by_content: FastMap::with_capacity_and_hasher(256, Default::default()),
+                steps: FastMap::with_capacity_and_hasher(128, Default::default()),
+                ..Default::default()
+            });
+        c.n_nodes = n_nodes;
+        c.union_from = 1;
+        c
+    }
+
+    /// Empties the cache (keeping its buffers) and keeps it for this thread's next request,
+    /// unless it grew past the `SPARE_MAX_*` sizes.
+    fn recycle(mut self) {
+        let dense: usize = self.dense.iter().map(Vec::capacity).sum();
+        if self.arena.capacity() > SPARE_MAX_ARENA
+            || self.bits.capacity() + dense + self.scalar_dense.capacity() > SPARE_MAX_WORDS
+        {
+            return;
+        }
+        self.map.clear();
+        self.dense.iter_mut().for_each(Vec::clear);
+        self.scalar_rows.clear();
+        self.scalar_dense.clear();
+        self.arena.clear();
+        self.steps.clear();
+        self.marked.clear();
+        self.byte_flags.clear();
+        self.by_content.clear();
+        self.scan_at.clear();
+        self.bits.clear();
+        // `union` keeps its words: a filter's union is recomputed when its phase is 0.
+        self.union_phase.fill(0);
+        self.ops.clear();
+        SPARE_CACHE.with(|s| *s.borrow_mut() = Some(self));
+    }
+
     /// Stores a transformed value, or finds an equal one already stored.
     fn intern(&mut self, out: Vec<u8>) -> u32 {
         let h = content_hash(&out);
@@ -184,6 +237,8 @@ struct St<'r> {
     removed_ids: Vec<(u32, u32)>,
     removed_tags: Vec<String>,
     removed_targets: Vec<(RuleSel, Target)>,
+    /// The variables `removed_targets` names (bit `var as u32`).
+    removed_vars: u64,
     body_proc: Option<String>,
     force_body: bool,
     mode: Mode,
@@ -908,15 +963,7 @@ fn new_ev<'r>(
         cfg,
         req: Request::new(http, limits),
         st,
-        cache: Cache {
-            map: FastMap::default(),
-            arena: Vec::with_capacity(256),
-            by_content: FastMap::with_capacity_and_hasher(256, Default::default()),
-            steps: FastMap::with_capacity_and_hasher(128, Default::default()),
-            n_nodes: rs.nodes.len(),
-            union_from: 1,
-            ..Default::default()
-        },
+        cache: Cache::for_request(rs.nodes.len()),
         phase: 1,
         pool: Vec::new(),
         chain_buf: Vec::new(),
@@ -975,6 +1022,7 @@ pub(super) fn evaluate(
             ev.run_phase(1);
         }
     }
+    std::mem::take(&mut ev.cache).recycle();
     ev.verdict()
 }
 
@@ -1045,7 +1093,12 @@ impl Ev<'_> {
                     }
                     true
                 }
-                _ => self.run_rule(r, r),
+                // The prefilter's verdict first: most rules stop there.
+                _ => {
+                    !matches!((r.pf, r.pf_skip), (Some((fi, slot)), true)
+                        if !self.may_match(fi, slot, r.pf_unmarked))
+                        && self.run_rule(r, r)
+                }
             };
             if !matched {
                 i += 1;
@@ -1147,6 +1200,7 @@ impl Ev<'_> {
             Ctl::RemoveTarget(sel, ts) => {
                 for t in ts {
                     self.st.removed_targets.push((sel.clone(), t.clone()));
+                    self.st.removed_vars |= t.var.bit();
                 }
             }
             Ctl::BodyProcessor(p) => self.st.body_proc = Some(p.clone()),
@@ -1162,7 +1216,7 @@ impl Ev<'_> {
 
     #[inline]
     fn is_excluded(&self, head: &Rule, r: &Rule, var: Var, key: Option<&str>) -> bool {
-        if r.excludes.is_empty() && self.st.removed_targets.is_empty() {
+        if (r.excluded_vars | self.st.removed_vars) & var.bit() == 0 {
             return false;
         }
         self.is_excluded_by_rule(head, r, var, key)
@@ -1293,7 +1347,20 @@ impl Ev<'_> {
     /// `slot` (after the filter's transformations). Computed once per filter and phase.
     /// With `unmarked_only` (the slot's literals hold only for unmarked values), a marked
     /// value anywhere in the filter's variables also means the rule may match.
+    #[inline]
     fn may_match(&mut self, fi: u32, slot: u32, unmarked_only: bool) -> bool {
+        // Most calls find the filter's union computed already (rules of one chain share it).
+        let c = &self.cache;
+        if let Some(&at) = c.union_phase.get(fi as usize) {
+            if at != 0 && at >= c.union_from {
+                return c.union[slot as usize / 64] & (1 << (slot % 64)) != 0
+                    || (unmarked_only && c.union_marked[fi as usize]);
+            }
+        }
+        self.may_match_slow(fi, slot, unmarked_only)
+    }
+
+    fn may_match_slow(&mut self, fi: u32, slot: u32, unmarked_only: bool) -> bool {
         let Some(pf) = self.rs.prefilter.as_ref() else {
             return true;
         };
@@ -1311,7 +1378,8 @@ impl Ev<'_> {
             phase,
             ..
         } = self;
-        if cache.union.is_empty() {
+        // (A recycled cache may come from another rule set: size by this one's filter.)
+        if cache.union.len() != pf.words || cache.union_phase.len() != pf.filters.len() {
             cache.union = vec![0; pf.words];
             cache.union_phase = vec![0; pf.filters.len()];
             cache.union_marked = vec![false; pf.filters.len()];

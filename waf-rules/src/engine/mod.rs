@@ -156,7 +156,15 @@ pub(crate) enum Var {
     FullRequestLength,
 }
 
+// `Var::bit` needs every variable to fit a u64 (the last one is the largest).
+const _: () = assert!((Var::FullRequestLength as u32) < 64);
+
 impl Var {
+    /// This variable's bit in a set of variables (there are fewer than 64).
+    pub(crate) fn bit(self) -> u64 {
+        1 << (self as u32)
+    }
+
     fn from_name(n: &str) -> Option<Var> {
         Some(match n {
             "ARGS" => Var::Args,
@@ -312,6 +320,9 @@ pub(crate) struct Rule {
     phase: u8,
     targets: Vec<Target>,
     excludes: Vec<Target>,
+    /// Bit `var as u32` set for each variable some entry of `excludes` names: most values a
+    /// rule reads belong to a collection none of its exclusions touches.
+    excluded_vars: u64,
     op: Operator,
     negated: bool,
     tnode: u32,
@@ -499,6 +510,7 @@ impl RuleSet {
         }
         let skip_to = [resolve_skips(&phases[0]), resolve_skips(&phases[1])];
         let prefilter = build_prefilter(&mut phases);
+        mark_excluded_vars(&mut phases);
         let tx_names = assign_tx_slots(&mut phases, config);
         let prefix_class = prefix_classes(&phases[0]);
         let mut config = config.clone();
@@ -722,6 +734,21 @@ fn assign_tx_slots(phases: &mut [Vec<Item>; 2], config: &WafConfig) -> tx::TxNam
         }
     }
     names
+}
+
+/// Fills in every rule's [`Rule::excluded_vars`] once its exclusions are final.
+fn mark_excluded_vars(phases: &mut [Vec<Item>; 2]) {
+    fn mark(r: &mut Rule) {
+        r.excluded_vars = r.excludes.iter().fold(0, |m, ex| m | ex.var.bit());
+        if let Some(c) = r.chain.as_deref_mut() {
+            mark(c);
+        }
+    }
+    for it in phases.iter_mut().flatten() {
+        if let Item::Rule(r) = it {
+            mark(r);
+        }
+    }
 }
 
 fn build_prefilter(phases: &mut [Vec<Item>; 2]) -> Option<Prefilter> {
