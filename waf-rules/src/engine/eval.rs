@@ -40,6 +40,10 @@ struct Cache {
     by_content: FastMap<u64, u32>,
     /// Arena index → offset in `bits` of its slot bitset (`u32::MAX`: not scanned yet).
     scan_at: Vec<u32>,
+    /// Arena index → an entry equal to it but for ASCII case (`u32::MAX`: none known), noted
+    /// when `t:lowercase` changed a value: the scan folds case, so whichever of the two is
+    /// scanned first serves both.
+    fold_twin: Vec<u32>,
     /// Slot bitsets of scanned contents, `Prefilter::words` each.
     bits: Vec<u64>,
     /// Per filter: the union of its slots over every request value it covers, and the phase
@@ -119,6 +123,7 @@ impl Cache {
         self.byte_flags.clear();
         self.by_content.clear();
         self.scan_at.clear();
+        self.fold_twin.clear();
         self.bits.clear();
         // `union` keeps its words: a filter's union is recomputed when its phase is 0.
         self.union_phase.fill(0);
@@ -153,6 +158,17 @@ impl Cache {
         self.byte_flags[i]
     }
 
+    /// Notes that arena entries `a` and `b` are equal but for ASCII case: whichever is
+    /// scanned first serves both (`content_bits`).
+    fn link_fold_twins(&mut self, a: u32, b: u32) {
+        let n = a.max(b) as usize + 1;
+        if self.fold_twin.len() < n {
+            self.fold_twin.resize(self.arena.len().max(n), u32::MAX);
+        }
+        self.fold_twin[a as usize] = b;
+        self.fold_twin[b as usize] = a;
+    }
+
     /// Whether arena entry `idx` holds a [`crate::prefilter::marked_byte`].
     fn is_marked(&mut self, idx: u32) -> bool {
         let i = idx as usize;
@@ -182,6 +198,12 @@ impl Cache {
         }
         if self.scan_at[i] != u32::MAX {
             return self.scan_at[i] as usize;
+        }
+        if let Some(&twin) = self.fold_twin.get(i) {
+            if let Some(&off) = self.scan_at.get(twin as usize).filter(|&&o| o != u32::MAX) {
+                self.scan_at[i] = off;
+                return off as usize;
+            }
         }
         let off = self.bits.len();
         self.bits.resize(off + pf.words, 0);
@@ -624,7 +646,12 @@ fn cached_slow(
                         pi
                     } else {
                         let out = t.apply(&cache.arena[pi as usize]);
-                        cache.intern(out)
+                        let i = cache.intern(out);
+                        // (ASCII lower-casing: the result equals its input but for case.)
+                        if t == Transform::Lowercase && i != pi {
+                            cache.link_fold_twins(i, pi);
+                        }
+                        i
                     };
                     cache.steps.insert((pi, t), i);
                     i
