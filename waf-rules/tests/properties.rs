@@ -275,6 +275,107 @@ proptest! {
     }
 }
 
+/// Pieces of what libinjection's XSS parser reacts to: dangerous attribute and tag names,
+/// URL schemes, quotes of every kind, IE's backtick and conditional-comment and import
+/// markers, entity-like text, separators and closers.
+const XSS_PIECES: &[&str] = &[
+    "on",
+    "load",
+    "onload",
+    "onerror",
+    "style",
+    "src",
+    "href",
+    "formaction",
+    "xmlns",
+    "javascript:",
+    "vbscript:",
+    "data:",
+    "script",
+    "iframe",
+    "svg",
+    "`",
+    "'",
+    "\"",
+    " ",
+    "\t",
+    "\n",
+    "\x0c",
+    "/",
+    ">",
+    "!",
+    "-",
+    "--",
+    "?",
+    "[if",
+    "xml",
+    "import",
+    "entity",
+    "doctype",
+    "&#",
+    "&lt;",
+    "(",
+    ")",
+    ":",
+    ";",
+    "alert(1)",
+    "x",
+    "\0",
+    "<",
+    "=",
+];
+
+#[test]
+fn xss_shortcut_cases() {
+    // Flagged: each needs `<` or `=`.
+    for v in [
+        "<script>alert(1)</script>",
+        "x onload=alert(1)",
+        "\" onerror=alert(1)",
+        "<!DOCTYPE html>",
+    ] {
+        assert!(waf_rules::operator::xss_possible(v.as_bytes()), "{v}");
+        assert!(
+            libinjectionrs::detect_xss(v.as_bytes()).is_injection(),
+            "{v}"
+        );
+    }
+    // Neither byte: never flagged, however hostile it looks.
+    for v in [
+        "javascript:alert(1)",
+        "x onload alert(1)",
+        "\" onerror `alert(1)`",
+        "style expression(alert(1))",
+        "' src javascript:alert(1) '",
+        "12 Main St, Springfield",
+    ] {
+        assert!(!waf_rules::operator::xss_possible(v.as_bytes()), "{v}");
+        assert!(
+            !libinjectionrs::detect_xss(v.as_bytes()).is_injection(),
+            "{v}"
+        );
+    }
+}
+
+proptest! {
+    /// Whatever the shortcut skips, the detector does not flag (and what it flags, the
+    /// shortcut lets through).
+    #[test]
+    fn xss_shortcut_is_never_wrong(parts in proptest::collection::vec(0..XSS_PIECES.len(), 0..12)) {
+        let v: String = parts.iter().map(|&i| XSS_PIECES[i]).collect();
+        if libinjectionrs::detect_xss(v.as_bytes()).is_injection() {
+            prop_assert!(waf_rules::operator::xss_possible(v.as_bytes()), "{:?}", v);
+        }
+    }
+
+    #[test]
+    fn xss_shortcut_on_any_bytes(v in proptest::collection::vec(any::<u8>(), 0..64)) {
+        if libinjectionrs::detect_xss(&v).is_injection() {
+            prop_assert!(waf_rules::operator::xss_possible(&v), "{:?}", v);
+        }
+    }
+}
+
 /// Patterns shaped like CRS's: evasion classes between letters, optional and repeated pieces,
 /// separators, alternations of commands, anchors.
 const PREFILTER_PATTERNS: &[&str] = &[
