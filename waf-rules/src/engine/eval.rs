@@ -76,8 +76,9 @@ fn content_hash(b: &[u8]) -> u64 {
     h
 }
 
-/// Beyond these sizes a used [`Cache`] is dropped rather than kept for the next request, so
-/// one large request does not pin its memory to the thread.
+/// Beyond these sizes (arena entries; table words and map entries together) a used [`Cache`]
+/// is dropped rather than kept for the next request, so one large request does not pin its
+/// memory to the thread (at most a few MiB stay, per thread that evaluates).
 const SPARE_MAX_ARENA: usize = 4096;
 const SPARE_MAX_WORDS: usize = 1 << 18;
 
@@ -108,8 +109,12 @@ impl Cache {
     /// unless it grew past the `SPARE_MAX_*` sizes.
     fn recycle(mut self) {
         let dense: usize = self.dense.iter().map(Vec::capacity).sum();
+        let maps = self.map.capacity()
+            + self.steps.capacity()
+            + self.by_content.capacity()
+            + self.ops.capacity();
         if self.arena.capacity() > SPARE_MAX_ARENA
-            || self.bits.capacity() + dense + self.scalar_dense.capacity() > SPARE_MAX_WORDS
+            || self.bits.capacity() + dense + self.scalar_dense.capacity() + maps > SPARE_MAX_WORDS
         {
             return;
         }

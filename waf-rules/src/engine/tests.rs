@@ -278,3 +278,54 @@ SecMarker END-LEVEL
         assert_eq!(v, r.evaluate_every_rule(&req, r.config()));
     }
 }
+
+#[test]
+fn a_recycled_cache_decides_as_a_new_one() {
+    // Two rule sets of different shapes (transformation nodes, prefilter filters) take turns
+    // on one thread, so each evaluation starts from the other's emptied cache; a thread of its
+    // own (no spare cache) gives the reference verdicts.
+    let a = rs(r#"
+SecRule ARGS "@rx (?i)<script" "id:1,phase:2,deny,t:urlDecodeUni,t:lowercase"
+SecRule REQUEST_HEADERS|!REQUEST_HEADERS:Host "@contains evil" "id:2,phase:1,deny,t:lowercase"
+"#);
+    let b = rs(r#"
+SecRule ARGS_NAMES "@rx ^admin" "id:3,phase:2,deny,t:none,t:removeWhitespace,t:compressWhitespace,t:lowercase"
+SecRule REQUEST_URI "@rx \.\./" "id:4,phase:1,deny,t:normalizePath"
+"#);
+    let reqs = [
+        get("/?q=%3CScRiPt%3E"),
+        get("/?q=hello&admin=1"),
+        get("/a/b/../../etc?x=1"),
+        get("/?Admin%20x=2"),
+        get("/plain"),
+    ];
+    let verdicts = |rs: &RuleSet| -> Vec<(Action, Vec<u32>)> {
+        reqs.iter()
+            .map(|r| {
+                let v = rs.evaluate(r);
+                (v.action, v.matches.iter().map(|m| m.id).collect())
+            })
+            .collect()
+    };
+    let fresh = |rs: &RuleSet| {
+        std::thread::scope(|s| {
+            reqs.iter()
+                .map(|r| {
+                    s.spawn(|| {
+                        let v = rs.evaluate(r);
+                        (v.action, v.matches.iter().map(|m| m.id).collect::<Vec<_>>())
+                    })
+                    .join()
+                    .expect("evaluates")
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let (want_a, want_b) = (fresh(&a), fresh(&b));
+    assert!(want_a.iter().any(|(act, _)| *act == Action::Block));
+    assert!(want_b.iter().any(|(act, _)| *act == Action::Block));
+    for _ in 0..3 {
+        assert_eq!(verdicts(&a), want_a);
+        assert_eq!(verdicts(&b), want_b);
+    }
+}
