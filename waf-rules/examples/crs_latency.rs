@@ -24,6 +24,19 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The median time of `runs` evaluations of `r`, in µs.
+fn median_us(rs: &RuleSet, r: &HttpRequest, runs: usize) -> f64 {
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(rs.evaluate(std::hint::black_box(r)));
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
 /// `n` evaluations of `r`, in a function of its own so that a profiler can count just these.
 #[inline(never)]
 fn count_loop(rs: &RuleSet, r: &HttpRequest, n: u32) {
@@ -183,16 +196,9 @@ fn main() {
         ("bench/proxy POST", &bench_post),
     ] {
         let v = rs.evaluate(r);
-        let mut runs = Vec::with_capacity(201);
-        for _ in 0..201 {
-            let t = Instant::now();
-            std::hint::black_box(rs.evaluate(std::hint::black_box(r)));
-            runs.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-        runs.sort_by(f64::total_cmp);
         println!(
             "PL{pl} {name}: median {:.1} µs (verdict {:?}, score {})",
-            runs[runs.len() / 2],
+            median_us(&rs, r, 201),
             v.action,
             v.score
         );
@@ -201,17 +207,7 @@ fn main() {
     for r in &reqs {
         std::hint::black_box(rs.evaluate(r));
     }
-    let mut per: Vec<f64> = Vec::with_capacity(reqs.len());
-    for r in &reqs {
-        let mut runs = Vec::with_capacity(21);
-        for _ in 0..21 {
-            let t = Instant::now();
-            std::hint::black_box(rs.evaluate(std::hint::black_box(r)));
-            runs.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-        runs.sort_by(f64::total_cmp);
-        per.push(runs[runs.len() / 2]);
-    }
+    let mut per: Vec<f64> = reqs.iter().map(|r| median_us(&rs, r, 21)).collect();
     let mean = per.iter().sum::<f64>() / per.len() as f64;
     per.sort_by(f64::total_cmp);
     println!(
