@@ -118,21 +118,45 @@ impl Cache {
         {
             return;
         }
-        self.map.clear();
-        self.dense.iter_mut().for_each(Vec::clear);
-        self.scalar_rows.clear();
-        self.scalar_dense.clear();
-        self.arena.clear();
-        self.steps.clear();
-        self.marked.clear();
-        self.byte_flags.clear();
-        self.by_content.clear();
-        self.scan_at.clear();
-        self.fold_twin.clear();
-        self.bits.clear();
-        // `union` keeps its words: a filter's union is recomputed when its phase is 0.
-        self.union_phase.fill(0);
-        self.ops.clear();
+        // Every field named, so that a new one cannot be left holding the last request's data.
+        let Cache {
+            map,
+            dense,
+            scalar_rows,
+            scalar_dense,
+            // Set by `for_request`, as is `union_from`.
+            n_nodes: _,
+            arena,
+            steps,
+            marked,
+            byte_flags,
+            by_content,
+            scan_at,
+            fold_twin,
+            bits,
+            // Keeps its words: a filter's union is recomputed while its phase is 0.
+            union: _,
+            union_phase,
+            union_from: _,
+            union_marked: _,
+            ops,
+            // Buffers only; its per-literal stamps stay valid (they only grow).
+            scratch: _,
+        } = &mut self;
+        map.clear();
+        dense.iter_mut().for_each(Vec::clear);
+        scalar_rows.clear();
+        scalar_dense.clear();
+        arena.clear();
+        steps.clear();
+        marked.clear();
+        byte_flags.clear();
+        by_content.clear();
+        scan_at.clear();
+        fold_twin.clear();
+        bits.clear();
+        union_phase.fill(0);
+        ops.clear();
         SPARE_CACHE.with(|s| *s.borrow_mut() = Some(self));
     }
 
@@ -172,6 +196,17 @@ impl Cache {
         }
         self.fold_twin[a as usize] = b;
         self.fold_twin[b as usize] = a;
+    }
+
+    /// What filter `fi`'s per-request union says of global slot `slot` (see
+    /// `Ev::may_match`), when it was computed in a phase whose values still hold.
+    #[inline]
+    fn union_says(&self, fi: u32, slot: u32, unmarked_only: bool) -> Option<bool> {
+        let at = *self.union_phase.get(fi as usize)?;
+        (at != 0 && at >= self.union_from).then(|| {
+            self.union[slot as usize / 64] & (1 << (slot % 64)) != 0
+                || (unmarked_only && self.union_marked[fi as usize])
+        })
     }
 
     /// Whether arena entry `idx` holds a [`crate::prefilter::marked_byte`].
@@ -1141,12 +1176,7 @@ impl Ev<'_> {
                     }
                     true
                 }
-                // The prefilter's verdict first: most rules stop there.
-                _ => {
-                    !matches!((r.pf, r.pf_skip), (Some((fi, slot)), true)
-                        if !self.may_match(fi, slot, r.pf_unmarked))
-                        && self.run_rule(r, r)
-                }
+                _ => self.run_link(r, r),
             };
             if !matched {
                 i += 1;
@@ -1398,23 +1428,15 @@ impl Ev<'_> {
     #[inline]
     fn may_match(&mut self, fi: u32, slot: u32, unmarked_only: bool) -> bool {
         // Most calls find the filter's union computed already (rules of one chain share it).
-        let c = &self.cache;
-        if let Some(&at) = c.union_phase.get(fi as usize) {
-            if at != 0 && at >= c.union_from {
-                return c.union[slot as usize / 64] & (1 << (slot % 64)) != 0
-                    || (unmarked_only && c.union_marked[fi as usize]);
-            }
+        match self.cache.union_says(fi, slot, unmarked_only) {
+            Some(answer) => answer,
+            None => self.may_match_slow(fi, slot, unmarked_only),
         }
-        self.may_match_slow(fi, slot, unmarked_only)
     }
 
     fn may_match_slow(&mut self, fi: u32, slot: u32, unmarked_only: bool) -> bool {
         let Some(pf) = self.rs.prefilter.as_ref() else {
             return true;
-        };
-        let bit = |b: &[u64], marked: &[bool]| {
-            b[slot as usize / 64] & (1 << (slot % 64)) != 0
-                || (unmarked_only && marked[fi as usize])
         };
         let f = &pf.filters[fi as usize];
         let range = f.base_word..f.base_word + f.words;
@@ -1431,10 +1453,6 @@ impl Ev<'_> {
             cache.union = vec![0; pf.words];
             cache.union_phase = vec![0; pf.filters.len()];
             cache.union_marked = vec![false; pf.filters.len()];
-        }
-        let at = cache.union_phase[fi as usize];
-        if at != 0 && at >= cache.union_from {
-            return bit(&cache.union, &cache.union_marked);
         }
         let nodes = &rs.nodes;
         cache.union[range.clone()].fill(0);
@@ -1477,17 +1495,25 @@ impl Ev<'_> {
         }
         cache.union_phase[fi as usize] = *phase;
         cache.union_marked[fi as usize] = marked;
-        bit(&cache.union, &cache.union_marked)
+        cache.union_says(fi, slot, unmarked_only).unwrap_or(true)
     }
 
-    /// Runs one rule (and its chain). Returns whether the whole chain matched.
-    fn run_rule(&mut self, head: &Rule, r: &Rule) -> bool {
+    /// Runs one rule link (and the chain after it) unless the prefilter rules it out: most
+    /// links stop here, so this small part is inlined. Returns whether the chain matched.
+    #[inline(always)]
+    fn run_link(&mut self, head: &Rule, r: &Rule) -> bool {
         if let (Some((fi, slot)), true) = (r.pf, r.pf_skip) {
             if !self.may_match(fi, slot, r.pf_unmarked) {
                 // No value the rule could read contains a literal its regex needs.
                 return false;
             }
         }
+        self.run_rule(head, r)
+    }
+
+    /// Runs one rule link past the prefilter (and its chain, through `run_link`). Returns
+    /// whether the whole chain matched.
+    fn run_rule(&mut self, head: &Rule, r: &Rule) -> bool {
         if r.is_action {
             for sv in &r.setvars {
                 self.setvar(sv);
@@ -1496,7 +1522,7 @@ impl Ev<'_> {
                 self.ctl(c);
             }
             return match &r.chain {
-                Some(next) => self.run_rule(head, next),
+                Some(next) => self.run_link(head, next),
                 None => true,
             };
         }
@@ -1711,7 +1737,7 @@ impl Ev<'_> {
             self.ctl(c);
         }
         match &r.chain {
-            Some(next) => self.run_rule(head, next),
+            Some(next) => self.run_link(head, next),
             None => true,
         }
     }
