@@ -331,6 +331,17 @@ fn run_with_timeout(
     })
 }
 
+/// How many times a wrangler call that found local state locked is tried again.
+const LOCKED_RETRIES: u64 = 5;
+
+/// Whether a failed wrangler call failed because local state's SQLite file was locked.
+fn locked(out: &std::process::Output) -> bool {
+    [&out.stderr, &out.stdout].iter().any(|b| {
+        let t = String::from_utf8_lossy(b);
+        t.contains("SQLITE_BUSY") || t.contains("database is locked")
+    })
+}
+
 impl WranglerStore {
     fn common_args(&self) -> Vec<String> {
         let mut a = Vec::new();
@@ -360,22 +371,33 @@ impl WranglerStore {
         let mut all: Vec<String> = vec!["kv".into()];
         all.extend_from_slice(args);
         all.extend(self.common_args());
-        let out = run_with_timeout(
-            Command::new(&self.program)
-                .args(&all)
-                .env("WRANGLER_SEND_METRICS", "false"),
-            self.timeout,
-        )
-        .map_err(|e| match e {
-            RunError::Spawn(source) => StoreError::Spawn {
-                program: self.program.display().to_string(),
-                source,
-            },
-            RunError::Timeout => StoreError::Timeout {
-                args: all.join(" "),
-                seconds: self.timeout.as_secs(),
-            },
-        })?;
+        let mut attempt = 0;
+        let out = loop {
+            let out = run_with_timeout(
+                Command::new(&self.program)
+                    .args(&all)
+                    .env("WRANGLER_SEND_METRICS", "false"),
+                self.timeout,
+            )
+            .map_err(|e| match e {
+                RunError::Spawn(source) => StoreError::Spawn {
+                    program: self.program.display().to_string(),
+                    source,
+                },
+                RunError::Timeout => StoreError::Timeout {
+                    args: all.join(" "),
+                    seconds: self.timeout.as_secs(),
+                },
+            })?;
+            // Local state is a SQLite file that a running `wrangler dev` holds too: a write of
+            // its own can lock it for a moment. Every KV call here is a read or an idempotent
+            // put, so it is tried again (up to LOCKED_RETRIES times, 0.25 s apart, then more).
+            attempt += 1;
+            if out.status.success() || attempt > LOCKED_RETRIES || !locked(&out) {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(250 * attempt));
+        };
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let stdout = String::from_utf8_lossy(&out.stdout);
@@ -588,6 +610,46 @@ mod tests {
         };
         let e = w.get("release").unwrap_err();
         assert!(e.to_string().contains("STATIC_SYNC_WRANGLER"), "{e}");
+    }
+
+    #[test]
+    fn locked_local_state_is_tried_again_other_failures_are_not() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fake = |name: &str, fail_with: &str| {
+            // Fails twice with `fail_with`, then prints the value.
+            let script = dir.path().join(name);
+            let count = dir.path().join(format!("{name}.count"));
+            std::fs::write(
+                &script,
+                format!(
+                    "#!/bin/sh\necho x >> '{c}'\nif [ $(wc -l < '{c}') -le 2 ]; then echo '{fail_with}' >&2; exit 1; fi\nprintf v1\n",
+                    c = count.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+            (
+                WranglerStore {
+                    program: script,
+                    config: None,
+                    env: None,
+                    binding: "SITE".into(),
+                    namespace_id: None,
+                    target: Target::Local { persist_to: None },
+                    timeout: Duration::from_secs(5),
+                },
+                count,
+            )
+        };
+        let calls =
+            |count: &std::path::Path| std::fs::read_to_string(count).unwrap().lines().count();
+        let (busy, busy_count) = fake("busy", "SQLITE_BUSY: database is locked");
+        assert_eq!(busy.get("release").unwrap().as_deref(), Some(&b"v1"[..]));
+        assert_eq!(calls(&busy_count), 3);
+        let (broken, broken_count) = fake("broken", "no such namespace");
+        assert!(broken.get("release").is_err());
+        assert_eq!(calls(&broken_count), 1);
     }
 
     #[test]
