@@ -36,7 +36,7 @@ fn rare_byte(b: u8) -> bool {
     !b.is_ascii_alphanumeric()
         && !matches!(
             b,
-            b' ' | b'.' | b'/' | b'-' | b'_' | b'=' | b',' | b':' | b';' | b'&' | b'%' | b'+'
+            b' ' | b'.' | b'/' | b'-' | b'_' | b',' | b':' | b';' | b'&' | b'%' | b'+'
         )
 }
 

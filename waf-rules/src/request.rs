@@ -284,7 +284,13 @@ impl Request {
             }
         };
         let mut out = Vec::new();
-        if !flatten_json(&v, "json", 0, limits.max_json_depth, &mut out) {
+        if !flatten_json(
+            &v,
+            &mut String::from("json"),
+            0,
+            limits.max_json_depth,
+            &mut out,
+        ) {
             self.set_error("JSON nesting too deep");
         }
         let room = (limits.max_args + self.args_get_len).saturating_sub(self.args.len());
@@ -527,9 +533,11 @@ fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
     out
 }
 
+/// Appends `v`'s leaves to `out`, each named by its path (`json.items.0.sku`). `path` holds
+/// the name of `v` on entry and again on return (one buffer serves the whole document).
 fn flatten_json(
     v: &serde_json::Value,
-    prefix: &str,
+    path: &mut String,
     depth: usize,
     max_depth: usize,
     out: &mut Vec<Entry>,
@@ -537,31 +545,39 @@ fn flatten_json(
     if depth > max_depth {
         return false;
     }
+    let at = path.len();
+    let child = |path: &mut String, name: &dyn std::fmt::Display, val, out: &mut Vec<Entry>| {
+        use std::fmt::Write;
+        let _ = write!(path, ".{name}");
+        let ok = flatten_json(val, path, depth + 1, max_depth, out);
+        path.truncate(at);
+        ok
+    };
     match v {
         serde_json::Value::Object(m) => {
             let mut ok = true;
             for (k, val) in m {
-                ok &= flatten_json(val, &format!("{prefix}.{k}"), depth + 1, max_depth, out);
+                ok &= child(path, k, val, out);
             }
             ok
         }
         serde_json::Value::Array(a) => {
             let mut ok = true;
             for (i, val) in a.iter().enumerate() {
-                ok &= flatten_json(val, &format!("{prefix}.{i}"), depth + 1, max_depth, out);
+                ok &= child(path, &i, val, out);
             }
             ok
         }
         serde_json::Value::String(s) => {
-            out.push((prefix.to_string(), s.as_bytes().to_vec()));
+            out.push((path.clone(), s.as_bytes().to_vec()));
             true
         }
         serde_json::Value::Null => {
-            out.push((prefix.to_string(), Vec::new()));
+            out.push((path.clone(), Vec::new()));
             true
         }
         other => {
-            out.push((prefix.to_string(), other.to_string().into_bytes()));
+            out.push((path.clone(), other.to_string().into_bytes()));
             true
         }
     }

@@ -102,38 +102,57 @@ impl Transform {
     /// Whether applying the transformation would leave `input` unchanged (so a caller can
     /// skip the copy). Never claims a no-op wrongly; may miss some.
     pub fn is_noop(self, input: &[u8]) -> bool {
-        match self.noop_by_flags(byte_flags(input)) {
-            Some(b) => b,
-            None => match self {
-                Transform::NormalizePath => path_is_normal(input),
-                Transform::NormalizePathWin => !input.contains(&b'\\') && path_is_normal(input),
-                _ => false,
-            },
+        self.noop_by_flags(byte_flags(input))
+            .unwrap_or_else(|| self.noop_by_bytes(input))
+    }
+
+    /// [`Transform::is_noop`] where the [`byte_flags`] of the input did not decide it (a path
+    /// normalisation of a value with a `/`): reads the bytes.
+    pub fn noop_by_bytes(self, input: &[u8]) -> bool {
+        match self {
+            Transform::NormalizePath => path_is_normal(input),
+            Transform::NormalizePathWin => !input.contains(&b'\\') && path_is_normal(input),
+            _ => false,
         }
     }
 
     /// [`Transform::is_noop`] from the [`byte_flags`] of the input alone, where they decide
-    /// it (`None` for the path normalisations, which look at the bytes themselves).
+    /// it (`None` when a path normalisation must look at the bytes).
     pub fn noop_by_flags(self, f: u32) -> Option<bool> {
+        match self.change_mask() {
+            Some(m) if f & m == 0 => Some(true),
+            Some(_) if matches!(self, Transform::NormalizePath | Transform::NormalizePathWin) => {
+                None
+            }
+            _ => Some(false),
+        }
+    }
+
+    /// The [`flags`] without any of which in its input the transformation changes nothing
+    /// (`None`: it may change any input, as `length` or `base64Decode` do). A chain of steps
+    /// leaves a value as it is when the value has none of the flags of any step: each step
+    /// then returns its input, flags and all.
+    pub fn change_mask(self) -> Option<u32> {
         use flags::*;
-        let none = |mask: u32| f & mask == 0;
         Some(match self {
-            Transform::UrlDecodeUni | Transform::UrlDecode => none(PCT_PLUS),
-            Transform::Lowercase => none(UPPER),
-            Transform::Uppercase => none(LOWER),
-            Transform::JsDecode | Transform::CssDecode | Transform::EscapeSeqDecode => none(BSLASH),
-            Transform::HtmlEntityDecode => none(AMP),
-            Transform::Utf8ToUnicode => none(NON_ASCII),
-            Transform::RemoveNulls | Transform::ReplaceNulls => none(NUL),
-            Transform::RemoveWhitespace => none(SPACE),
-            Transform::CompressWhitespace => none(ODD_SPACE | DOUBLE_SPACE),
-            Transform::ReplaceComments | Transform::RemoveCommentsChar => none(COMMENT),
+            Transform::UrlDecodeUni | Transform::UrlDecode => PCT_PLUS,
+            Transform::Lowercase => UPPER,
+            Transform::Uppercase => LOWER,
+            Transform::JsDecode | Transform::CssDecode | Transform::EscapeSeqDecode => BSLASH,
+            Transform::HtmlEntityDecode => AMP,
+            Transform::Utf8ToUnicode => NON_ASCII,
+            Transform::RemoveNulls | Transform::ReplaceNulls => NUL,
+            Transform::RemoveWhitespace => SPACE,
+            Transform::CompressWhitespace => ODD_SPACE | DOUBLE_SPACE,
+            Transform::ReplaceComments | Transform::RemoveCommentsChar => COMMENT,
             // cmdLine deletes quotes, `\` and `^`, folds `,` `;` and whitespace runs into one
             // space (dropped before `/` and `(`) and lower-cases: none of those, no change.
-            Transform::CmdLine => none(CMDLINE | UPPER),
-            Transform::Trim => none(TRIM_EDGE),
-            Transform::NormalizePath | Transform::NormalizePathWin => return None,
-            _ => false,
+            Transform::CmdLine => CMDLINE | UPPER,
+            Transform::Trim => TRIM_EDGE,
+            // One segment that is not `.` alone: nothing to normalise.
+            Transform::NormalizePath => SLASH,
+            Transform::NormalizePathWin => SLASH | BSLASH,
+            _ => return None,
         })
     }
 
@@ -233,6 +252,8 @@ pub mod flags {
     pub const CMDLINE: u32 = 1 << 11;
     /// Whitespace (or 0x0b) at either end, which `trim` removes.
     pub const TRIM_EDGE: u32 = 1 << 12;
+    /// A `/`, or the value is `.` alone: what a path normalisation can change.
+    pub const SLASH: u32 = 1 << 13;
 }
 
 /// The [`flags`] of a value, in one pass.
@@ -280,6 +301,9 @@ pub fn byte_flags(input: &[u8]) -> u32 {
             ) {
                 f |= CMDLINE;
             }
+            if c == b'/' {
+                f |= SLASH;
+            }
             t[b] = f as u16;
             b += 1;
         }
@@ -295,6 +319,9 @@ pub fn byte_flags(input: &[u8]) -> u32 {
     let edge = |b: &u8| matches!(*b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
     if input.first().is_some_and(edge) || input.last().is_some_and(edge) {
         f |= TRIM_EDGE;
+    }
+    if input == b"." {
+        f |= SLASH;
     }
     f
 }

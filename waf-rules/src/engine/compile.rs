@@ -69,7 +69,7 @@ pub(super) struct Builder<'a> {
     chain_stack: Vec<(Rule, Option<String>)>,
     pub(super) items: Vec<Item>,
     pub(super) unsupported: Vec<(u32, String)>,
-    pub(super) nodes: Vec<(u32, Transform)>,
+    pub(super) nodes: Vec<super::Node>,
     node_map: HashMap<(u32, Transform), u32>,
     pub(super) engine: Option<Mode>,
     pub(super) body_limit: Option<usize>,
@@ -100,7 +100,11 @@ impl<'a> Builder<'a> {
             chain_stack: Vec::new(),
             items: Vec::new(),
             unsupported: Vec::new(),
-            nodes: vec![(0, Transform::Lowercase)],
+            // (Node 0 stands for the value as it is; its step is never applied.)
+            nodes: vec![super::Node {
+                parent: 0,
+                step: Transform::Lowercase,
+            }],
             node_map: HashMap::new(),
             engine: None,
             body_limit: None,
@@ -116,7 +120,10 @@ impl<'a> Builder<'a> {
                 Some(&n) => n,
                 None => {
                     let n = self.nodes.len() as u32;
-                    self.nodes.push((cur, t));
+                    self.nodes.push(super::Node {
+                        parent: cur,
+                        step: t,
+                    });
                     self.node_map.insert((cur, t), n);
                     n
                 }

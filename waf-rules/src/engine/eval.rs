@@ -584,13 +584,13 @@ fn single_tx_key(m: &Macro) -> Option<&str> {
     }
 }
 
-fn chain_apply(nodes: &[(u32, Transform)], node: u32, raw: &[u8]) -> Vec<u8> {
+fn chain_apply(nodes: &[Node], node: u32, raw: &[u8]) -> Vec<u8> {
     let mut list = Vec::new();
     let mut n = node;
     while n != 0 {
-        let (p, t) = nodes[n as usize];
-        list.push(t);
-        n = p;
+        let Node { parent, step } = nodes[n as usize];
+        list.push(step);
+        n = parent;
     }
     let mut cur = raw.to_vec();
     for t in list.iter().rev() {
@@ -638,8 +638,8 @@ fn scalar_row(key: u64) -> Option<usize> {
 
 /// The arena index of `raw` (the value under `key`) through transformation node `node`,
 /// computing it on first use (node 0 is the raw value itself); the lookup of a collection entry's result is inlined (most calls).
-#[inline]
-fn cached(cache: &mut Cache, nodes: &[(u32, Transform)], key: u64, node: u32, raw: &[u8]) -> u32 {
+#[inline(always)]
+fn cached(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8]) -> u32 {
     if let Some((t, i)) = dense_table(key) {
         if let Some(&i) = cache.dense[t].get(i * cache.n_nodes + node as usize) {
             if i != u32::MAX {
@@ -650,13 +650,8 @@ fn cached(cache: &mut Cache, nodes: &[(u32, Transform)], key: u64, node: u32, ra
     cached_slow(cache, nodes, key, node, raw)
 }
 
-fn cached_slow(
-    cache: &mut Cache,
-    nodes: &[(u32, Transform)],
-    key: u64,
-    node: u32,
-    raw: &[u8],
-) -> u32 {
+#[inline(never)]
+fn cached_slow(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8]) -> u32 {
     let dense = dense_table(key).map(|(t, i)| (t, i * cache.n_nodes + node as usize));
     let srow = if dense.is_none() {
         scalar_row(key)
@@ -685,7 +680,7 @@ fn cached_slow(
     let idx = if node == 0 {
         cache.intern(raw.to_vec())
     } else {
-        let (parent, t) = nodes[node as usize];
+        let Node { parent, step: t } = nodes[node as usize];
         let pi = cached(cache, nodes, key, parent, raw);
         // Most steps change nothing in most values: tell from the content's byte classes,
         // computed once per content, before any lookup.
@@ -696,7 +691,8 @@ fn cached_slow(
                 Some(&i) => i,
                 None => {
                     // The byte classes decided it already, except for the path steps.
-                    let noop = by_flags.unwrap_or_else(|| t.is_noop(&cache.arena[pi as usize]));
+                    let noop =
+                        by_flags.unwrap_or_else(|| t.noop_by_bytes(&cache.arena[pi as usize]));
                     let i = if noop {
                         // Unchanged: share the parent's result instead of copying it.
                         pi
@@ -715,6 +711,19 @@ fn cached_slow(
             },
         }
     };
+    store_cached(cache, key, node, dense, srow, idx)
+}
+
+/// Records `idx` as the result of `key`'s value through `node` (where `cached_slow` found
+/// the key's results live) and returns it.
+fn store_cached(
+    cache: &mut Cache,
+    key: u64,
+    node: u32,
+    dense: Option<(usize, usize)>,
+    srow: Option<usize>,
+    idx: u32,
+) -> u32 {
     match (dense, srow) {
         (Some((t, at)), _) => {
             let d = &mut cache.dense[t];
@@ -1599,7 +1608,7 @@ impl Ev<'_> {
                 chain.clear();
                 let mut n = r.tnode;
                 while n != 0 {
-                    n = nodes[n as usize].0;
+                    n = nodes[n as usize].parent;
                     chain.push(n);
                 }
                 let mut prev = None;
@@ -1667,9 +1676,9 @@ impl Ev<'_> {
                     let mut steps = Vec::new();
                     let mut n = r.tnode;
                     while n != 0 {
-                        let (p, t) = nodes[n as usize];
-                        steps.push(t);
-                        n = p;
+                        let Node { parent, step } = nodes[n as usize];
+                        steps.push(step);
+                        n = parent;
                     }
                     let mut cur = raw.to_vec();
                     let mut cands: Vec<Vec<u8>> = Vec::new();

@@ -424,6 +424,13 @@ pub(crate) enum Item {
     Marker(String),
 }
 
+/// A node of the transformation trie: a chain of steps, as its last step after its parent's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Node {
+    pub(crate) parent: u32,
+    pub(crate) step: Transform,
+}
+
 /// A loaded, compiled rule set. Immutable and `Send + Sync`: share one across threads.
 #[derive(Debug)]
 pub struct RuleSet {
@@ -433,8 +440,8 @@ pub struct RuleSet {
     phases: [Vec<Item>; 2],
     /// For each item, where `skipAfter` lands (index after the marker), per phase.
     skip_to: [Vec<Option<usize>>; 2],
-    /// Transformation trie: node → (parent, transformation). Node 0 is "no transformation".
-    nodes: Vec<(u32, Transform)>,
+    /// Transformation trie. Node 0 is "no transformation".
+    nodes: Vec<Node>,
     unsupported: Vec<(u32, String)>,
     prefilter: Option<Prefilter>,
     /// The TX names the rules spell out, each with a slot.
