@@ -141,6 +141,35 @@ proptest! {
 }
 
 proptest! {
+    // The engine fills a value's whole row of cached results from its byte flags: a chain
+    // none of whose steps' change masks meets the value's flags must leave it as it is.
+    #[test]
+    fn a_chain_whose_masks_miss_the_flags_keeps_the_value(
+        input in "[A-Za-z0-9 ./%&*#\\\\-]{0,12}",
+        chain in prop::collection::vec(prop::sample::select(ALL.to_vec()), 1..5),
+    ) {
+        let input = input.into_bytes();
+        // Steps that may change any value never keep one: leave them out.
+        let steps: Vec<Transform> = chain
+            .iter()
+            .map(|n| Transform::from_name(n).expect("known"))
+            .filter(|t| t.change_mask().is_some())
+            .collect();
+        let flags = waf_rules::transform::byte_flags(&input);
+        let kept = steps
+            .iter()
+            .all(|t| t.change_mask().is_some_and(|m| flags & m == 0));
+        if kept {
+            let mut cur = input.clone();
+            for t in &steps {
+                cur = t.apply(&cur);
+            }
+            prop_assert_eq!(cur, input, "{:?} changed a value it should keep", chain);
+        }
+    }
+}
+
+proptest! {
     // Paths made of slashes and dots, where `normalizePath`'s no-op check has most to get wrong.
     #[test]
     fn path_no_op_checks_are_exact(

@@ -104,6 +104,7 @@ impl<'a> Builder<'a> {
             nodes: vec![super::Node {
                 parent: 0,
                 step: Transform::Lowercase,
+                change: 0,
             }],
             node_map: HashMap::new(),
             engine: None,
@@ -120,9 +121,12 @@ impl<'a> Builder<'a> {
                 Some(&n) => n,
                 None => {
                     let n = self.nodes.len() as u32;
+                    let change = self.nodes[cur as usize].change
+                        | t.change_mask().unwrap_or(super::Node::ALWAYS);
                     self.nodes.push(super::Node {
                         parent: cur,
                         step: t,
+                        change,
                     });
                     self.node_map.insert((cur, t), n);
                     n

@@ -588,7 +588,7 @@ fn chain_apply(nodes: &[Node], node: u32, raw: &[u8]) -> Vec<u8> {
     let mut list = Vec::new();
     let mut n = node;
     while n != 0 {
-        let Node { parent, step } = nodes[n as usize];
+        let Node { parent, step, .. } = nodes[n as usize];
         list.push(step);
         n = parent;
     }
@@ -653,6 +653,16 @@ fn cached(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8]) ->
 #[inline(never)]
 fn cached_slow(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8]) -> u32 {
     let dense = dense_table(key).map(|(t, i)| (t, i * cache.n_nodes + node as usize));
+    if let Some((t, at)) = dense {
+        // A collection entry seen for the first time: its whole row at once.
+        let row = at - node as usize;
+        if cache.dense[t].get(row).is_none_or(|&i| i == u32::MAX) {
+            let i = fill_row(cache, nodes, t, row, raw, node);
+            if i != u32::MAX {
+                return i;
+            }
+        }
+    }
     let srow = if dense.is_none() {
         scalar_row(key)
     } else {
@@ -680,7 +690,9 @@ fn cached_slow(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8
     let idx = if node == 0 {
         cache.intern(raw.to_vec())
     } else {
-        let Node { parent, step: t } = nodes[node as usize];
+        let Node {
+            parent, step: t, ..
+        } = nodes[node as usize];
         let pi = cached(cache, nodes, key, parent, raw);
         // Most steps change nothing in most values: tell from the content's byte classes,
         // computed once per content, before any lookup.
@@ -712,6 +724,27 @@ fn cached_slow(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8
         }
     };
     store_cached(cache, key, node, dense, srow, idx)
+}
+
+/// Interns a collection entry's raw value as node 0 of its row in dense table `t` (at
+/// `row`), and fills in every node whose chain leaves the value as it is (most of them: a
+/// chain's steps change only values with certain bytes), so that those lookups never walk
+/// the chain. Returns the row's entry for `node` (`u32::MAX` when still to be computed).
+fn fill_row(cache: &mut Cache, nodes: &[Node], t: usize, row: usize, raw: &[u8], node: u32) -> u32 {
+    let ri = cache.intern(raw.to_vec());
+    let flags = cache.flags(ri);
+    let d = &mut cache.dense[t];
+    let n = nodes.len();
+    if d.len() < row + n {
+        d.resize((row + n).max(d.len() * 2), u32::MAX);
+    }
+    d[row] = ri;
+    for (k, nd) in nodes.iter().enumerate().skip(1) {
+        if nd.keeps(flags) {
+            d[row + k] = ri;
+        }
+    }
+    d[row + node as usize]
 }
 
 /// Records `idx` as the result of `key`'s value through `node` (where `cached_slow` found
@@ -1676,7 +1709,7 @@ impl Ev<'_> {
                     let mut steps = Vec::new();
                     let mut n = r.tnode;
                     while n != 0 {
-                        let Node { parent, step } = nodes[n as usize];
+                        let Node { parent, step, .. } = nodes[n as usize];
                         steps.push(step);
                         n = parent;
                     }

@@ -429,6 +429,21 @@ pub(crate) enum Item {
 pub(crate) struct Node {
     pub(crate) parent: u32,
     pub(crate) step: Transform,
+    /// The byte flags ([`crate::transform::flags`]) of which a value needs one for some step
+    /// of the chain to change it, or [`Node::ALWAYS`] when a step may change any value. A
+    /// value with none of them comes out of the whole chain as it went in.
+    pub(crate) change: u32,
+}
+
+impl Node {
+    /// In [`Node::change`]: a step of the chain may change any value.
+    pub(crate) const ALWAYS: u32 = 1 << 30;
+
+    /// Whether the chain leaves a value with byte flags `flags` as it is.
+    #[inline]
+    pub(crate) fn keeps(&self, flags: u32) -> bool {
+        self.change & Node::ALWAYS == 0 && flags & self.change == 0
+    }
 }
 
 /// A loaded, compiled rule set. Immutable and `Send + Sync`: share one across threads.
