@@ -1355,7 +1355,12 @@ impl Ev<'_> {
         })
     }
 
-    fn collect(&self, head: &Rule, r: &Rule, out: &mut Vec<Val>) {
+    fn collect(&mut self, head: &Rule, r: &Rule, out: &mut Vec<Val>) {
+        // (A multiMatch rule tries every step of its chain: it needs every value.)
+        let literal_check = match (self.rs.prefilter.as_ref(), r.pf) {
+            (Some(pf), Some((_, slot))) if !r.multi_match => Some((pf, slot)),
+            _ => None,
+        };
         let (req, st) = (&self.req, &self.st);
         for t in &r.targets {
             if t.count {
@@ -1439,7 +1444,22 @@ impl Ev<'_> {
                 }
                 v => match entries(req, v) {
                     Some((es, off, names, base)) => {
-                        for (idx, (k, _)) in es.iter().enumerate() {
+                        for (idx, (k, val)) in es.iter().enumerate() {
+                            // Values without the rule's literals are dropped here, before the
+                            // name checks (most values of most prefiltered rules).
+                            if let Some((pf, slot)) = literal_check {
+                                let raw: &[u8] = if names { k.as_bytes() } else { val };
+                                let key = ((base as u64) << 33)
+                                    | (((off + idx) as u64) << 1)
+                                    | u64::from(names);
+                                let cache = &mut self.cache;
+                                let ti = cached(cache, &self.rs.nodes, key, r.tnode, raw);
+                                if !(cache.has_literal(pf, ti, slot)
+                                    || (r.pf_unmarked && cache.is_marked(ti)))
+                                {
+                                    continue;
+                                }
+                            }
                             if t.key.as_ref().is_none_or(|s| key_matches(s, k))
                                 && !self.is_excluded(head, r, v, Some(k))
                             {
