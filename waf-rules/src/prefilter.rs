@@ -292,30 +292,43 @@ pub fn literals_of(hir: &Hir) -> Option<Vec<Vec<u8>>> {
 /// addresses, numbers, identifiers, prose), and many CRS patterns that need no literal in
 /// general need one in a value without these bytes: `b["')\[\x5c]*u["')\[\x5c]*s...`
 /// needs `bus...` once the evasion classes cannot match.
+#[inline]
 pub fn marked_byte(b: u8) -> bool {
-    b < 0x20
-        || b == 0x7f
-        || matches!(
-            b,
-            b'"' | b'\''
-                | b'('
-                | b')'
-                | b'['
-                | b']'
-                | b'{'
-                | b'}'
-                | b'<'
-                | b'>'
-                | b'\\'
-                | b'$'
-                | b'|'
-                | b'&'
-                | b';'
-                | b'`'
-                | b'^'
-                | b'*'
-        )
+    MARKED[b as usize]
 }
+
+/// [`marked_byte`] as a table (one load per byte of a value).
+static MARKED: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c < 0x20
+            || c == 0x7f
+            || matches!(
+                c,
+                b'"' | b'\''
+                    | b'('
+                    | b')'
+                    | b'['
+                    | b']'
+                    | b'{'
+                    | b'}'
+                    | b'<'
+                    | b'>'
+                    | b'\\'
+                    | b'$'
+                    | b'|'
+                    | b'&'
+                    | b';'
+                    | b'`'
+                    | b'^'
+                    | b'*'
+            );
+        b += 1;
+    }
+    t
+};
 
 /// Whether `h` matches nothing at all (an empty class).
 fn is_fail(h: &Hir) -> bool {

@@ -852,19 +852,39 @@ fn escape_seq_decode(input: &[u8]) -> Vec<u8> {
 }
 
 fn base64_decode(input: &[u8], ext: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len() * 3 / 4);
+    // Byte → its 6-bit value; `PAD` for `=`, `OTHER` for anything else. Both alphabets
+    // (`+/` and `-_`) decode.
+    const PAD: u8 = 64;
+    const OTHER: u8 = 65;
+    static VALUE: [u8; 256] = {
+        let mut t = [OTHER; 256];
+        let mut i = 0;
+        while i < 26 {
+            t[b'A' as usize + i] = i as u8;
+            t[b'a' as usize + i] = 26 + i as u8;
+            i += 1;
+        }
+        let mut d = 0;
+        while d < 10 {
+            t[b'0' as usize + d] = 52 + d as u8;
+            d += 1;
+        }
+        t[b'+' as usize] = 62;
+        t[b'-' as usize] = 62;
+        t[b'/' as usize] = 63;
+        t[b'_' as usize] = 63;
+        t[b'=' as usize] = PAD;
+        t
+    };
+    let mut out = Vec::with_capacity(input.len() * 3 / 4 + 1);
     let mut acc: u32 = 0;
     let mut bits = 0;
     for &b in input {
-        let v = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            b'=' => break,
-            _ if ext => continue,
-            _ => break,
+        let v = match VALUE[b as usize] {
+            PAD => break,
+            OTHER if ext => continue,
+            OTHER => break,
+            v => v,
         };
         acc = (acc << 6) | u32::from(v);
         bits += 6;
@@ -993,6 +1013,42 @@ mod tests {
             String::from_utf8_lossy(&Transform::HexEncode.apply(&d)),
             "a9993e364706816aba3e25717850c26c9cd0d89d"
         );
+    }
+
+    #[test]
+    fn base64_table_decodes_as_the_alphabet_says() {
+        // The decoder reads a table; this spells the alphabet out byte by byte.
+        fn reference(input: &[u8], ext: bool) -> Vec<u8> {
+            let (mut out, mut acc, mut bits) = (Vec::new(), 0u32, 0);
+            for &b in input {
+                let v = match b {
+                    b'A'..=b'Z' => b - b'A',
+                    b'a'..=b'z' => b - b'a' + 26,
+                    b'0'..=b'9' => b - b'0' + 52,
+                    b'+' | b'-' => 62,
+                    b'/' | b'_' => 63,
+                    b'=' => break,
+                    _ if ext => continue,
+                    _ => break,
+                };
+                acc = (acc << 6) | u32::from(v);
+                bits += 6;
+                if bits >= 8 {
+                    bits -= 8;
+                    out.push((acc >> bits) as u8);
+                    acc &= (1 << bits) - 1;
+                }
+            }
+            out
+        }
+        let all: Vec<u8> = (0..=255u8).collect();
+        for ext in [false, true] {
+            for w in all.windows(7).chain([&b"SGVsbG8=x"[..], b"a-b_c+d/e", b""]) {
+                assert_eq!(base64_decode(w, ext), reference(w, ext), "{w:?}");
+            }
+            let mixed: Vec<u8> = all.iter().rev().copied().collect();
+            assert_eq!(base64_decode(&mixed, ext), reference(&mixed, ext));
+        }
     }
 
     #[test]

@@ -230,6 +230,13 @@ impl Cache {
         self.bits[o + slot as usize / 64] & (1 << (slot % 64)) != 0
     }
 
+    /// Whether a rule with literal slot `slot` may match arena entry `idx`: the entry holds one
+    /// of its literals, or (for literals that hold only for unmarked values) a marked byte.
+    #[inline(always)]
+    fn may_hold(&mut self, pf: &Prefilter, idx: u32, slot: u32, unmarked_only: bool) -> bool {
+        self.has_literal(pf, idx, slot) || (unmarked_only && self.is_marked(idx))
+    }
+
     /// Offset in `bits` of the slot bitset of arena entry `idx`, scanning it on first use.
     fn content_bits(&mut self, pf: &Prefilter, idx: u32) -> usize {
         let i = idx as usize;
@@ -1454,9 +1461,7 @@ impl Ev<'_> {
                                     | u64::from(names);
                                 let cache = &mut self.cache;
                                 let ti = cached(cache, &self.rs.nodes, key, r.tnode, raw);
-                                if !(cache.has_literal(pf, ti, slot)
-                                    || (r.pf_unmarked && cache.is_marked(ti)))
-                                {
+                                if !cache.may_hold(pf, ti, slot, r.pf_unmarked) {
                                     continue;
                                 }
                             }
@@ -1642,7 +1647,7 @@ impl Ev<'_> {
             let mut run_final = true;
             if let (Some(i), Some((pf, slot))) = (tv_idx, pfr) {
                 // An unmarked-only rule runs on a marked value whatever its literals.
-                let may = cache.has_literal(pf, i, slot) || (r.pf_unmarked && cache.is_marked(i));
+                let may = cache.may_hold(pf, i, slot, r.pf_unmarked);
                 if !may {
                     // None of the literals any match needs is in the value.
                     if !r.multi_match {
@@ -1670,9 +1675,7 @@ impl Ev<'_> {
                     if Some(i) != prev
                         && i != ti
                         && !candidates.contains(&i)
-                        && pfr.is_none_or(|(pf, slot)| {
-                            cache.has_literal(pf, i, slot) || (r.pf_unmarked && cache.is_marked(i))
-                        })
+                        && pfr.is_none_or(|(pf, slot)| cache.may_hold(pf, i, slot, r.pf_unmarked))
                     {
                         candidates.push(i);
                     }
