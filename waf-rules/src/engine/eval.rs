@@ -1645,7 +1645,10 @@ impl Ev<'_> {
                 _ => (None, Some(chain_apply(nodes, r.tnode, &raw))),
             };
             let mut run_final = true;
-            if let (Some(i), Some((pf, slot))) = (tv_idx, pfr) {
+            // (`collect` already kept only the entries that may hold a literal, but for
+            // multiMatch rules.)
+            let checked = !r.multi_match && matches!(v.src, Src::Entry(..));
+            if let (Some(i), Some((pf, slot)), false) = (tv_idx, pfr, checked) {
                 // An unmarked-only rule runs on a marked value whatever its literals.
                 let may = cache.may_hold(pf, i, slot, r.pf_unmarked);
                 if !may {
