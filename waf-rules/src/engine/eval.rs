@@ -54,10 +54,41 @@ struct Cache {
     union_from: u64,
     /// Per filter: whether some value it covers holds a marked byte (computed with `union`).
     union_marked: Vec<bool>,
+    /// Per collection variable (`Var as usize`): its entries grouped by the byte flags of
+    /// their raw values, for the filters' unions (see `Ev::may_match_slow`).
+    var_groups: Vec<VarGroups>,
+    groups: Vec<Group>,
+    /// Entry indices (in the variable's slice) of each group, group after group.
+    members: Vec<u32>,
+    /// Per group whose raw slots were needed: the union of its members' raw slot bitsets.
+    group_bits: Vec<u64>,
     /// (rule, arena index) → what a libinjection detector found in that content: equal values
     /// among a rule's targets (a dozen identical cart-line notes) run the detector once.
     ops: FastMap<(usize, u32), Option<crate::operator::Found>>,
     scratch: Scratch,
+}
+
+/// Where a collection variable's groups lie in `Cache::groups`, and the phase they were
+/// made in (0: not yet; stale as a filter's union is, see `Cache::union_from`).
+#[derive(Default, Clone, Copy)]
+struct VarGroups {
+    at: u64,
+    start: u32,
+    end: u32,
+}
+
+/// Entries of one collection variable whose raw values have the same byte flags: a chain
+/// that keeps one of them keeps them all, so a filter over that chain takes their raw slots
+/// in one union instead of looking each entry up.
+#[derive(Clone, Copy)]
+struct Group {
+    flags: u32,
+    /// This group's range in `Cache::members`.
+    members: (u32, u32),
+    /// Offset in `Cache::group_bits` of the members' raw slot union (`u32::MAX`: not yet).
+    bits_at: u32,
+    /// Whether a member's raw value holds a marked byte (known with `bits_at`).
+    marked: bool,
 }
 
 fn content_hash(b: &[u8]) -> u64 {
@@ -139,6 +170,10 @@ impl Cache {
             union_phase,
             union_from: _,
             union_marked: _,
+            var_groups,
+            groups,
+            members,
+            group_bits,
             ops,
             // Buffers only; its per-literal stamps stay valid (they only grow).
             scratch: _,
@@ -156,6 +191,10 @@ impl Cache {
         fold_twin.clear();
         bits.clear();
         union_phase.fill(0);
+        var_groups.clear();
+        groups.clear();
+        members.clear();
+        group_bits.clear();
         ops.clear();
         SPARE_CACHE.with(|s| *s.borrow_mut() = Some(self));
     }
@@ -260,9 +299,132 @@ impl Cache {
     }
 }
 
+/// The cache key of entry `i` of collection `base` (its name with `names`).
+#[inline]
+fn entry_key(base: Var, i: usize, names: bool) -> u64 {
+    ((base as u64) << 33) | ((i as u64) << 1) | u64::from(names)
+}
+
+/// A collection variable's entries as `entries` gives them, with where their keys start.
+#[derive(Clone, Copy)]
+struct EntrySlice<'a> {
+    es: &'a [Entry],
+    off: usize,
+    names: bool,
+    base: Var,
+}
+
+impl<'a> EntrySlice<'a> {
+    fn of(req: &'a Request, v: Var) -> Option<EntrySlice<'a>> {
+        entries(req, v).map(|(es, off, names, base)| EntrySlice {
+            es,
+            off,
+            names,
+            base,
+        })
+    }
+
+    /// Entry `i`'s raw value (its name with `names`) and cache key.
+    #[inline]
+    fn raw(&self, i: usize) -> (&'a [u8], u64) {
+        let (k, v) = &self.es[i];
+        let raw: &[u8] = if self.names { k.as_bytes() } else { v };
+        (raw, entry_key(self.base, self.off + i, self.names))
+    }
+}
+
+impl Cache {
+    /// The range in `groups` of variable `v`'s groups (its entries `s`) in phase `phase`,
+    /// made on first use.
+    fn var_groups(&mut self, nodes: &[Node], v: Var, phase: u64, s: EntrySlice) -> (usize, usize) {
+        let vi = v as usize;
+        if self.var_groups.len() <= vi {
+            self.var_groups.resize(vi + 1, VarGroups::default());
+        }
+        let vg = self.var_groups[vi];
+        if vg.at != 0 && vg.at >= self.union_from {
+            return (vg.start as usize, vg.end as usize);
+        }
+        let start = self.groups.len();
+        // Each entry's group, then the members laid out group after group, in entry order.
+        let mut group_of = std::mem::take(&mut self.scratch.group_of);
+        group_of.clear();
+        for i in 0..s.es.len() {
+            let (raw, key) = s.raw(i);
+            let ri = cached(self, nodes, key, 0, raw);
+            let flags = self.flags(ri);
+            let g = match self.groups[start..].iter().position(|g| g.flags == flags) {
+                Some(g) => g,
+                None => {
+                    self.groups.push(Group {
+                        flags,
+                        members: (0, 0),
+                        bits_at: u32::MAX,
+                        marked: false,
+                    });
+                    self.groups.len() - 1 - start
+                }
+            };
+            group_of.push(g as u32);
+            self.groups[start + g].members.1 += 1;
+        }
+        let mut next = self.members.len() as u32;
+        for g in &mut self.groups[start..] {
+            let n = g.members.1;
+            g.members = (next, next);
+            next += n;
+        }
+        self.members.resize(next as usize, 0);
+        for (i, &g) in group_of.iter().enumerate() {
+            let g = &mut self.groups[start + g as usize];
+            self.members[g.members.1 as usize] = i as u32;
+            g.members.1 += 1;
+        }
+        self.scratch.group_of = group_of;
+        let end = self.groups.len();
+        self.var_groups[vi] = VarGroups {
+            at: phase,
+            start: start as u32,
+            end: end as u32,
+        };
+        (start, end)
+    }
+
+    /// The offset in `group_bits` of group `g`'s raw slot union (its members are entries of
+    /// `s`), and whether a member holds a marked byte; computed on first use.
+    fn group_bits(
+        &mut self,
+        pf: &Prefilter,
+        nodes: &[Node],
+        g: usize,
+        s: EntrySlice,
+    ) -> (usize, bool) {
+        let gr = self.groups[g];
+        if gr.bits_at != u32::MAX {
+            return (gr.bits_at as usize, gr.marked);
+        }
+        let at = self.group_bits.len();
+        self.group_bits.resize(at + pf.words, 0);
+        let mut marked = false;
+        for m in gr.members.0..gr.members.1 {
+            let (raw, key) = s.raw(self.members[m as usize] as usize);
+            let ri = cached(self, nodes, key, 0, raw);
+            marked = marked || self.is_marked(ri);
+            let o = self.content_bits(pf, ri);
+            or_into(&mut self.group_bits[at..], &self.bits[o..]);
+        }
+        let gr = &mut self.groups[g];
+        gr.bits_at = at as u32;
+        gr.marked = marked;
+        (at, marked)
+    }
+}
+
 /// Buffers `scan_into` reuses across values.
 #[derive(Default)]
 struct Scratch {
+    /// Per entry of a collection being grouped: its group (`Cache::var_groups`).
+    group_of: Vec<u32>,
     folded: Vec<u8>,
     seen: Vec<u32>,
     /// Per distinct literal: the number of the scan that last noted it (`scans`).
@@ -274,6 +436,7 @@ fn scan_into(pf: &Prefilter, tv: &[u8], bits: &mut [u64], scratch: &mut Scratch)
     // The automaton holds the literals lower-cased (ASCII, as CRS's case-insensitive matching
     // folds): fold the value the same way.
     let Scratch {
+        group_of: _,
         folded,
         seen,
         seen_in,
@@ -1524,18 +1687,33 @@ impl Ev<'_> {
         let nodes = &rs.nodes;
         cache.union[range.clone()].fill(0);
         let mut marked = false;
+        let node = &nodes[f.node as usize];
         for &v in &f.vars {
-            if let Some((es, off, names, base)) = entries(req, v) {
-                for (i, (k, val)) in es.iter().enumerate() {
-                    let raw: &[u8] = if names { k.as_bytes() } else { val };
-                    let key = ((base as u64) << 33) | (((off + i) as u64) << 1) | u64::from(names);
-                    let ti = cached(cache, nodes, key, f.node, raw);
-                    marked = marked || cache.is_marked(ti);
-                    let o = cache.content_bits(pf, ti);
-                    or_into(
-                        &mut cache.union[range.clone()],
-                        &cache.bits[o + range.start..],
-                    );
+            if let Some(s) = EntrySlice::of(req, v) {
+                // A group the chain keeps adds its raw union at once; the others, entry by
+                // entry through the chain.
+                let (gs, ge) = cache.var_groups(nodes, v, *phase, s);
+                for g in gs..ge {
+                    let gr = cache.groups[g];
+                    if node.keeps(gr.flags) {
+                        let (at, m) = cache.group_bits(pf, nodes, g, s);
+                        marked = marked || m;
+                        or_into(
+                            &mut cache.union[range.clone()],
+                            &cache.group_bits[at + range.start..],
+                        );
+                        continue;
+                    }
+                    for m in gr.members.0..gr.members.1 {
+                        let (raw, key) = s.raw(cache.members[m as usize] as usize);
+                        let ti = cached(cache, nodes, key, f.node, raw);
+                        marked = marked || cache.is_marked(ti);
+                        let o = cache.content_bits(pf, ti);
+                        or_into(
+                            &mut cache.union[range.clone()],
+                            &cache.bits[o + range.start..],
+                        );
+                    }
                 }
             } else if v == Var::Xml {
                 if req.xml_text.is_empty() && req.xml_attrs.is_empty() {
