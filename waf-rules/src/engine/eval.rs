@@ -425,54 +425,11 @@ impl Cache {
 struct Scratch {
     /// Per entry of a collection being grouped: its group (`Cache::var_groups`).
     group_of: Vec<u32>,
-    folded: Vec<u8>,
-    seen: Vec<u32>,
-    /// Per distinct literal: the number of the scan that last noted it (`scans`).
-    seen_in: Vec<u32>,
-    scans: u32,
+    lits: super::lits::ScanScratch,
 }
 
 fn scan_into(pf: &Prefilter, tv: &[u8], bits: &mut [u64], scratch: &mut Scratch) {
-    // The automaton holds the literals lower-cased (ASCII, as CRS's case-insensitive matching
-    // folds): fold the value the same way.
-    let Scratch {
-        group_of: _,
-        folded,
-        seen,
-        seen_in,
-        scans,
-    } = scratch;
-    let tv: &[u8] = if tv.iter().any(u8::is_ascii_uppercase) {
-        folded.clear();
-        folded.extend(tv.iter().map(u8::to_ascii_lowercase));
-        folded
-    } else {
-        tv
-    };
-    // A literal usually occurs many times in a value and serves several rules: note each
-    // distinct literal once, then set its rules' slots.
-    seen.clear();
-    if seen_in.len() != pf.lit_slots.len() || *scans == u32::MAX {
-        seen_in.clear();
-        seen_in.resize(pf.lit_slots.len(), 0);
-        *scans = 0;
-    }
-    *scans += 1;
-    for m in pf.ac.find_overlapping_iter(tv) {
-        let l = m.pattern().as_u32();
-        let stamp = &mut seen_in[l as usize];
-        if *stamp != *scans {
-            *stamp = *scans;
-            seen.push(l);
-        }
-    }
-    for &l in seen.iter() {
-        let (a, b) = pf.lit_slots[l as usize];
-        for &s in &pf.slot_of[a as usize..b as usize] {
-            let s = s as usize;
-            bits[s / 64] |= 1 << (s % 64);
-        }
-    }
+    pf.lits.scan_into(tv, bits, &mut scratch.lits);
 }
 
 #[derive(Default, Clone)]
