@@ -1325,9 +1325,11 @@ impl Ev<'_> {
                 continue;
             }
             self.st.matched_vars.clear();
-            // A `ctl` that removed targets may change what a fixed rule reads: run them then.
+            // A `ctl` that removed TX targets may change what a fixed rule reads (fixed rules
+            // read only TX): run them then. Other removals leave them as they are (CRS's 941010
+            // removes REQUEST_FILENAME from the XSS rules on most requests).
             let fixed = match self.prefix {
-                Some(pr) if self.st.removed_targets.is_empty() => pr.fixed[p].get(i),
+                Some(pr) if self.st.removed_vars & Var::Tx.bit() == 0 => pr.fixed[p].get(i),
                 _ => None,
             };
             let matched = match fixed {

@@ -280,6 +280,33 @@ SecMarker END-LEVEL
 }
 
 #[test]
+fn a_fixed_gate_holds_after_a_non_tx_target_removal_and_runs_after_a_tx_one() {
+    let text = r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.level=1"
+SecRule REQUEST_FILENAME "@streq /t" "id:2,phase:1,pass,nolog,ctl:ruleRemoveTargetById=5;TX:level"
+SecRule REQUEST_FILENAME "@streq /f" "id:3,phase:1,pass,nolog,ctl:ruleRemoveTargetById=6;REQUEST_FILENAME"
+SecRule TX:level "@lt 2" "id:5,phase:1,pass,nolog,skipAfter:END-LEVEL"
+SecRule ARGS|REQUEST_FILENAME "@rx b" "id:6,phase:1,deny,log,msg:'level 2'"
+SecMarker END-LEVEL
+"#;
+    let r = rs(text);
+    assert_eq!(r.tx_prefix_len(), 1);
+    for (uri, blocked) in [
+        // Only the gate's skip keeps rule 6 from blocking.
+        ("/?q=b", false),
+        // A REQUEST_FILENAME removal cannot change what the gate reads: it still skips.
+        ("/f?q=b", false),
+        // With TX:level removed the gate reads nothing and does not skip: rule 6 runs.
+        ("/t?q=b", true),
+    ] {
+        let req = get(uri);
+        let v = r.evaluate(&req);
+        assert_eq!(v.action == Action::Block, blocked, "{uri}: {:?}", v.matches);
+        assert_eq!(v, r.evaluate_every_rule(&req, r.config()), "{uri}");
+    }
+}
+
+#[test]
 fn a_recycled_cache_decides_as_a_new_one() {
     // Two rule sets of different shapes (transformation nodes, prefilter filters) take turns
     // on one thread, so each evaluation starts from the other's emptied cache; a thread of its
