@@ -11,17 +11,16 @@
 //! Literals are lower-case ASCII where they are letters; the class table folds ASCII capitals
 //! onto their small letters, so a value is scanned as it is.
 
-/// A compiled literal set. States are numbered so that every match state comes after every
-/// other one, and ids are premultiplied by the number of classes (`stride`).
+/// A compiled literal set. State ids are premultiplied by the number of classes (`stride`).
 #[derive(Debug)]
 pub(crate) struct LitScan {
     class: [u8; 256],
     stride: u32,
-    /// (state id + class) → next state id.
+    /// (state id + class) → next state id, with `MATCH` set when that is a match state.
     trans: Vec<u32>,
-    /// Ids from here on are match states.
-    first_match: u32,
-    /// Per match state, in id order: its range in `slots`.
+    /// Per state (id / stride): its index in `out` when it is a match state.
+    match_of: Vec<u32>,
+    /// Per match state: its range in `slots`.
     out: Vec<(u32, u32)>,
     /// The slots of the literals each match state recognises (its own and those its
     /// failure links reach), without repeats.
@@ -41,6 +40,8 @@ pub(crate) struct ScanScratch {
 }
 
 const NONE: u32 = u32::MAX;
+/// In `LitScan::trans`: the next state is a match state.
+const MATCH: u32 = 1 << 31;
 
 impl LitScan {
     /// Compiles `lits`: each literal (lower-cased) with the slots it serves. `None` when the
@@ -128,32 +129,31 @@ impl LitScan {
                 }
             }
         }
-        // Renumber: the states without matches first (the root stays 0), then the others.
-        let is_match = |s: usize| range[s].0 != range[s].1;
-        let mut order: Vec<usize> = (0..n).filter(|&s| !is_match(s)).collect();
-        let first_match = order.len();
-        order.extend((0..n).filter(|&s| is_match(s)));
-        if first_match == 0 || order[0] != 0 {
+        // Ids premultiplied by the stride, and a flag on every transition into a match
+        // state, written over the trie in place: no second table (the edge worker's memory
+        // never shrinks, so a build's peak stays).
+        if n.checked_mul(stride)? >= MATCH as usize {
             return None;
         }
-        let mut new_id = vec![0u32; n];
-        for (i, &s) in order.iter().enumerate() {
-            new_id[s] = (i * stride) as u32;
+        let mut match_of = vec![u32::MAX; n];
+        let mut ranges = Vec::new();
+        for (s, r) in range.iter().enumerate() {
+            if r.0 != r.1 {
+                match_of[s] = ranges.len() as u32;
+                ranges.push(*r);
+            }
         }
-        let mut table = Vec::with_capacity(n * stride);
-        for &s in &order {
-            table.extend(
-                trans[s * stride..(s + 1) * stride]
-                    .iter()
-                    .map(|&t| new_id[t as usize]),
-            );
+        for t in trans.iter_mut() {
+            let to = *t as usize;
+            let flag = if match_of[to] != u32::MAX { MATCH } else { 0 };
+            *t = (to * stride) as u32 | flag;
         }
-        let ranges: Vec<(u32, u32)> = order[first_match..].iter().map(|&s| range[s]).collect();
+        trans.shrink_to_fit();
         Some(LitScan {
             class,
             stride: stride as u32,
-            trans: table,
-            first_match: (first_match * stride) as u32,
+            trans,
+            match_of,
             out: ranges,
             slots,
             always,
@@ -176,9 +176,10 @@ impl LitScan {
         seen.clear();
         let mut s = 0u32;
         for &b in v {
-            s = self.trans[(s + u32::from(self.class[b as usize])) as usize];
-            if s >= self.first_match {
-                let m = (s - self.first_match) / self.stride;
+            let t = self.trans[(s + u32::from(self.class[b as usize])) as usize];
+            s = t & !MATCH;
+            if t & MATCH != 0 {
+                let m = self.match_of[(s / self.stride) as usize];
                 let stamp = &mut seen_in[m as usize];
                 if *stamp != *scans {
                     *stamp = *scans;
