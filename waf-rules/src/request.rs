@@ -67,8 +67,6 @@ pub struct Request {
     pub multipart_error: bool,
     /// `REMOTE_ADDR`.
     pub remote_addr: Vec<u8>,
-    /// `UNIQUE_ID`, derived from the request (the engine has no randomness).
-    pub unique_id: Vec<u8>,
     /// Arguments dropped past the limit.
     pub args_truncated: bool,
 }
@@ -238,9 +236,16 @@ impl Request {
         }
         r.raw_body = raw;
         r.body_processor = processor_for(req.header("content-type").unwrap_or("")).to_string();
-        let digest = sha1_smol::Sha1::from(&r.request_line).digest().to_string();
-        r.unique_id = digest.as_bytes()[..20].to_vec();
         r
+    }
+
+    /// `UNIQUE_ID`, derived from the request line (the engine has no randomness); made when a
+    /// rule reads it (CRS does only when sampling), not for every request.
+    pub fn unique_id(&self) -> Vec<u8> {
+        let digest = sha1_smol::Sha1::from(&self.request_line)
+            .digest()
+            .to_string();
+        digest.as_bytes()[..20].to_vec()
     }
 
     /// Runs the body processor (`processor` overrides the one chosen by `Content-Type`).

@@ -166,16 +166,14 @@ impl Transform {
             Transform::JsDecode => js_decode(input),
             Transform::HtmlEntityDecode => html_entity_decode(input),
             Transform::Utf8ToUnicode => utf8_to_unicode(input),
-            Transform::RemoveNulls => input.iter().copied().filter(|&b| b != 0).collect(),
+            Transform::RemoveNulls => without(input, |b| b == 0),
             Transform::ReplaceNulls => input
                 .iter()
                 .map(|&b| if b == 0 { b' ' } else { b })
                 .collect(),
             Transform::CssDecode => css_decode(input),
             Transform::CmdLine => cmd_line(input),
-            Transform::RemoveWhitespace => {
-                input.iter().copied().filter(|&b| !is_space(b)).collect()
-            }
+            Transform::RemoveWhitespace => without(input, is_space),
             Transform::CompressWhitespace => compress_whitespace(input),
             Transform::ReplaceComments => replace_comments(input),
             Transform::RemoveComments => remove_comments(input),
@@ -324,6 +322,14 @@ pub fn byte_flags(input: &[u8]) -> u32 {
         f |= SLASH;
     }
     f
+}
+
+/// `input` without the bytes `drop` picks, in one allocation of the input's size (collecting a
+/// filter would start small and grow, several reallocations for a long cookie).
+fn without(input: &[u8], drop: impl Fn(u8) -> bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    out.extend(input.iter().copied().filter(|&b| !drop(b)));
+    out
 }
 
 const fn is_space(b: u8) -> bool {

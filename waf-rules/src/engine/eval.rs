@@ -590,7 +590,7 @@ fn scalar<'a>(req: &'a Request, st: &'a St, var: Var) -> Cow<'a, [u8]> {
                 .into_bytes(),
         ),
         Var::RemoteAddr => Cow::Borrowed(&req.remote_addr),
-        Var::UniqueId => Cow::Borrowed(&req.unique_id),
+        Var::UniqueId => Cow::Owned(req.unique_id()),
         Var::ReqbodyProcessor => Cow::Borrowed(req.body_processor.as_bytes()),
         Var::ReqbodyError => bool_bytes(req.body_error),
         Var::ReqbodyErrorMsg => Cow::Borrowed(req.body_error_msg.as_bytes()),

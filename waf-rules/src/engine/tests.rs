@@ -307,6 +307,20 @@ SecMarker END-LEVEL
 }
 
 #[test]
+fn unique_id_is_made_when_read_and_follows_the_request_line() {
+    let r = rs(
+        r#"SecRule UNIQUE_ID "@rx ^([0-9a-f]{20})$" "id:1,phase:1,pass,log,capture,msg:'%{tx.1}'""#,
+    );
+    let id = |uri: &str| {
+        let v = r.evaluate(&get(uri));
+        assert_eq!(v.matches.len(), 1, "{uri}: {:?}", v.matches);
+        v.matches[0].msg.clone()
+    };
+    assert_eq!(id("/a"), id("/a"));
+    assert_ne!(id("/a"), id("/b"));
+}
+
+#[test]
 fn a_recycled_cache_decides_as_a_new_one() {
     // Two rule sets of different shapes (transformation nodes, prefilter filters) take turns
     // on one thread, so each evaluation starts from the other's emptied cache; a thread of its
