@@ -293,7 +293,11 @@ impl Cache {
         }
         let off = self.bits.len();
         self.bits.resize(off + pf.words, 0);
-        scan_into(pf, &self.arena[i], &mut self.bits[off..], &mut self.scratch);
+        pf.lits.scan_into(
+            &self.arena[i],
+            &mut self.bits[off..],
+            &mut self.scratch.lits,
+        );
         self.scan_at[i] = off as u32;
         off
     }
@@ -420,16 +424,12 @@ impl Cache {
     }
 }
 
-/// Buffers `scan_into` reuses across values.
+/// Buffers reused across values: the grouping of collection entries and the literal scan.
 #[derive(Default)]
 struct Scratch {
     /// Per entry of a collection being grouped: its group (`Cache::var_groups`).
     group_of: Vec<u32>,
     lits: super::lits::ScanScratch,
-}
-
-fn scan_into(pf: &Prefilter, tv: &[u8], bits: &mut [u64], scratch: &mut Scratch) {
-    pf.lits.scan_into(tv, bits, &mut scratch.lits);
 }
 
 #[derive(Default, Clone)]
@@ -1578,9 +1578,7 @@ impl Ev<'_> {
                             // name checks (most values of most prefiltered rules).
                             if let Some((pf, slot)) = literal_check {
                                 let raw: &[u8] = if names { k.as_bytes() } else { val };
-                                let key = ((base as u64) << 33)
-                                    | (((off + idx) as u64) << 1)
-                                    | u64::from(names);
+                                let key = entry_key(base, off + idx, names);
                                 let cache = &mut self.cache;
                                 let ti = cached(cache, &self.rs.nodes, key, r.tnode, raw);
                                 if !cache.may_hold(pf, ti, slot, r.pf_unmarked) {
@@ -1682,7 +1680,7 @@ impl Ev<'_> {
                 for (_, val) in req.xml_text.iter().chain(&req.xml_attrs) {
                     let tv = chain_apply(nodes, f.node, val);
                     marked = marked || tv.iter().any(|&b| crate::prefilter::marked_byte(b));
-                    scan_into(pf, &tv, &mut tmp, &mut cache.scratch);
+                    pf.lits.scan_into(&tv, &mut tmp, &mut cache.scratch.lits);
                 }
                 or_into(&mut cache.union[range.clone()], &tmp[range.clone()]);
             } else {
@@ -1756,10 +1754,7 @@ impl Ev<'_> {
                         continue;
                     };
                     let b: &[u8] = if *names { k.as_bytes() } else { val };
-                    (
-                        Cow::Borrowed(b),
-                        Some(((*base as u64) << 33) | ((*idx as u64) << 1) | u64::from(*names)),
-                    )
+                    (Cow::Borrowed(b), Some(entry_key(*base, *idx, *names)))
                 }
                 Src::Scalar(s) => {
                     let cacheable = !matches!(s, Var::MatchedVar | Var::MatchedVarName);

@@ -45,16 +45,17 @@ const MATCH: u32 = 1 << 31;
 
 impl LitScan {
     /// Compiles `lits`: each literal (lower-cased) with the slots it serves. `None` when the
-    /// literals need more byte classes than a `u8` numbers (never for CRS: letters fold).
+    /// table would need ids past `MATCH` (2^31 entries; CRS needs 2 M).
     pub(crate) fn new(lits: &[(Vec<u8>, Vec<u32>)]) -> Option<LitScan> {
-        // Byte classes: 0 for bytes no literal holds, one class per byte some literal holds.
+        // Byte classes: 0 for bytes no literal holds, one class per byte some literal holds
+        // (at most the 230 bytes that are not capitals, so a `u8` numbers them).
         let mut class = [0u8; 256];
         let mut n_classes: usize = 1;
         for (l, _) in lits {
             for &b in l {
                 let b = b.to_ascii_lowercase();
                 if class[b as usize] == 0 {
-                    class[b as usize] = u8::try_from(n_classes).ok()?;
+                    class[b as usize] = n_classes as u8;
                     n_classes += 1;
                 }
             }

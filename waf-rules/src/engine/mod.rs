@@ -580,7 +580,8 @@ impl RuleSet {
         })
     }
 
-    /// How many `@rx` rules the literal prefilter covers, and over how many automata.
+    /// How many `@rx` rules the literal prefilter covers, and in how many filters (one per
+    /// transformation chain).
     pub fn prefilter_stats(&self) -> (usize, usize) {
         match &self.prefilter {
             Some(p) => (p.lits.slot_count(), p.filters.len()),
