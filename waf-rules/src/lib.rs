@@ -15,6 +15,8 @@ pub mod custom;
 pub mod engine;
 pub mod error;
 pub mod expr;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod harness;
 pub mod input;
 pub mod macros;

@@ -1,44 +1,28 @@
-//! Evaluation must never panic on any request: the bytes are split into method, target,
-//! one header, a content type and a body.
+//! Request evaluation under CRS v4 at paranoia 4 (every rule): no input panics, and the
+//! verdict is the same evaluated twice and with the prefilter and the precomputed prefix
+//! switched off. CRS comes from `$FLASHEDGE_SHARED/crs-4.28.0` (default `../shared`
+//! beside the workspace).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-use std::sync::OnceLock;
 
-const RULES: &str = r#"
-SecRule ARGS|ARGS_NAMES|REQUEST_HEADERS|REQUEST_COOKIES|XML:/*|FILES_NAMES|MULTIPART_PART_HEADERS "@rx (?i)<script" "id:1,phase:2,deny,capture,t:none,t:urlDecodeUni,t:htmlEntityDecode,t:jsDecode,t:cssDecode,t:lowercase,setvar:'tx.s=+%{tx.critical}'"
-SecRule REQUEST_BODY|REQUEST_FILENAME|REQUEST_BASENAME "@detectSQLi" "id:2,phase:2,pass,t:cmdLine,t:normalizePathWin,multiMatch"
-SecRule ARGS "@detectXSS" "id:3,phase:2,pass,t:utf8toUnicode,t:base64Decode"
-SecRule &ARGS "@gt 2" "id:4,phase:2,pass,chain"
-    SecRule MATCHED_VARS "@validateByteRange 32-126" "setvar:tx.x=1"
-"#;
+use std::sync::LazyLock;
+use waf_rules::fuzzing::{self, Pair};
 
-fn rules() -> &'static waf_rules::RuleSet {
-    static RS: OnceLock<waf_rules::RuleSet> = OnceLock::new();
-    RS.get_or_init(|| {
-        waf_rules::RuleSet::from_sources(
-            &[("f.conf".into(), RULES.into())],
-            &[],
-            &waf_rules::WafConfig::default(),
-        )
-        .expect("fuzz rules load")
-    })
-}
-
-fuzz_target!(|data: &[u8]| {
-    let mut parts = data.splitn(5, |&b| b == 0);
-    let mut next = || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-    let method = next();
-    let uri = next();
-    let header = next();
-    let ct = next();
-    let body = parts.next().unwrap_or_default().to_vec();
-    let req = waf_rules::HttpRequest {
-        method,
-        uri,
-        version: "HTTP/1.1".into(),
-        headers: vec![("X-Fuzz".into(), header), ("Content-Type".into(), ct)],
-        body,
+static CRS: LazyLock<Pair> = LazyLock::new(|| {
+    let shared = std::env::var_os("FLASHEDGE_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared").into());
+    let dir = shared.join("crs-4.28.0");
+    let (files, data) = waf_rules::crs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("CRS under {}: {e}", dir.display()));
+    let config = waf_rules::WafConfig {
+        paranoia: 4,
         ..Default::default()
     };
-    let _ = rules().evaluate(&req);
+    Pair::load(&files, &data, &config).expect("CRS compiles")
+});
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Err(e) = CRS.check(&fuzzing::request(data)) {
+        panic!("{e}");
+    }
 });

@@ -622,6 +622,13 @@ impl RuleSet {
         eval::evaluate(self, req, config, None)
     }
 
+    /// Drops the literal prefilter: every rule then runs on every value it reads. For tests
+    /// and fuzzers that check the prefilter never changes a verdict.
+    #[doc(hidden)]
+    pub fn drop_prefilter(&mut self) {
+        self.prefilter = None;
+    }
+
     /// How many leading phase 1 items decide the same for every request and are run once per
     /// rule set (0 when none, or when they did not run silently).
     pub fn tx_prefix_len(&self) -> usize {
