@@ -863,6 +863,7 @@ impl Rule {
             pf: None,
             pf_skip: false,
             pf_unmarked: false,
+            pf_steps: Vec::new(),
         }
     }
 }

@@ -1710,6 +1710,15 @@ impl Ev<'_> {
                 return false;
             }
         }
+        if !r.pf_steps.is_empty()
+            && !r
+                .pf_steps
+                .iter()
+                .any(|&(fi, slot)| self.may_match(fi, slot, r.pf_unmarked))
+        {
+            // A multiMatch rule: no step of its chain gives any value one of its literals.
+            return false;
+        }
         self.run_rule(head, r)
     }
 

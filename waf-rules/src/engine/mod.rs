@@ -354,6 +354,10 @@ pub(crate) struct Rule {
     /// The literals hold only for values without a marked byte
     /// ([`crate::prefilter::marked_byte`]); a marked value always runs the operator.
     pf_unmarked: bool,
+    /// A multiMatch rule's (filter index, global slot) at every node of its chain, the raw
+    /// value's included: the operator runs on each step's value, so the rule can be skipped
+    /// as a whole only when none of those unions holds a literal. Empty for other rules.
+    pf_steps: Vec<(u32, u32)>,
 }
 
 /// The rules whose values pass through one transformation chain, as the prefilter sees them.
@@ -528,7 +532,7 @@ impl RuleSet {
             }
         }
         let skip_to = [resolve_skips(&phases[0]), resolve_skips(&phases[1])];
-        let prefilter = build_prefilter(&mut phases);
+        let prefilter = build_prefilter(&mut phases, &b.nodes);
         mark_excluded_vars(&mut phases);
         let tx_names = assign_tx_slots(&mut phases, config);
         let prefix_class = prefix_classes(&phases[0]);
@@ -779,44 +783,62 @@ fn mark_excluded_vars(phases: &mut [Vec<Item>; 2]) {
 /// fewer instructions per legit-dev request.
 const MAX_LITERAL: usize = 12;
 
-fn build_prefilter(phases: &mut [Vec<Item>; 2]) -> Option<Prefilter> {
+fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefilter> {
     use std::collections::BTreeMap;
     let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
-    fn visit(r: &mut Rule, groups: &mut BTreeMap<u32, Group>) {
-        // multiMatch rules get a slot too: each value they try is checked for their literals,
-        // but the per-request union covers only the final transformation, so they are never
-        // skipped as a whole.
-        if let (Some(req), false) = (&r.literals, r.negated) {
-            let g = groups.entry(r.tnode).or_default();
-            let slot = g.1;
-            g.1 += 1;
-            for l in &req.literals {
-                g.0.push((l.clone(), slot));
+    /// A slot for `req`'s literals in node `node`'s group; with `vars`, the group's union
+    /// also covers those variables.
+    fn add(
+        groups: &mut BTreeMap<u32, Group>,
+        node: u32,
+        req: &crate::prefilter::Required,
+        vars: Option<&[Target]>,
+    ) -> u32 {
+        let g = groups.entry(node).or_default();
+        let slot = g.1;
+        g.1 += 1;
+        for l in &req.literals {
+            g.0.push((l.clone(), slot));
+        }
+        for t in vars.unwrap_or_default() {
+            if !g.2.contains(&t.var) {
+                g.2.push(t.var);
             }
+        }
+        slot
+    }
+    fn visit(r: &mut Rule, groups: &mut BTreeMap<u32, Group>, nodes: &[Node]) {
+        if let (Some(req), false) = (&r.literals, r.negated) {
             r.pf_unmarked = req.unmarked_only;
-            r.pf_skip = !r.multi_match
-                && !r.targets.is_empty()
+            let coverable = !r.targets.is_empty()
                 && r.targets
                     .iter()
                     .all(|t| !t.count && t.var.is_request_value());
-            if r.pf_skip {
-                for t in &r.targets {
-                    if !g.2.contains(&t.var) {
-                        g.2.push(t.var);
-                    }
-                }
-            }
+            r.pf_skip = !r.multi_match && coverable;
+            let vars = coverable.then_some(r.targets.as_slice());
             // Filter index and global slot are filled in below, once the node order is known.
+            let slot = add(groups, r.tnode, req, vars);
             r.pf = Some((r.tnode, slot));
+            // multiMatch: every value is checked for the literals after every step that
+            // changes it; the rule as a whole is skipped when no node of its chain has them.
+            if r.multi_match && coverable {
+                let mut n = r.tnode;
+                let mut steps = vec![(n, slot)];
+                while n != 0 {
+                    n = nodes[n as usize].parent;
+                    steps.push((n, add(groups, n, req, vars)));
+                }
+                r.pf_steps = steps;
+            }
         }
         if let Some(c) = r.chain.as_deref_mut() {
-            visit(c, groups);
+            visit(c, groups, nodes);
         }
     }
     for items in phases.iter_mut() {
         for it in items.iter_mut() {
             if let Item::Rule(r) = it {
-                visit(r, &mut groups);
+                visit(r, &mut groups, nodes);
             }
         }
     }
@@ -857,6 +879,14 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2]) -> Option<Prefilter> {
                 .map(|&(i, base)| (i, base + slot));
             r.pf_skip &= r.pf.is_some();
         }
+        let steps = std::mem::take(&mut r.pf_steps);
+        r.pf_steps = steps
+            .into_iter()
+            .filter_map(|(node, slot)| {
+                let &(i, base) = index_of?.get(&node)?;
+                Some((i, base + slot))
+            })
+            .collect();
         if let Some(c) = r.chain.as_deref_mut() {
             fix(c, index_of);
         }

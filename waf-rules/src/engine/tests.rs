@@ -145,6 +145,29 @@ fn multi_match_checks_every_step() {
 }
 
 #[test]
+fn a_multi_match_rule_is_skipped_only_when_no_step_holds_its_literal() {
+    // The literal `abc` only in the raw value, only after the first step, or nowhere; the
+    // final value (hex) never holds it. The rule is gated as a whole on the unions at every
+    // node of its chain.
+    let r = rs(
+        r#"SecRule ARGS|REQUEST_HEADERS "@rx abc" "id:1,phase:2,deny,t:none,t:urlDecodeUni,t:hexEncode,multiMatch""#,
+    );
+    let pf = r.prefilter.as_ref().expect("a prefilter");
+    let Some(Item::Rule(rule)) = r.phases[1].first() else {
+        panic!("one phase-2 rule")
+    };
+    // Raw, after urlDecodeUni, after hexEncode: three unions, each its own filter.
+    assert_eq!(rule.pf_steps.len(), 3);
+    for &(fi, _) in &rule.pf_steps {
+        assert!(pf.filters[fi as usize].vars.contains(&Var::Args));
+    }
+    assert_eq!(r.evaluate(&get("/?q=xabcx")).action, Action::Block);
+    assert_eq!(r.evaluate(&get("/?q=a%62c")).action, Action::Block);
+    assert_eq!(r.evaluate(&get("/?q=a%62d")).action, Action::Allow);
+    assert_eq!(r.evaluate(&get("/?q=616263")).action, Action::Allow);
+}
+
+#[test]
 fn tx_key_regex_reads_the_keys_it_matches() {
     // Keys inside and around the prefix's range, in and out of case.
     let r = rs(r#"
