@@ -884,9 +884,21 @@ const B64_OTHER: u8 = 65;
 
 fn base64_decode(input: &[u8], ext: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len() * 3 / 4 + 1);
+    // Whole groups of four alphabet bytes first, three bytes out each; the first group
+    // with another byte, and the tail, go byte by byte below.
+    let mut quads = input.chunks_exact(4);
+    let mut done = 0;
+    for q in quads.by_ref() {
+        let [a, b, c, d] = [0, 1, 2, 3].map(|i| B64_VALUE[q[i] as usize]);
+        if (a | b | c | d) >= 64 {
+            break;
+        }
+        out.extend_from_slice(&[a << 2 | b >> 4, b << 4 | c >> 2, c << 6 | d]);
+        done += 4;
+    }
     let mut acc: u32 = 0;
     let mut bits = 0;
-    for &b in input {
+    for &b in &input[done..] {
         let v = match B64_VALUE[b as usize] {
             B64_PAD => break,
             B64_OTHER if ext => continue,

@@ -83,6 +83,27 @@ proptest! {
         prop_assert!(Transform::UrlDecodeUni.apply(&input).len() <= input.len());
     }
 
+    /// Standard base64 of any bytes decodes back to them; the decoding stops at the first
+    /// byte outside the alphabets (`+/` and `-_`; `base64DecodeExt` skips it instead),
+    /// wherever it falls relative to the groups of four.
+    #[test]
+    fn base64_decode_inverts_encoding_and_stops_at_a_stranger(
+        data in prop::collection::vec(any::<u8>(), 0..48),
+        cut in any::<prop::sample::Index>(),
+        stranger in prop::sample::select(b" .!:\n%@".to_vec()),
+    ) {
+        use base64::Engine;
+        let enc = base64::engine::general_purpose::STANDARD.encode(&data).into_bytes();
+        let dec = Transform::Base64Decode;
+        prop_assert_eq!(dec.apply(&enc), data.clone());
+        let at = cut.index(enc.len() + 1);
+        let mut broken = enc[..at].to_vec();
+        broken.push(stranger);
+        broken.extend_from_slice(&enc[at..]);
+        prop_assert_eq!(dec.apply(&broken), dec.apply(&enc[..at]));
+        prop_assert_eq!(Transform::Base64DecodeExt.apply(&broken), data);
+    }
+
     #[test]
     fn parser_never_panics(text in "(Sec(Rule|Action|Marker|DefaultAction|RuleEngine|RuleRemoveById|RuleUpdateTargetById) )?[ -~\\n\\\\\"']{0,120}") {
         let _ = RuleSet::from_sources(&[("p.conf".into(), text)], &[], &WafConfig::default());
