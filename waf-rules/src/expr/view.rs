@@ -136,7 +136,9 @@ impl<'r> RequestView<'r> {
 /// `http://host/path?q` → `/path?q`; an origin-form target is returned as is.
 fn strip_origin(uri: &str) -> &str {
     for scheme in ["http://", "https://"] {
-        if uri.len() > scheme.len() && uri[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        // (Compared as bytes: a target may hold UTF-8 that a `str` slice would split.)
+        let b = uri.as_bytes();
+        if b.len() > scheme.len() && b[..scheme.len()].eq_ignore_ascii_case(scheme.as_bytes()) {
             let rest = &uri[scheme.len()..];
             return match rest.find(['/', '?']) {
                 Some(i) => &rest[i..],
@@ -236,6 +238,14 @@ mod tests {
         assert_eq!(normalize_path("/a%2"), "/a%2");
         assert_eq!(normalize_path("/../../etc/passwd"), "/etc/passwd");
         assert_eq!(normalize_path("/a\\..\\admin"), "/admin");
+    }
+
+    #[test]
+    fn a_target_with_utf8_where_a_scheme_would_end_is_a_path() {
+        // (Found by the rules_file fuzzer: slicing the text at the scheme's length panicked.)
+        assert_eq!(strip_origin("#Co\u{77c}#C#Co"), "#Co\u{77c}#C#Co");
+        assert_eq!(strip_origin("/caf\u{e9}s?x"), "/caf\u{e9}s?x");
+        assert_eq!(strip_origin("HTTPS://h\u{e9}/p"), "/p");
     }
 
     #[test]
