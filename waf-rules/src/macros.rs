@@ -94,7 +94,13 @@ impl Macro {
         if let [Part::Var(n, k)] = self.parts.as_slice() {
             return resolve(n, k.as_deref());
         }
-        let mut out = Vec::new();
+        // Room for the literal parts and a short value per variable: most expansions (CRS's
+        // run-time TX names) then never grow the buffer.
+        let room = self.parts.iter().map(|p| match p {
+            Part::Lit(s) => s.len(),
+            Part::Var(..) => 32,
+        });
+        let mut out = Vec::with_capacity(room.sum());
         for p in &self.parts {
             match p {
                 Part::Lit(s) => out.extend_from_slice(s.as_bytes()),

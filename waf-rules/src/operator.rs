@@ -541,6 +541,16 @@ impl Operator {
         let bool_found = |b: bool| if b { Some(Found::default()) } else { None };
         match self {
             Operator::Rx(rx) => {
+                if rx.pattern == "^.*$" {
+                    // Matches every value whole (`.` matches newlines, as in ModSecurity's
+                    // PCRE): CRS 920450 captures each header name so. No regex run.
+                    let captures = if want_captures {
+                        vec![v.to_vec()]
+                    } else {
+                        Vec::new()
+                    };
+                    return Some(Found { captures });
+                }
                 let re = rx.regex()?;
                 if !re.is_match(v) {
                     return None;
@@ -662,6 +672,14 @@ mod tests {
 
     #[test]
     fn rx_is_dotall_and_bytes() {
+        // The whole-value shortcut answers as the regex does, captures included.
+        let whole = Operator::Rx(Rx::new("^.*$", Compile::Eager, false).expect("compiles"));
+        let re = compile_rx("^.*$").expect("compiles");
+        for v in [&b""[..], b"host", b"a\nb\r\n", b"\xff\x00z"] {
+            let found = whole.run(v, true, &|_| std::borrow::Cow::Borrowed(&[]));
+            let caps = re.captures(v).expect("matches");
+            assert_eq!(found.map(|f| f.captures), Some(vec![caps[0].to_vec()]));
+        }
         let op = Operator::Rx(Rx::new("a.b", Compile::Eager, false).expect("compiles"));
         assert!(run(&op, "a\nb"));
         let op = Operator::Rx(Rx::new(r"\xff", Compile::Lazy, false).expect("compiles"));
