@@ -581,7 +581,7 @@ impl Operator {
             Operator::DetectXss => bool_found(libinjectionrs::detect_xss(v).is_injection()),
             Operator::Within(m) => {
                 let p = param(m);
-                bool_found(v.is_empty() || contains(&p, v))
+                bool_found(v.is_empty() || within(&p, v))
             }
             Operator::Streq(m) => bool_found(param(m) == v),
             Operator::Contains(m) => bool_found(contains(v, &param(m))),
@@ -605,6 +605,26 @@ impl Operator {
     }
 }
 
+/// `@within`'s search: a value (`needle`, from the request) in a list from the rules. For a
+/// short value, from the places its second byte occurs in the list: building a `memmem`
+/// searcher for each value cost about 1,300 instructions per header name in CRS 920450,
+/// most of that rule's time. At most 16 bytes compared per place.
+fn within(list: &[u8], needle: &[u8]) -> bool {
+    // Anchored on the value's second byte: CRS's lists separate their items with `/`, `|`,
+    // `.` or spaces, which a value's first byte often is.
+    match needle {
+        [_, second, ..] if needle.len() <= 16 => {
+            let Some(last_start) = list.len().checked_sub(needle.len()) else {
+                return false;
+            };
+            memchr::memchr_iter(*second, &list[1..=last_start + 1])
+                .any(|i| &list[i..i + needle.len()] == needle)
+        }
+        [one] => memchr::memchr(*one, list).is_some(),
+        _ => contains(list, needle),
+    }
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     // (A window-by-window comparison made @within cost a few hundred comparisons per
     // header name against CRS's restricted-header lists.)
@@ -624,6 +644,16 @@ mod tests {
             )
         ) {
             prop_assert_eq!(to_int(&b), to_int_text(&b));
+        }
+
+        /// `@within`'s short-value search against the definition (a window equal to it).
+        #[test]
+        fn within_finds_exactly_the_windows_equal_to_the_value(
+            list in proptest::collection::vec(prop_oneof![Just(b'/'), Just(b'a'), Just(b'b')], 0..40),
+            v in proptest::collection::vec(prop_oneof![Just(b'/'), Just(b'a'), Just(b'b')], 0..20),
+        ) {
+            let want = v.is_empty() || list.windows(v.len()).any(|w| w == v.as_slice());
+            prop_assert_eq!(super::within(&list, &v), want);
         }
 
         /// Ranges leaving out 0 to 5 bytes (the searched and the table forms) against the
