@@ -69,6 +69,9 @@ pub enum Compile {
 pub struct Rx {
     pattern: String,
     re: std::sync::OnceLock<Option<regex::bytes::Regex>>,
+    /// The pattern is `^.*$`, which matches every value whole (`.` matches newlines, as in
+    /// ModSecurity's PCRE; CRS 920450 captures each header name so): no regex runs.
+    whole: bool,
 }
 
 impl Rx {
@@ -79,6 +82,7 @@ impl Rx {
         let rx = Rx {
             pattern: pattern.to_string(),
             re: std::sync::OnceLock::new(),
+            whole: pattern == "^.*$",
         };
         match compile {
             Compile::Eager => {
@@ -541,9 +545,7 @@ impl Operator {
         let bool_found = |b: bool| if b { Some(Found::default()) } else { None };
         match self {
             Operator::Rx(rx) => {
-                if rx.pattern == "^.*$" {
-                    // Matches every value whole (`.` matches newlines, as in ModSecurity's
-                    // PCRE): CRS 920450 captures each header name so. No regex run.
+                if rx.whole {
                     let captures = if want_captures {
                         vec![v.to_vec()]
                     } else {
