@@ -281,21 +281,26 @@ impl Request {
     }
 
     fn process_json(&mut self, body: &[u8], limits: &Limits) {
-        let v: serde_json::Value = match serde_json::from_slice(body) {
-            Ok(v) => v,
-            Err(e) => {
-                self.set_error(&format!("JSON parsing error: {e}"));
-                return;
-            }
-        };
         let mut out = Vec::new();
-        if !flatten_json(
-            &v,
-            &mut String::from("json"),
-            0,
-            limits.max_json_depth,
-            &mut out,
-        ) {
+        let mut too_deep = false;
+        let mut path = String::from("json");
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let parsed = serde::de::DeserializeSeed::deserialize(
+            Flatten {
+                path: &mut path,
+                depth: 0,
+                max_depth: limits.max_json_depth,
+                out: &mut out,
+                too_deep: &mut too_deep,
+            },
+            &mut de,
+        )
+        .and_then(|()| de.end());
+        if let Err(e) = parsed {
+            self.set_error(&format!("JSON parsing error: {e}"));
+            return;
+        }
+        if too_deep {
             self.set_error("JSON nesting too deep");
         }
         let room = (limits.max_args + self.args_get_len).saturating_sub(self.args.len());
@@ -538,53 +543,142 @@ fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
     out
 }
 
-/// Appends `v`'s leaves to `out`, each named by its path (`json.items.0.sku`). `path` holds
-/// the name of `v` on entry and again on return (one buffer serves the whole document).
-fn flatten_json(
-    v: &serde_json::Value,
-    path: &mut String,
+/// Streams a JSON value into `out` leaf by leaf, each named by its path (`json.items.0.sku`),
+/// in document order and without building a tree. Duplicate keys each give an entry, as in
+/// ModSecurity's parser: a tree keeps only one of them, and a backend that reads the other
+/// would see a value the rules never did. `path` holds the value's name on entry and again on
+/// return (one buffer serves the whole document). Values nested deeper than `max_depth` are
+/// skipped and set `too_deep`.
+struct Flatten<'a> {
+    path: &'a mut String,
     depth: usize,
     max_depth: usize,
-    out: &mut Vec<Entry>,
-) -> bool {
-    if depth > max_depth {
-        return false;
+    out: &'a mut Vec<Entry>,
+    too_deep: &'a mut bool,
+}
+
+impl Flatten<'_> {
+    fn leaf(self, v: Vec<u8>) {
+        self.out.push((self.path.clone(), v));
     }
-    let at = path.len();
-    let child = |path: &mut String, name: &dyn std::fmt::Display, val, out: &mut Vec<Entry>| {
+
+    fn child(&mut self) -> Flatten<'_> {
+        Flatten {
+            path: &mut *self.path,
+            depth: self.depth + 1,
+            max_depth: self.max_depth,
+            out: &mut *self.out,
+            too_deep: &mut *self.too_deep,
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if self.depth > self.max_depth {
+            *self.too_deep = true;
+            return <serde::de::IgnoredAny as serde::Deserialize>::deserialize(d).map(|_| ());
+        }
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.leaf(if v {
+            b"true".to_vec()
+        } else {
+            b"false".to_vec()
+        });
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.leaf(v.to_string().into_bytes());
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.leaf(v.to_string().into_bytes());
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        // As serde_json prints a number (`1.0`, `1e+100`); JSON has no NaN or infinity.
+        let text = serde_json::Number::from_f64(v).map(|n| n.to_string());
+        self.leaf(text.unwrap_or_default().into_bytes());
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.leaf(v.as_bytes().to_vec());
+        Ok(())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<(), E> {
+        self.leaf(v.into_bytes());
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.leaf(Vec::new());
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
         use std::fmt::Write;
-        let _ = write!(path, ".{name}");
-        let ok = flatten_json(val, path, depth + 1, max_depth, out);
-        path.truncate(at);
-        ok
-    };
-    match v {
-        serde_json::Value::Object(m) => {
-            let mut ok = true;
-            for (k, val) in m {
-                ok &= child(path, k, val, out);
+        let at = self.path.len();
+        for i in 0usize.. {
+            let _ = write!(self.path, ".{i}");
+            let more = seq.next_element_seed(self.child())?;
+            self.path.truncate(at);
+            if more.is_none() {
+                break;
             }
-            ok
         }
-        serde_json::Value::Array(a) => {
-            let mut ok = true;
-            for (i, val) in a.iter().enumerate() {
-                ok &= child(path, &i, val, out);
-            }
-            ok
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let at = self.path.len();
+        while map.next_key_seed(KeyInto(&mut *self.path))?.is_some() {
+            map.next_value_seed(self.child())?;
+            self.path.truncate(at);
         }
-        serde_json::Value::String(s) => {
-            out.push((path.clone(), s.as_bytes().to_vec()));
-            true
-        }
-        serde_json::Value::Null => {
-            out.push((path.clone(), Vec::new()));
-            true
-        }
-        other => {
-            out.push((path.clone(), other.to_string().into_bytes()));
-            true
-        }
+        Ok(())
+    }
+}
+
+/// Appends `.key` to a path as the key is read.
+struct KeyInto<'a>(&'a mut String);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyInto<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeyInto<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.push('.');
+        self.0.push_str(v);
+        Ok(())
     }
 }
 
@@ -656,6 +750,61 @@ mod tests {
         assert_eq!(r.args[1], ("json.a.b.1".into(), b"x".to_vec()));
         let bad = req("POST", "/", &[("Content-Type", "application/json")], "{");
         assert!(bad.body_error);
+    }
+
+    #[test]
+    fn json_leaves_in_document_order_with_every_duplicate_key() {
+        let ct = [("Content-Type", "application/json")];
+        let body = r#"{"z":"first","a":[true,null,-3,2.5,1e100,{"q":"x"}],"z":"second"}"#;
+        let r = req("POST", "/", &ct, body);
+        let got: Vec<(&str, &str)> = r
+            .args
+            .iter()
+            .map(|(k, v)| (k.as_str(), std::str::from_utf8(v).unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("json.z", "first"),
+                ("json.a.0", "true"),
+                ("json.a.1", ""),
+                ("json.a.2", "-3"),
+                ("json.a.3", "2.5"),
+                // Numbers as serde_json prints them, not as the document spells them.
+                ("json.a.4", "1e+100"),
+                ("json.a.5.q", "x"),
+                ("json.z", "second"),
+            ]
+        );
+        assert!(!r.body_error);
+        // Escapes in keys and values are decoded; a scalar document is one leaf named `json`.
+        let r = req("POST", "/", &ct, r#"{"k\u0065y":"v\"al"}"#);
+        assert_eq!(r.args, [("json.key".to_string(), b"v\"al".to_vec())]);
+        let r = req("POST", "/", &ct, "42");
+        assert_eq!(r.args, [("json".to_string(), b"42".to_vec())]);
+        // Anything after the document is an error, and an error leaves no arguments.
+        for bad in [r#"{"a":"b"} x"#, r#"{"a":"b""#, r#"{"a":}"#] {
+            let r = req("POST", "/", &ct, bad);
+            assert!(r.body_error, "{bad}");
+            assert!(r.args.is_empty(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_nesting_past_the_limit_is_skipped_and_flagged() {
+        let deep = format!(
+            "{{\"a\":\"x\",\"d\":{}1{}}}",
+            "[".repeat(70),
+            "]".repeat(70)
+        );
+        let r = req("POST", "/", &[("Content-Type", "application/json")], &deep);
+        assert!(r.body_error);
+        assert!(
+            r.body_error_msg.contains("too deep"),
+            "{}",
+            r.body_error_msg
+        );
+        assert_eq!(r.args, [("json.a".to_string(), b"x".to_vec())]);
     }
 
     #[test]
