@@ -59,27 +59,51 @@ impl TxNames {
 /// TX values detached from their names.
 #[derive(Debug, Clone)]
 pub(crate) struct TxParts {
-    slots: Vec<Val>,
+    slots: Vec<Val<'static>>,
     extra: BTreeMap<String, Vec<u8>>,
 }
 
 static NO_NAMES: LazyLock<TxNames> = LazyLock::new(TxNames::default);
 
-/// A slot's value: short ones (scores, flags, paranoia levels) inline, no allocation.
+/// A slot's value: short ones (scores, flags, paranoia levels) inline, no allocation; long
+/// ones a request has not changed borrowed from the state the rule set's prefix left (CRS's
+/// setup leaves several long lists there, such as the restricted extensions and headers).
 #[derive(Debug, Clone, Default)]
-pub(crate) enum Val {
+pub(crate) enum Val<'a> {
     #[default]
     Unset,
     Short(u8, [u8; 22]),
     Long(Vec<u8>),
+    Shared(&'a [u8]),
 }
 
-impl Val {
+impl<'a> Val<'a> {
     fn get(&self) -> Option<&[u8]> {
         match self {
             Val::Unset => None,
             Val::Short(n, b) => Some(&b[..*n as usize]),
             Val::Long(v) => Some(v),
+            Val::Shared(v) => Some(v),
+        }
+    }
+
+    /// This value, borrowing a long one from `self`.
+    fn share(&'a self) -> Val<'a> {
+        match self {
+            Val::Unset => Val::Unset,
+            Val::Short(n, b) => Val::Short(*n, *b),
+            Val::Long(v) => Val::Shared(v),
+            Val::Shared(v) => Val::Shared(v),
+        }
+    }
+
+    /// This value, owning what it holds.
+    fn to_owned(&self) -> Val<'static> {
+        match self {
+            Val::Unset => Val::Unset,
+            Val::Short(n, b) => Val::Short(*n, *b),
+            Val::Long(v) => Val::Long(v.clone()),
+            Val::Shared(v) => Val::Long(v.to_vec()),
         }
     }
 
@@ -103,7 +127,7 @@ impl Val {
 #[derive(Debug, Clone)]
 pub(crate) struct Tx<'n> {
     names: &'n TxNames,
-    slots: Vec<Val>,
+    slots: Vec<Val<'n>>,
     extra: BTreeMap<String, Vec<u8>>,
 }
 
@@ -132,16 +156,17 @@ impl<'n> Tx<'n> {
     /// The values, without the borrowed names (for a rule set to keep).
     pub(crate) fn to_parts(&self) -> TxParts {
         TxParts {
-            slots: self.slots.clone(),
+            slots: self.slots.iter().map(Val::to_owned).collect(),
             extra: self.extra.clone(),
         }
     }
 
-    /// Values saved by [`Tx::to_parts`] from a `Tx` over the same names.
-    pub(crate) fn from_parts(names: &'n TxNames, parts: &TxParts) -> Tx<'n> {
+    /// Values saved by [`Tx::to_parts`] from a `Tx` over the same names; long values are
+    /// borrowed from `parts` until they are set.
+    pub(crate) fn from_parts(names: &'n TxNames, parts: &'n TxParts) -> Tx<'n> {
         Tx {
             names,
-            slots: parts.slots.clone(),
+            slots: parts.slots.iter().map(Val::share).collect(),
             extra: parts.extra.clone(),
         }
     }
@@ -303,5 +328,33 @@ mod tests {
         );
         tx.set("c", b"short");
         assert_eq!(tx.get("c"), Some(&b"short"[..]));
+    }
+
+    #[test]
+    fn a_tx_from_parts_reads_the_saved_values_and_sets_its_own() {
+        let names = TxNames::new(vec!["long".into(), "short".into()]);
+        let mut saved = Tx::new(&names);
+        let long = b"/.bak/ /.config/ /.conf/ /.db/ /.ini/ /.log/".to_vec();
+        saved.set("long", &long);
+        saved.set("short", b"5");
+        saved.set("run-time", &long);
+        let parts = saved.to_parts();
+        let mut a = Tx::from_parts(&names, &parts);
+        let b = Tx::from_parts(&names, &parts);
+        assert_eq!(a.get("long"), Some(&long[..]));
+        assert_eq!(a.get("run-time"), Some(&long[..]));
+        a.set("long", b"changed, and longer than twenty-two bytes");
+        a.set("short", b"6");
+        assert_eq!(
+            a.get("long"),
+            Some(&b"changed, and longer than twenty-two bytes"[..])
+        );
+        assert_eq!(a.get("short"), Some(&b"6"[..]));
+        // The other request and the saved parts keep their values.
+        assert_eq!(b.get("long"), Some(&long[..]));
+        assert_eq!(b.get("short"), Some(&b"5"[..]));
+        let again = a.to_parts();
+        assert_eq!(Tx::from_parts(&names, &again).get("short"), Some(&b"6"[..]));
+        assert_eq!(Tx::from_parts(&names, &parts).get("long"), Some(&long[..]));
     }
 }
