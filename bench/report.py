@@ -18,6 +18,8 @@ LABELS = {
     "origin-proxy": "origin-proxy, WAF off",
     "origin-proxy+crs": "origin-proxy + CRS v4 PL1 blocking",
     "minimal-pingora": "minimal Pingora proxy (baseline)",
+    "h1-loop-pingora": "Pingora listener + H1 sessions, sequential loop (measurement)",
+    "h1-loop-own": "Pingora listener + hand-written H1 forwarder (measurement)",
     "nginx": "nginx reverse proxy",
     "nginx+modsecurity": "nginx + ModSecurity 3 + CRS v4 PL1 blocking",
 }
@@ -86,7 +88,12 @@ def main():
         "GET: `/api/products/2?ref=flash-sale&page=3&sort=price`; POST: `/api/cart` with a 2 KiB "
         "JSON body (a checkout: address, 12 cart lines, a comment). Both with "
         "`Host: shop.example`. `minimal Pingora proxy` is `origin-proxy/examples/minimal_proxy.rs`: "
-        "Pingora with one fixed upstream and nothing else.",
+        "Pingora with one fixed upstream and nothing else. The two `measurement` rows are "
+        "`origin-proxy/examples/h1_loop.rs`: Pingora's listener and one task per connection "
+        "forwarding request after request, first through Pingora's HTTP/1 sessions, then "
+        "through a hand-written forwarder that handles only `Content-Length` framing; they "
+        "show where the time between the minimal proxy and nginx goes, and are not proxies "
+        "to deploy.",
         "",
         "| server | request | req/s | p50 ms | p99 ms | vs nginx | vs nginx+ModSecurity | req/s per round |",
         "|---|---|---:|---:|---:|---:|---:|---|",
