@@ -393,3 +393,24 @@ SecRule REQUEST_URI "@rx \.\./" "id:4,phase:1,deny,t:normalizePath"
         assert_eq!(verdicts(&b), want_b);
     }
 }
+
+#[test]
+fn a_json_key_given_twice_is_inspected_both_times() {
+    // A backend that keeps the first of two equal keys must not get a value the rules skipped.
+    let r = rs(r#"SecRule ARGS "@contains union select" "id:1,phase:2,deny""#);
+    let post = |body: &str| HttpRequest {
+        method: "POST".into(),
+        uri: "/api/search".into(),
+        version: "HTTP/1.1".into(),
+        headers: vec![
+            ("Host".into(), "x".into()),
+            ("Content-Type".into(), "application/json".into()),
+        ],
+        body: body.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let v = r.evaluate(&post(r#"{"q":"1 union select pw","q":"shoes"}"#));
+    assert_eq!(v.action, Action::Block);
+    assert_eq!(v.matches[0].variable, "ARGS:json.q");
+    assert_eq!(r.evaluate(&post(r#"{"q":"shoes","q":"boots"}"#)).action, Action::Allow);
+}
