@@ -247,48 +247,79 @@ pub fn xss_possible(v: &[u8]) -> bool {
 /// (`page=3`, `sort=price`) and JSON argument names take this path; the
 /// `libinjection_shortcut_*` tests check it against the detectors themselves.
 pub fn single_token(v: &[u8]) -> bool {
+    /// The bytes of a dotted word: ASCII letters, digits, `_` and `.`.
+    static WORD: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            t[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'.';
+            b += 1;
+        }
+        t
+    };
     match v.first() {
         None => false,
         Some(b) if b.is_ascii_digit() => v.iter().all(u8::is_ascii_digit),
         Some(&b) if b == b'_' || b.is_ascii_alphabetic() => {
-            v.iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-                && v.iter()
+            // Every prefix before a dot but the first holds a dot itself.
+            v.iter().all(|&b| WORD[b as usize])
+                && memchr::memchr_iter(b'.', v)
                     .enumerate()
-                    .all(|(i, &b)| b != b'.' || !sql_keyword(&v[..i]))
+                    .all(|(n, i)| !sql_keyword(&v[..i], n > 0))
         }
         Some(_) => false,
     }
 }
 
 /// Whether libinjection's word table gives `word` (case-insensitively) a type other than
-/// bareword: the tokenizer splits a dotted word at such a prefix. The table's non-bareword
-/// entries go into a set on first use (a few milliseconds, once per process).
-fn sql_keyword(word: &[u8]) -> bool {
+/// bareword: the tokenizer splits a dotted word at such a prefix. `dotted`: whether `word`
+/// holds a `.`. The table's non-bareword entries go into a set on first use (a few
+/// milliseconds, once per process), with, for each first letter, the lengths its words have,
+/// apart for the few words with a dot: most prefixes of a JSON argument name (`json.items`)
+/// fail that test and are never hashed.
+fn sql_keyword(word: &[u8], dotted: bool) -> bool {
     use libinjectionrs::sqli::sqli_data::{lookup_word, SQL_KEYWORDS};
     use libinjectionrs::sqli::TokenType;
     use std::collections::HashSet;
     // (A fixed table, so a fast hash: SipHash was a few per cent of a JSON body's cost.)
     type Words = HashSet<&'static [u8], std::hash::BuildHasherDefault<crate::engine::IntHasher>>;
-    static WORDS: std::sync::OnceLock<(usize, Words)> = std::sync::OnceLock::new();
-    let (longest, words) = WORDS.get_or_init(|| {
+    struct Table {
+        words: Words,
+        /// Bit `n` of entry `b`: some word starts with byte `b` (upper case) and has `n` bytes
+        /// (bit 63: 63 bytes or more); `[0]` for words without a dot, `[1]` with.
+        lengths: [[u64; 256]; 2],
+    }
+    static TABLE: std::sync::OnceLock<Table> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
         let words: Words = SQL_KEYWORDS
             .iter()
             .filter(|k| lookup_word(k.word) != TokenType::Bareword)
             .map(|k| k.word.as_bytes())
             .collect();
-        (words.iter().map(|w| w.len()).max().unwrap_or(0), words)
+        let mut lengths = [[0u64; 256]; 2];
+        for w in &words {
+            if let Some(&b) = w.first() {
+                let dotted = usize::from(w.contains(&b'.'));
+                lengths[dotted][usize::from(b.to_ascii_uppercase())] |= 1 << w.len().min(63);
+            }
+        }
+        Table { words, lengths }
     });
-    if word.len() > *longest {
+    let Some(&first) = word.first() else {
+        return false;
+    };
+    let lengths = &table.lengths[usize::from(dotted)];
+    if lengths[usize::from(first.to_ascii_uppercase())] & (1 << word.len().min(63)) == 0 {
         return false;
     }
-    let mut upper = [0u8; 64];
+    let mut upper = [0u8; 62];
     let Some(buf) = upper.get_mut(..word.len()) else {
         return lookup_word(&String::from_utf8_lossy(word)) != TokenType::Bareword;
     };
     buf.copy_from_slice(word);
     buf.make_ascii_uppercase();
-    words.contains(&*buf)
+    table.words.contains(&*buf)
 }
 
 /// libinjection's SQLi verdict and, for an injection, its fingerprint. The detector alone
