@@ -75,11 +75,13 @@ fn split_nul(b: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
-/// The rule set twice: as hosts load it, and without the prefilter, to compare against.
+/// The rule set twice: as hosts load it, and without the prefilter or the cross-request memo
+/// of operator misses, to compare against.
 pub struct Pair {
     /// Loaded as the edge and the origin load it.
     pub full: RuleSet,
-    /// The same rules without the literal prefilter: every rule runs on every value.
+    /// The same rules without the literal prefilter and the memo: every rule runs its operator
+    /// on every value.
     pub plain: RuleSet,
 }
 
@@ -93,13 +95,15 @@ impl Pair {
         let full = RuleSet::from_sources(files, data, config)?;
         let mut plain = RuleSet::from_sources(files, data, config)?;
         plain.drop_prefilter();
+        plain.set_memo(false);
         Ok(Pair { full, plain })
     }
 
     /// Evaluates `req` three ways and says how they differ, if they do: as hosts do (the
-    /// prefilter, the rule set's precomputed prefix, a recycled per-request cache), once more
-    /// (a cache that served the previous request), and with every rule run on every value
-    /// from scratch.
+    /// prefilter, the rule set's precomputed prefix, a recycled per-request cache, the misses
+    /// remembered from earlier requests), once more (a cache that served the previous request,
+    /// and this request's misses remembered), and with every rule run on every value from
+    /// scratch.
     pub fn check(&self, req: &HttpRequest) -> Result<(), String> {
         let first = self.full.evaluate(req);
         let again = self.full.evaluate(req);

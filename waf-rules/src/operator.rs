@@ -546,6 +546,18 @@ impl Operator {
         matches!(self, Operator::DetectSqli | Operator::DetectXss)
     }
 
+    /// Whether a run's result depends on the value alone (no parameter macro, no state), so
+    /// that a miss can be remembered across requests: the detectors (`Some(true)`: costly at
+    /// any length), `@rx` and `@pm` (`Some(false)`: worth it on longer values only).
+    pub fn value_only(&self) -> Option<bool> {
+        match self {
+            Operator::DetectSqli | Operator::DetectXss => Some(true),
+            Operator::Rx(rx) if !rx.whole => Some(false),
+            Operator::Pm(_) => Some(false),
+            _ => None,
+        }
+    }
+
     /// The parameter template, for operators that take one.
     pub fn param_macro(&self) -> Option<&Macro> {
         match self {

@@ -1,7 +1,9 @@
 //! Evaluation of a compiled rule set against one request.
 
+use super::memo;
 use super::tx::{Tx, TxRef};
 use super::*;
+use crate::operator::Found;
 use crate::request::{Entry, Request};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -1746,6 +1748,7 @@ impl Ev<'_> {
         let mut mv = std::mem::take(&mut self.st.spare_matched_vars);
         mv.clear();
         let mut hit_caps: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
+        let rs_ro: &RuleSet = self.rs;
         for v in vals.iter() {
             let Ev {
                 req,
@@ -1842,6 +1845,24 @@ impl Ev<'_> {
                     None => Cow::Owned(m.expand(&res)),
                 }
             };
+            // Misses of operators that read nothing but the value are remembered across
+            // requests (`memo`).
+            let remember = rs_ro.memo
+                && match r.op.value_only() {
+                    Some(costly) => costly || tv.len() >= memo::MIN_LEN,
+                    None => false,
+                };
+            let op_key = [rs_ro.id, std::ptr::from_ref(r) as u64];
+            let run = |tv: &[u8]| -> Option<Found> {
+                if remember && memo::known_miss(op_key, tv) {
+                    return None;
+                }
+                let f = r.op.run(tv, r.capture, &expand);
+                if remember && f.is_none() {
+                    memo::note_miss(op_key, tv);
+                }
+                f
+            };
             let mut found = match (run_final, tv_idx) {
                 (false, _) => None,
                 (true, Some(i)) if r.op.worth_memoizing() => {
@@ -1849,13 +1870,13 @@ impl Ev<'_> {
                     match cache.ops.get(&k) {
                         Some(f) => f.clone(),
                         None => {
-                            let f = r.op.run(tv, r.capture, &expand);
+                            let f = run(tv);
                             cache.ops.insert(k, f.clone());
                             f
                         }
                     }
                 }
-                (true, _) => r.op.run(tv, r.capture, &expand),
+                (true, _) => run(tv),
             };
             let mut hit = found.is_some() != r.negated;
             let mut multi_hit: Option<Vec<u8>> = None;

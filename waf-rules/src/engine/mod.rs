@@ -9,6 +9,7 @@
 mod compile;
 mod eval;
 mod lits;
+mod memo;
 mod tx;
 
 use crate::config::{Mode, WafConfig};
@@ -48,6 +49,12 @@ impl std::hash::Hasher for IntHasher {
 
 /// "No TX slot": the name is not known at load (or not a TX name).
 pub(crate) const NO_SLOT: u32 = u32::MAX;
+
+/// A rule set id no other rule set in this process has had.
+fn new_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Severity as CRS tags its rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -469,6 +476,10 @@ pub struct RuleSet {
     config: WafConfig,
     file_engine: Option<Mode>,
     rule_count: usize,
+    /// Unique in the process: names this rule set's operators in the cross-request memo.
+    id: u64,
+    /// Whether operator misses are remembered across requests ([`memo`]).
+    memo: bool,
 }
 
 impl RuleSet {
@@ -556,6 +567,8 @@ impl RuleSet {
             config,
             file_engine: b.engine,
             rule_count,
+            id: new_id(),
+            memo: true,
         })
     }
 
@@ -631,6 +644,17 @@ impl RuleSet {
     #[doc(hidden)]
     pub fn drop_prefilter(&mut self) {
         self.prefilter = None;
+    }
+
+    /// Turns the cross-request memo of operator misses ([`memo`]) off (every operator then runs
+    /// on every value it is given) or on again, empty: the rule set takes a new id, so what was
+    /// remembered under the old one is never looked at. For tests, fuzzers and benchmarks.
+    #[doc(hidden)]
+    pub fn set_memo(&mut self, on: bool) {
+        self.memo = on;
+        if on {
+            self.id = new_id();
+        }
     }
 
     /// How many leading phase 1 items decide the same for every request and are run once per

@@ -412,5 +412,41 @@ fn a_json_key_given_twice_is_inspected_both_times() {
     let v = r.evaluate(&post(r#"{"q":"1 union select pw","q":"shoes"}"#));
     assert_eq!(v.action, Action::Block);
     assert_eq!(v.matches[0].variable, "ARGS:json.q");
-    assert_eq!(r.evaluate(&post(r#"{"q":"shoes","q":"boots"}"#)).action, Action::Allow);
+    assert_eq!(
+        r.evaluate(&post(r#"{"q":"shoes","q":"boots"}"#)).action,
+        Action::Allow
+    );
+}
+
+#[test]
+fn misses_remembered_across_requests_never_hide_a_match() {
+    let detect = rs(r#"SecRule ARGS "@detectSQLi" "id:1,phase:2,deny"
+SecRule ARGS "@rx (?i)evil[a-z]{8}" "id:2,phase:2,deny""#);
+    let benign = "/?q=a%20perfectly%20ordinary%20search%20for%20winter%20boots";
+    for _ in 0..3 {
+        assert_eq!(detect.evaluate(&get(benign)).action, Action::Allow);
+    }
+    // The same parameter with a value the rules catch, in between the benign ones.
+    let v = detect.evaluate(&get("/?q=1%27%20or%20%271%27%3D%271"));
+    assert_eq!(v.action, Action::Block);
+    assert_eq!(v.matches[0].id, 1);
+    let v = detect.evaluate(&get("/?q=a%20perfectly%20ordinary%20EVILsearchxx"));
+    assert_eq!(v.action, Action::Block);
+    assert_eq!(v.matches[0].id, 2);
+    assert_eq!(detect.evaluate(&get(benign)).action, Action::Allow);
+    // Another rule set is told nothing by this one's misses, even for the same bytes.
+    let other = rs(r#"SecRule ARGS "@rx ordinary search" "id:3,phase:2,deny""#);
+    assert_eq!(other.evaluate(&get(benign)).action, Action::Block);
+    // Off and on again: the same verdicts.
+    let mut again = rs(r#"SecRule ARGS "@rx (?i)evil[a-z]{8}" "id:2,phase:2,deny""#);
+    again.set_memo(false);
+    assert_eq!(again.evaluate(&get(benign)).action, Action::Allow);
+    again.set_memo(true);
+    assert_eq!(again.evaluate(&get(benign)).action, Action::Allow);
+    assert_eq!(
+        again
+            .evaluate(&get("/?q=a%20perfectly%20ordinary%20EVILsearchxx"))
+            .action,
+        Action::Block
+    );
 }
