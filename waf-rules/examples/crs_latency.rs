@@ -236,33 +236,37 @@ fn main() {
         per[per.len() - 1],
         mean
     );
-    // The stream: each request once, in order, the memo starting empty; five passes, each
-    // request's figure the median of its five single runs.
-    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); reqs.len()];
-    for _ in 0..5 {
-        rs.set_memo(true);
-        for (i, r) in reqs.iter().enumerate() {
-            let t = Instant::now();
-            std::hint::black_box(rs.evaluate(std::hint::black_box(r)));
-            runs[i].push(t.elapsed().as_secs_f64() * 1e6);
+    // The stream: each request once, in order (memo on: starting empty); five passes, each
+    // request's figure the median of its five single runs. With the memo off too, measured the
+    // same way, for comparison (single cold runs cost more than the repeated runs above).
+    for memo in [false, true] {
+        let mut runs: Vec<Vec<f64>> = vec![Vec::new(); reqs.len()];
+        for _ in 0..5 {
+            rs.set_memo(memo);
+            for (i, r) in reqs.iter().enumerate() {
+                let t = Instant::now();
+                std::hint::black_box(rs.evaluate(std::hint::black_box(r)));
+                runs[i].push(t.elapsed().as_secs_f64() * 1e6);
+            }
         }
+        let mut per: Vec<f64> = runs
+            .iter_mut()
+            .map(|t| {
+                t.sort_by(f64::total_cmp);
+                t[t.len() / 2]
+            })
+            .collect();
+        let mean = per.iter().sum::<f64>() / per.len() as f64;
+        per.sort_by(f64::total_cmp);
+        println!(
+            "PL{pl} over {} legit-dev requests as a stream, memo {} (µs per request): p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  mean {:.1}",
+            per.len(),
+            if memo { "on" } else { "off" },
+            pct(&per, 0.5),
+            pct(&per, 0.9),
+            pct(&per, 0.99),
+            per[per.len() - 1],
+            mean
+        );
     }
-    let mut per: Vec<f64> = runs
-        .iter_mut()
-        .map(|t| {
-            t.sort_by(f64::total_cmp);
-            t[t.len() / 2]
-        })
-        .collect();
-    let mean = per.iter().sum::<f64>() / per.len() as f64;
-    per.sort_by(f64::total_cmp);
-    println!(
-        "PL{pl} over {} legit-dev requests as a stream, memo on (µs per request): p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  mean {:.1}",
-        per.len(),
-        pct(&per, 0.5),
-        pct(&per, 0.9),
-        pct(&per, 0.99),
-        per[per.len() - 1],
-        mean
-    );
 }
