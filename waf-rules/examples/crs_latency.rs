@@ -168,18 +168,24 @@ fn main() {
     let memo = std::env::var("CRS_LATENCY_MEMO").as_deref() == Ok("1");
     rs.set_memo(memo);
     let mode = std::env::var("CRS_LATENCY_LOOP");
-    if matches!(mode.as_deref(), Ok("legit") | Ok("stream")) {
+    if matches!(mode.as_deref(), Ok("legit") | Ok("stream") | Ok("novel")) {
         // For profilers: each of the N legit-dev requests once, in `count_loop` (a count of
         // instructions over it, divided by N, is the mean per request).
         // Once each outside the count, memo off: the first evaluation runs the rule set's
         // prefix, and the regexes' lazy automata fill in (a long-running process has them
-        // warm). `stream` then counts with the memo on, starting empty.
+        // warm). `stream` then counts with the memo on, starting empty; `novel` with the memo
+        // on and empty for each request.
         rs.set_memo(false);
         for r in &reqs {
             std::hint::black_box(rs.evaluate(r));
         }
         rs.set_memo(mode.as_deref() == Ok("stream"));
         for r in &reqs {
+            // `novel`: the memo on but empty for every request (a new rule set id each time),
+            // as when no value repeats: its lookups and notes with nothing to gain.
+            if mode.as_deref() == Ok("novel") {
+                rs.set_memo(true);
+            }
             count_loop(&rs, r, 1);
         }
         return;

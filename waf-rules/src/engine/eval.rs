@@ -1854,12 +1854,15 @@ impl Ev<'_> {
                 };
             let op_key = [rs_ro.id, std::ptr::from_ref(r) as u64];
             let run = |tv: &[u8]| -> Option<Found> {
-                if remember && memo::known_miss(op_key, tv) {
-                    return None;
+                if !remember {
+                    return r.op.run(tv, r.capture, &expand);
                 }
+                let Err(at) = memo::known_miss(op_key, tv) else {
+                    return None;
+                };
                 let f = r.op.run(tv, r.capture, &expand);
-                if remember && f.is_none() {
-                    memo::note_miss(op_key, tv);
+                if f.is_none() {
+                    memo::note_miss(at, op_key, tv);
                 }
                 f
             };

@@ -8,9 +8,12 @@
 //! bytes (compared in full, never by hash alone). Only outcomes without a match are kept: a
 //! match is recomputed, with its captures, every time.
 //!
+//! A miss is stored the second time it is noted (a bit per hash says it was noted once), so
+//! that values that never repeat cost a lookup and a bit, not an allocation.
+//!
 //! Bounds: at most [`MAX_ENTRIES`] entries and [`MAX_BYTES`] bytes of values per generation, and
 //! two generations per thread (when the current one fills, it becomes the old one and the old one
-//! is dropped; a hit in the old one moves to the current). Values shorter than
+//! is dropped; a hit in the old one moves to the current); the noted-once filter is 64 KiB. Values shorter than
 //! [`MIN_LEN`] are not kept for the regex operators (running the regex costs less than the
 //! lookup), nor longer than [`MAX_LEN`]. At most [`BUCKET`] values share a hash: a value
 //! crafted to collide is simply not remembered, so lookups stay bounded.
@@ -30,6 +33,8 @@ pub(crate) const MIN_LEN: usize = 16;
 pub(crate) const MAX_LEN: usize = 4096;
 /// Values per hash.
 const BUCKET: usize = 4;
+/// Bits of the filter of misses noted once (64 KiB).
+const SEEN_BITS: usize = 1 << 19;
 
 /// An operator: the rule set's id (unique in the process) and the rule link's address in it.
 pub(crate) type Op = [u64; 2];
@@ -55,14 +60,25 @@ struct Memo {
     seed: u64,
     current: Generation,
     old: Generation,
+    /// One bit per hash (modulo its size): a miss is stored the second time it is noted, so
+    /// that values that never repeat cost a bit, not an allocation. Cleared with each new
+    /// generation.
+    seen: Box<[u64]>,
+}
+
+impl Memo {
+    fn new() -> Memo {
+        Memo {
+            seed: random_seed(),
+            current: Generation::default(),
+            old: Generation::default(),
+            seen: vec![0; SEEN_BITS / 64].into_boxed_slice(),
+        }
+    }
 }
 
 thread_local! {
-    static MEMO: RefCell<Memo> = RefCell::new(Memo {
-        seed: random_seed(),
-        current: Generation::default(),
-        old: Generation::default(),
-    });
+    static MEMO: RefCell<Memo> = RefCell::new(Memo::new());
 }
 
 /// A per-thread seed, so that which values share a hash differs between processes.
@@ -81,40 +97,49 @@ fn hash(seed: u64, op: Op, v: &[u8]) -> u64 {
     h.finish()
 }
 
-/// Whether operator `op` is known not to match `v`.
-pub(crate) fn known_miss(op: Op, v: &[u8]) -> bool {
-    if v.len() > MAX_LEN {
-        return false;
-    }
+/// A value's hash under an operator, from a lookup that found nothing, for noting the miss.
+#[derive(Clone, Copy)]
+pub(crate) struct Unknown(u64);
+
+/// Whether operator `op` is known not to match `v` (`Err`: not known).
+pub(crate) fn known_miss(op: Op, v: &[u8]) -> Result<(), Unknown> {
     MEMO.with(|m| {
         let mut m = m.borrow_mut();
         let h = hash(m.seed, op, v);
-        if m.current.holds(h, op, v) {
-            return true;
+        if v.len() <= MAX_LEN {
+            if m.current.holds(h, op, v) {
+                return Ok(());
+            }
+            if m.old.holds(h, op, v) {
+                insert(&mut m, h, op, v);
+                return Ok(());
+            }
         }
-        if m.old.holds(h, op, v) {
-            insert(&mut m, h, op, v);
-            return true;
-        }
-        false
+        Err(Unknown(h))
     })
 }
 
-/// Remembers that operator `op` did not match `v`.
-pub(crate) fn note_miss(op: Op, v: &[u8]) {
+/// Notes that operator `op` did not match `v`; the second time, the miss is remembered.
+pub(crate) fn note_miss(at: Unknown, op: Op, v: &[u8]) {
     if v.len() > MAX_LEN {
         return;
     }
     MEMO.with(|m| {
         let mut m = m.borrow_mut();
-        let h = hash(m.seed, op, v);
-        insert(&mut m, h, op, v);
+        let bit = (at.0 % SEEN_BITS as u64) as usize;
+        let word = &mut m.seen[bit / 64];
+        if *word & (1 << (bit % 64)) == 0 {
+            *word |= 1 << (bit % 64);
+            return;
+        }
+        insert(&mut m, at.0, op, v);
     });
 }
 
 fn insert(m: &mut Memo, h: u64, op: Op, v: &[u8]) {
     if m.current.entries >= MAX_ENTRIES || m.current.bytes + v.len() > MAX_BYTES {
         m.old = std::mem::take(&mut m.current);
+        m.seen.fill(0);
     }
     let bucket = m.current.buckets.entry(h).or_default();
     if bucket.len() >= BUCKET || bucket.iter().any(|(o, x)| *o == op && **x == *v) {
@@ -128,57 +153,80 @@ fn insert(m: &mut Memo, h: u64, op: Op, v: &[u8]) {
 /// Forgets everything this thread remembered (for tests).
 #[cfg(test)]
 pub(crate) fn clear() {
-    MEMO.with(|m| {
-        let mut m = m.borrow_mut();
-        m.current = Generation::default();
-        m.old = Generation::default();
-    });
+    MEMO.with(|m| *m.borrow_mut() = Memo::new());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Looks `v` up and notes a miss, as the engine does; whether it was known.
+    fn miss(op: Op, v: &[u8]) -> bool {
+        match known_miss(op, v) {
+            Ok(()) => true,
+            Err(at) => {
+                note_miss(at, op, v);
+                false
+            }
+        }
+    }
+
     #[test]
-    fn misses_are_kept_per_operator_and_value_and_generations_roll_over() {
+    fn misses_are_kept_from_their_second_sighting_per_operator_and_value() {
         clear();
         let v = b"a value of some length, long enough";
-        assert!(!known_miss([1, 1], v));
-        note_miss([1, 1], v);
-        assert!(known_miss([1, 1], v));
-        assert!(!known_miss([1, 2], v), "another operator");
-        assert!(!known_miss([1, 1], b"a value of some length, long enougH"));
-        assert!(!known_miss([1, 1], &v[..v.len() - 1]));
-        // Fill a generation: the first value moves to the old one and is still known; the
-        // generation after that forgets it unless it was used meanwhile.
-        for i in 0..MAX_ENTRIES as u64 {
-            note_miss([2, 100 + i], b"x");
+        assert!(!miss([1, 1], v), "first sighting: only seen");
+        assert!(!miss([1, 1], v), "second: stored");
+        assert!(miss([1, 1], v), "third: known");
+        assert!(known_miss([1, 2], v).is_err(), "another operator");
+        assert!(known_miss([2, 1], v).is_err(), "another rule set");
+        assert!(known_miss([1, 1], b"a value of some length, long enougH").is_err());
+        assert!(known_miss([1, 1], &v[..v.len() - 1]).is_err());
+        let long = [b'z'; MAX_LEN + 1];
+        for _ in 0..3 {
+            assert!(!miss([1, 7], &long), "too long to keep");
         }
+        clear();
+    }
+
+    #[test]
+    fn generations_roll_over_and_a_hit_in_the_old_one_moves_back() {
+        clear();
+        let v = b"remembered value";
+        while !miss([1, 1], v) {}
+        MEMO.with(|m| {
+            let mut m = m.borrow_mut();
+            for i in 0..MAX_ENTRIES as u64 {
+                insert(&mut m, i, [2, i], b"x");
+            }
+        });
         assert!(
-            known_miss([1, 1], v),
-            "found in the old generation, moved back"
+            miss([1, 1], v),
+            "found in the old generation, and moved back"
         );
-        for i in 0..2 * MAX_ENTRIES as u64 {
-            note_miss([3, i], b"y");
-        }
-        assert!(!known_miss([1, 1], v), "two generations later");
-        assert!(!known_miss([1, 7], &[b'z'; MAX_LEN + 1]));
-        note_miss([1, 7], &[b'z'; MAX_LEN + 1]);
+        MEMO.with(|m| {
+            let mut m = m.borrow_mut();
+            for i in 0..MAX_ENTRIES as u64 - 1 {
+                insert(&mut m, i, [3, i], b"y");
+            }
+        });
         assert!(
-            !known_miss([1, 7], &[b'z'; MAX_LEN + 1]),
-            "too long to keep"
+            miss([1, 1], v),
+            "still there: it moved to the generation now old"
         );
+        MEMO.with(|m| {
+            let mut m = m.borrow_mut();
+            for i in 0..2 * MAX_ENTRIES as u64 {
+                insert(&mut m, i, [4, i], b"z");
+            }
+        });
+        assert!(known_miss([1, 1], v).is_err(), "two generations later");
         clear();
     }
 
     #[test]
     fn a_full_bucket_takes_no_more_values() {
-        clear();
-        let mut m = Memo {
-            seed: 0,
-            current: Generation::default(),
-            old: Generation::default(),
-        };
+        let mut m = Memo::new();
         for i in 0..10u8 {
             insert(&mut m, 42, [1, 1], &[i]);
         }
