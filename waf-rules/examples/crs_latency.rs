@@ -43,6 +43,20 @@ fn median_us(rs: &RuleSet, r: &HttpRequest, runs: usize) -> f64 {
     times[times.len() / 2]
 }
 
+/// Prints the distribution of per-request times `per` (µs) under `label`.
+fn report(label: &str, mut per: Vec<f64>) {
+    let mean = per.iter().sum::<f64>() / per.len() as f64;
+    per.sort_by(f64::total_cmp);
+    println!(
+        "{label} (µs per request): p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  mean {:.1}",
+        pct(&per, 0.5),
+        pct(&per, 0.9),
+        pct(&per, 0.99),
+        per[per.len() - 1],
+        mean
+    );
+}
+
 /// `n` evaluations of `r`, in a function of its own so that a profiler can count just these.
 #[inline(never)]
 fn count_loop(rs: &RuleSet, r: &HttpRequest, n: u32) {
@@ -230,17 +244,10 @@ fn main() {
     for r in &reqs {
         std::hint::black_box(rs.evaluate(r));
     }
-    let mut per: Vec<f64> = reqs.iter().map(|r| median_us(&rs, r, 21)).collect();
-    let mean = per.iter().sum::<f64>() / per.len() as f64;
-    per.sort_by(f64::total_cmp);
-    println!(
-        "PL{pl} over {} legit-dev requests, memo off (µs per request): p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  mean {:.1}",
-        per.len(),
-        pct(&per, 0.5),
-        pct(&per, 0.9),
-        pct(&per, 0.99),
-        per[per.len() - 1],
-        mean
+    let per: Vec<f64> = reqs.iter().map(|r| median_us(&rs, r, 21)).collect();
+    report(
+        &format!("PL{pl} over {} legit-dev requests, memo off", per.len()),
+        per,
     );
     // The stream: each request once, in order (memo on: starting empty); five passes, each
     // request's figure the median of its five single runs. With the memo off too, measured the
@@ -255,24 +262,20 @@ fn main() {
                 runs[i].push(t.elapsed().as_secs_f64() * 1e6);
             }
         }
-        let mut per: Vec<f64> = runs
+        let per: Vec<f64> = runs
             .iter_mut()
             .map(|t| {
                 t.sort_by(f64::total_cmp);
                 t[t.len() / 2]
             })
             .collect();
-        let mean = per.iter().sum::<f64>() / per.len() as f64;
-        per.sort_by(f64::total_cmp);
-        println!(
-            "PL{pl} over {} legit-dev requests as a stream, memo {} (µs per request): p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  mean {:.1}",
-            per.len(),
-            if memo { "on" } else { "off" },
-            pct(&per, 0.5),
-            pct(&per, 0.9),
-            pct(&per, 0.99),
-            per[per.len() - 1],
-            mean
+        let memo = if memo { "on" } else { "off" };
+        report(
+            &format!(
+                "PL{pl} over {} legit-dev requests as a stream, memo {memo}",
+                per.len()
+            ),
+            per,
         );
     }
 }

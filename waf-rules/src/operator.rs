@@ -543,7 +543,7 @@ impl Operator {
     /// Whether a run is costly and its result depends on the value alone (the libinjection
     /// detectors), so a host should reuse it for an equal value rather than run it again.
     pub fn worth_memoizing(&self) -> bool {
-        matches!(self, Operator::DetectSqli | Operator::DetectXss)
+        self.value_only() == Some(true)
     }
 
     /// Whether a run's result depends on the value alone (no parameter macro, no state), so

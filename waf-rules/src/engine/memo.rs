@@ -189,37 +189,32 @@ mod tests {
         clear();
     }
 
+    /// Stores `n` distinct one-byte values for operators `[tag, i]`.
+    fn fill(tag: u64, n: u64) {
+        MEMO.with(|m| {
+            let mut m = m.borrow_mut();
+            for i in 0..n {
+                insert(&mut m, i, [tag, i], b"x");
+            }
+        });
+    }
+
     #[test]
     fn generations_roll_over_and_a_hit_in_the_old_one_moves_back() {
         clear();
         let v = b"remembered value";
         while !miss([1, 1], v) {}
-        MEMO.with(|m| {
-            let mut m = m.borrow_mut();
-            for i in 0..MAX_ENTRIES as u64 {
-                insert(&mut m, i, [2, i], b"x");
-            }
-        });
+        fill(2, MAX_ENTRIES as u64);
         assert!(
             miss([1, 1], v),
             "found in the old generation, and moved back"
         );
-        MEMO.with(|m| {
-            let mut m = m.borrow_mut();
-            for i in 0..MAX_ENTRIES as u64 - 1 {
-                insert(&mut m, i, [3, i], b"y");
-            }
-        });
+        fill(3, MAX_ENTRIES as u64 - 1);
         assert!(
             miss([1, 1], v),
             "still there: it moved to the generation now old"
         );
-        MEMO.with(|m| {
-            let mut m = m.borrow_mut();
-            for i in 0..2 * MAX_ENTRIES as u64 {
-                insert(&mut m, i, [4, i], b"z");
-            }
-        });
+        fill(4, 2 * MAX_ENTRIES as u64);
         assert!(known_miss([1, 1], v).is_err(), "two generations later");
         clear();
     }
