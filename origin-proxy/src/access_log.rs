@@ -4,9 +4,6 @@
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pingora::http::RequestHeader;
-use pingora::Error;
-
 use crate::config::AccessLogTarget;
 use crate::proxy::RequestCtx;
 
@@ -17,12 +14,19 @@ pub struct AccessLog;
 
 impl AccessLog {
     /// Writes the line for one finished request.
-    pub fn write(&self, req: &RequestHeader, status: u16, error: Option<&Error>, ctx: &RequestCtx) {
+    pub fn write(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        error: Option<&str>,
+        ctx: &RequestCtx,
+    ) {
         let target = ctx.state.as_ref().map(|s| &s.config.access_log);
         if target == Some(&AccessLogTarget::Off) {
             return;
         }
-        let line = entry(req, status, error, ctx);
+        let line = entry(method, path, status, error, ctx);
         let mut out = std::io::stdout().lock();
         // A full or closed stdout must not fail the request; the line is lost.
         let _ = writeln!(out, "{line}");
@@ -31,9 +35,10 @@ impl AccessLog {
 
 /// The JSON object for one request.
 pub fn entry(
-    req: &RequestHeader,
+    method: &str,
+    path: &str,
     status: u16,
-    error: Option<&Error>,
+    error: Option<&str>,
     ctx: &RequestCtx,
 ) -> serde_json::Value {
     let backend = ctx
@@ -48,8 +53,8 @@ pub fn entry(
     serde_json::json!({
         "ts_ms": ts,
         "request_id": ctx.request_id,
-        "method": req.method.as_str(),
-        "path": req.uri.path(),
+        "method": method,
+        "path": path,
         "route": ctx.route_name(),
         "pool": ctx.pool.as_ref().map(|p| p.name.as_str()),
         "backend": backend,
@@ -60,6 +65,6 @@ pub fn entry(
         "duration_ms": ctx.start.elapsed().as_secs_f64() * 1e3,
         "upstream_ms": ctx.upstream_start.map(|t| t.elapsed().as_secs_f64() * 1e3),
         "refused": ctx.refused,
-        "error": error.map(|e| e.etype().as_str()),
+        "error": error,
     })
 }

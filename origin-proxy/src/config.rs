@@ -4,6 +4,7 @@
 //! listen = "127.0.0.1:8080"          # where shoppers' traffic arrives from the edge
 //! threads = 2                         # worker threads
 //! access-log = "stdout"               # or "off"
+//! http1-fast-path = true              # plain HTTP/1.1 requests skip Pingora's sessions (see `fast`)
 //!
 //! [admin]                             # optional: GET /metrics (Prometheus) and GET /health (JSON)
 //! listen = "127.0.0.1:9090"
@@ -99,6 +100,8 @@ struct FileConfig {
     threads: usize,
     #[serde(default)]
     access_log: AccessLogTarget,
+    #[serde(default = "default_true")]
+    http1_fast_path: bool,
     admin: Option<FileAdmin>,
     #[serde(default)]
     edge_auth: FileEdgeAuth,
@@ -112,6 +115,10 @@ struct FileConfig {
 
 fn default_threads() -> usize {
     2
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Where the JSON access log goes.
@@ -351,6 +358,9 @@ pub struct Config {
     pub threads: usize,
     /// Access log destination.
     pub access_log: AccessLogTarget,
+    /// Whether plain HTTP/1.1 requests take the fast path ([`crate::fast`]); read per
+    /// connection, so a reload changes it for new connections.
+    pub http1_fast_path: bool,
     /// The admin listener (`/metrics`, `/health`), if any.
     pub admin_listen: Option<SocketAddr>,
     /// Who may reach the backends.
@@ -485,7 +495,7 @@ pub struct Route {
 
 impl Route {
     /// The pool for a request with this method: safe methods go to the read pool when set.
-    pub fn pool_for(&self, method: &http::Method) -> &str {
+    pub fn pool_for(&self, method: &str) -> &str {
         match &self.read_pool {
             Some(read) if is_safe(method) => read,
             _ => &self.pool,
@@ -494,11 +504,8 @@ impl Route {
 }
 
 /// Safe methods (RFC 9110 §9.2.1) that a read replica may serve.
-pub fn is_safe(method: &http::Method) -> bool {
-    matches!(
-        *method,
-        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
-    )
+pub fn is_safe(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS")
 }
 
 impl Config {
@@ -579,6 +586,7 @@ impl Config {
             listen: file.listen,
             threads: file.threads,
             access_log: file.access_log,
+            http1_fast_path: file.http1_fast_path,
             admin_listen,
             edge_auth: EdgeAuth {
                 key: key.map(std::sync::Arc::new),
@@ -999,8 +1007,8 @@ pool = "shop"
         );
         let c = parse(&text).expect("valid");
         let api = c.route_index(None, "/api/x", Some("GET")).expect("route");
-        assert_eq!(c.routes[api].pool_for(&http::Method::GET), "admin");
-        assert_eq!(c.routes[api].pool_for(&http::Method::POST), "shop");
+        assert_eq!(c.routes[api].pool_for("GET"), "admin");
+        assert_eq!(c.routes[api].pool_for("POST"), "shop");
         let del = c
             .route_index(None, "/api/x", Some("DELETE"))
             .expect("route");

@@ -12,8 +12,8 @@
 //!
 //! Layout: [`config`] (file format → validated `Config`), [`state`] (the running config with
 //! pools resolved, swapped on reload), [`balance`] (pools and selection), [`health`] (active
-//! checks), [`proxy`] (`impl ProxyHttp`, phases a few lines each), [`phases`] (what each phase
-//! does), [`metrics`], [`admin`], [`reload`], [`access_log`].
+//! checks), [`fast`] (the HTTP/1.1 fast path on Pingora's listener), [`proxy`] (`impl ProxyHttp`
+//! for everything else, phases a few lines each), [`phases`] (what each phase does), [`metrics`], [`admin`], [`reload`], [`access_log`].
 #![warn(missing_docs)]
 
 pub mod access_log;
@@ -21,6 +21,7 @@ pub mod admin;
 pub mod admission;
 pub mod balance;
 pub mod config;
+pub mod fast;
 pub mod health;
 pub mod metrics;
 pub mod phases;
@@ -80,7 +81,9 @@ pub fn build_server(
         metrics: metrics.clone(),
         access_log: access_log::AccessLog,
     };
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
+    let fallback = pingora::proxy::http_proxy(&server.configuration, proxy);
+    let app = fast::OriginApp::new(fallback, state.clone(), metrics.clone());
+    let mut service = pingora::services::listening::Service::new("origin proxy".to_owned(), app);
     service.add_tcp(&listen);
     server.add_service(service);
     if let Some(addr) = admin_listen {

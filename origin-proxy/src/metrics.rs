@@ -219,6 +219,10 @@ pub struct Metrics {
     pub reloads: AtomicU64,
     /// Config reloads refused (the running config stayed).
     pub reload_failures: AtomicU64,
+    /// Requests the HTTP/1.1 fast path served.
+    pub fast_path_requests: AtomicU64,
+    /// Client connections handed to Pingora's proxy (see [`crate::fast`]).
+    pub pingora_handovers: AtomicU64,
 }
 
 impl Metrics {
@@ -332,6 +336,16 @@ impl Metrics {
                 "config_reload_failures_total",
                 "Config reloads refused; the running config stayed.",
                 self.reload_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "http1_fast_path_requests_total",
+                "Requests served by the HTTP/1.1 fast path.",
+                self.fast_path_requests.load(Ordering::Relaxed),
+            ),
+            (
+                "pingora_handovers_total",
+                "Client connections handed to Pingora's proxy (requests the fast path does not take).",
+                self.pingora_handovers.load(Ordering::Relaxed),
             ),
         ] {
             let _ = writeln!(

@@ -40,20 +40,18 @@ fn refuse(status: u16, reason: impl Into<String>) -> Refusal {
 pub fn admit(
     state: std::sync::Arc<State>,
     metrics: &Metrics,
-    req: &RequestHeader,
-    client: Option<&PeerAddr>,
+    req: &dyn Head,
+    client_ip: Option<IpAddr>,
     ctx: &mut RequestCtx,
 ) -> Result<(), Refusal> {
-    let sent_id = header_str(req, edge_signature::REQUEST_ID_HEADER);
+    let sent_id = req.header(edge_signature::REQUEST_ID_HEADER);
     ctx.request_id = match sent_id {
         Some(id) if edge_signature::is_valid_request_id(id) => id.to_owned(),
         _ => new_request_id(),
     };
-    let host = header_str(req, "host").or_else(|| req.uri.host());
-    let path = req.uri.path();
-    let index = state
-        .config
-        .route_index(host, path, Some(req.method.as_str()));
+    let host = req.header("host").or_else(|| req.uri_host());
+    let path = req.path();
+    let index = state.config.route_index(host, path, Some(req.method()));
     ctx.span = match index.and_then(|i| state.routes.get(i)) {
         Some(r) => {
             tracing::info_span!("request", request_id = %ctx.request_id, route = %r.route.name)
@@ -65,11 +63,10 @@ pub fn admit(
     ctx.state = Some(state.clone());
     let route = index
         .and_then(|i| state.routes.get(i))
-        .ok_or_else(|| refuse(404, format!("no route for {} {path}", req.method)))?;
+        .ok_or_else(|| refuse(404, format!("no route for {} {path}", req.method())))?;
     ctx.route = index;
-    let client_ip = client.and_then(|a| a.as_inet()).map(|a| a.ip());
     authenticate(&state.config.edge_auth, req, client_ip, sent_id, unix_now())?;
-    let pool = route.pool_for(&req.method).clone();
+    let pool = route.pool_for(req.method()).clone();
     if let Some(key) = &pool.config.hash_key {
         ctx.hash_key = hash_key(req, key);
     }
@@ -95,26 +92,49 @@ pub fn admit(
     Ok(())
 }
 
+/// The waiting room's admission check, when the config has one: a request for a guarded path
+/// needs a valid pass.
+pub fn check_admission(ctx: &RequestCtx, req: &dyn Head) -> Result<(), Refusal> {
+    let Some(admission) = ctx.state.as_ref().and_then(|s| s.config.admission.as_ref()) else {
+        return Ok(());
+    };
+    admission.check(req.path(), req.header("cookie"), crate::waf::unix_ms())
+}
+
 /// The hash key of a request: a cookie's or a header's value.
-fn hash_key(req: &RequestHeader, key: &HashKey) -> Option<Vec<u8>> {
+fn hash_key(req: &dyn Head, key: &HashKey) -> Option<Vec<u8>> {
     match key {
-        HashKey::Header(name) => req.headers.get(name).map(|v| v.as_bytes().to_vec()),
-        HashKey::Cookie(name) => req
-            .headers
-            .get_all("cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_bytes().to_vec()),
+        HashKey::Header(name) => {
+            let mut first = None;
+            req.for_each_value(name, &mut |v| {
+                first.get_or_insert_with(|| v.to_vec());
+            });
+            first
+        }
+        HashKey::Cookie(name) => {
+            let mut found = None;
+            req.for_each_value("cookie", &mut |v| {
+                let Ok(v) = std::str::from_utf8(v) else {
+                    return;
+                };
+                if found.is_some() || !is_visible(v.as_bytes()) {
+                    return;
+                }
+                found = v
+                    .split(';')
+                    .filter_map(|pair| pair.trim().split_once('='))
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_bytes().to_vec());
+            });
+            found
+        }
     }
 }
 
 /// Accepts the request if the client is allowlisted or its edge signature is valid and fresh.
 pub fn authenticate(
     auth: &EdgeAuth,
-    req: &RequestHeader,
+    req: &dyn Head,
     client_ip: Option<IpAddr>,
     sent_id: Option<&str>,
     now: u64,
@@ -130,11 +150,10 @@ pub fn authenticate(
             "client is not allowed and edge signatures are not configured",
         ));
     };
-    let path_and_query = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
     key.verify(
-        header_str(req, edge_signature::SIGNATURE_HEADER),
-        req.method.as_str(),
-        path_and_query,
+        req.header(edge_signature::SIGNATURE_HEADER),
+        req.method(),
+        req.path_and_query(),
         sent_id.unwrap_or(""),
         now,
         auth.max_skew_secs,
@@ -142,9 +161,36 @@ pub fn authenticate(
     .map_err(|e| refuse(403, e.to_string()))
 }
 
+/// One attempt at a backend: where it listens and the timeouts it gets.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    /// The backend's address.
+    pub addr: std::net::SocketAddr,
+    /// Connect timeout, clipped to what the total timeout leaves.
+    pub connect: Duration,
+    /// Timeout of each read, clipped likewise.
+    pub read: Duration,
+    /// Timeout of each write, clipped likewise.
+    pub write: Duration,
+}
+
+/// The next backend for this request as a Pingora peer (see [`pick_backend`]).
+pub fn pick_peer(ctx: &mut RequestCtx, now_ms: u64) -> Result<Box<HttpPeer>> {
+    let attempt = pick_backend(ctx, now_ms)?;
+    let lease = ctx
+        .lease
+        .as_ref()
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "attempt without a lease"))?;
+    let mut peer = Box::new(lease.backend().peer.clone());
+    peer.options.connection_timeout = Some(attempt.connect);
+    peer.options.read_timeout = Some(attempt.read);
+    peer.options.write_timeout = Some(attempt.write);
+    Ok(peer)
+}
+
 /// The next backend for this request, with timeouts clipped to what the total timeout leaves;
 /// a 503 when no eligible backend is left, a 504 when the total timeout is spent.
-pub fn pick_peer(ctx: &mut RequestCtx, now_ms: u64) -> Result<Box<HttpPeer>> {
+pub fn pick_backend(ctx: &mut RequestCtx, now_ms: u64) -> Result<Attempt> {
     let pool = ctx
         .pool
         .clone()
@@ -171,27 +217,29 @@ pub fn pick_peer(ctx: &mut RequestCtx, now_ms: u64) -> Result<Box<HttpPeer>> {
             format!("no backend available in pool {}", pool.name),
         ));
     };
-    let mut peer = Box::new(lease.backend().peer.clone());
-    peer.options.connection_timeout = Some(cfg.connect_timeout.min(remaining));
-    peer.options.read_timeout = Some(cfg.read_timeout.min(remaining));
-    peer.options.write_timeout = Some(cfg.write_timeout.min(remaining));
+    let attempt = Attempt {
+        addr: lease.backend().addr,
+        connect: cfg.connect_timeout.min(remaining),
+        read: cfg.read_timeout.min(remaining),
+        write: cfg.write_timeout.min(remaining),
+    };
     ctx.lease = Some(lease);
     ctx.backend = Some(idx);
     ctx.attempts += 1;
     ctx.upstream_start = Some(Instant::now());
-    Ok(peer)
+    Ok(attempt)
 }
 
 /// A connect failed: count it against the backend and retry an idempotent request elsewhere
 /// while retries remain.
 pub fn on_connect_failure(
-    req: &RequestHeader,
+    idempotent: bool,
     ctx: &mut RequestCtx,
     mut e: Box<Error>,
     now_ms: u64,
 ) -> Box<Error> {
     note_passive_failure(ctx, now_ms);
-    let retry = note_tried(ctx) && req.method.is_idempotent();
+    let retry = note_tried(ctx) && idempotent;
     e.set_retry(retry);
     if retry {
         count_retry(ctx);
@@ -206,8 +254,8 @@ pub fn on_connect_failure(
 /// simply have closed it).
 #[allow(clippy::too_many_arguments)]
 pub fn on_proxy_error(
-    peer: &HttpPeer,
-    req: &RequestHeader,
+    peer: &dyn std::fmt::Display,
+    idempotent: bool,
     body_truncated: bool,
     response_started: bool,
     ctx: &mut RequestCtx,
@@ -226,11 +274,7 @@ pub fn on_proxy_error(
         note_passive_failure(ctx, now_ms);
     }
     let retries_left = note_tried(ctx);
-    let retry = upstream
-        && req.method.is_idempotent()
-        && !body_truncated
-        && !response_started
-        && retries_left;
+    let retry = upstream && idempotent && !body_truncated && !response_started && retries_left;
     e.set_retry(retry);
     if retry {
         count_retry(ctx);
@@ -241,13 +285,7 @@ pub fn on_proxy_error(
 
 /// The backend answered: record latency (histograms and the peak EWMA) and whether the answer
 /// counts as a passive failure (5xx) or a success.
-pub fn on_upstream_response(
-    metrics: &Metrics,
-    resp: &ResponseHeader,
-    ctx: &mut RequestCtx,
-    now_ms: u64,
-) {
-    let status = resp.status.as_u16();
+pub fn on_upstream_response(metrics: &Metrics, status: u16, ctx: &mut RequestCtx, now_ms: u64) {
     ctx.upstream_status = Some(status);
     let latency = ctx.upstream_start.map(|t| t.elapsed());
     if let (Some(latency), Some(stats)) = (latency, &ctx.pool_stats) {
@@ -322,7 +360,41 @@ pub fn prepare_upstream_request(
 /// be connected to, 504 for timeouts after connecting, 502 for other upstream failures, always
 /// with the request id.
 pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-    let code = match e.etype() {
+    let code = failure_status(e);
+    // Once the response has started, the only honest thing left is to close the connection.
+    if code > 0 && session.response_written().is_none() {
+        // The connection is closed after this answer: say so, or a client that pools
+        // connections sends its next request into a closed socket.
+        session.set_keepalive(None);
+        let retry_after = retry_after(ctx);
+        let extra: &[(&str, &str)] = if code == 503 {
+            &[("retry-after", retry_after.as_str())]
+        } else {
+            &[]
+        };
+        if let Err(err) = respond(session, ctx, code, failure_reason(code), extra).await {
+            tracing::debug!(parent: &ctx.span, error = %err, "could not send the error response");
+        }
+    }
+    FailToProxy {
+        error_code: code,
+        can_reuse_downstream: false,
+    }
+}
+
+/// The `Retry-After` seconds of a 503 for this request: its pool's, or 1.
+pub fn retry_after(ctx: &RequestCtx) -> String {
+    ctx.pool
+        .as_ref()
+        .map_or(1, |p| p.config.retry_after_secs)
+        .to_string()
+}
+
+/// What a client is told when its request failed: 503 when no backend is left or none could be
+/// connected to, 504 for timeouts after connecting, 502 for other upstream failures, 400 for a
+/// malformed request, 0 when the client went away (nobody to answer).
+pub fn failure_status(e: &Error) -> u16 {
+    match e.etype() {
         ErrorType::HTTPStatus(code) => *code,
         // No backend could be reached: nothing was sent, so a later retry is safe.
         ErrorType::ConnectTimedout
@@ -346,36 +418,17 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
             },
             ErrorSource::Internal | ErrorSource::Unset => 500,
         },
-    };
-    // Once the response has started, the only honest thing left is to close the connection.
-    if code > 0 && session.response_written().is_none() {
-        // The connection is closed after this answer: say so, or a client that pools
-        // connections sends its next request into a closed socket.
-        session.set_keepalive(None);
-        let reason = match code {
-            503 => "no backend available, retry shortly",
-            504 => "the backend did not answer in time",
-            502 => "the backend failed",
-            400 => "bad request",
-            _ => "internal error",
-        };
-        let retry_after = ctx
-            .pool
-            .as_ref()
-            .map_or(1, |p| p.config.retry_after_secs)
-            .to_string();
-        let extra: &[(&str, &str)] = if code == 503 {
-            &[("retry-after", retry_after.as_str())]
-        } else {
-            &[]
-        };
-        if let Err(err) = respond(session, ctx, code, reason, extra).await {
-            tracing::debug!(parent: &ctx.span, error = %err, "could not send the error response");
-        }
     }
-    FailToProxy {
-        error_code: code,
-        can_reuse_downstream: false,
+}
+
+/// The reason given with a [`failure_status`].
+pub fn failure_reason(code: u16) -> &'static str {
+    match code {
+        503 => "no backend available, retry shortly",
+        504 => "the backend did not answer in time",
+        502 => "the backend failed",
+        400 => "bad request",
+        _ => "internal error",
     }
 }
 
@@ -412,6 +465,60 @@ pub fn count_response(metrics: &Metrics, status: u16, ctx: &RequestCtx, now_ms: 
 
 fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// What the phases read of a request head: Pingora's parsed header, or the HTTP/1 fast path's
+/// (see [`crate::fast`]). Both answer alike: lowercase names, the first value of a header, and
+/// values as text only when they are visible ASCII (as `HeaderValue::to_str`).
+pub trait Head {
+    /// The method, as sent.
+    fn method(&self) -> &str;
+    /// The path, without the query.
+    fn path(&self) -> &str;
+    /// Path and query as sent (`/` when empty).
+    fn path_and_query(&self) -> &str;
+    /// The host of an absolute-form target.
+    fn uri_host(&self) -> Option<&str>;
+    /// Calls `f` with each value of header `name` (lowercase), in order.
+    fn for_each_value(&self, name: &str, f: &mut dyn FnMut(&[u8]));
+    /// The first value of header `name` (lowercase), if it is text.
+    fn header(&self, name: &str) -> Option<&str>;
+}
+
+impl Head for RequestHeader {
+    fn method(&self) -> &str {
+        self.method.as_str()
+    }
+    fn path(&self) -> &str {
+        self.uri.path()
+    }
+    fn path_and_query(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |pq| pq.as_str())
+    }
+    fn uri_host(&self) -> Option<&str> {
+        self.uri.host()
+    }
+    fn for_each_value(&self, name: &str, f: &mut dyn FnMut(&[u8])) {
+        for v in self.headers.get_all(name) {
+            f(v.as_bytes());
+        }
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        header_str(self, name)
+    }
+}
+
+/// Whether header bytes are text as `HeaderValue::to_str` sees it: tab or visible ASCII.
+pub fn is_visible(v: &[u8]) -> bool {
+    v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+/// Whether a method is idempotent (RFC 9110): such requests may be sent again elsewhere.
+pub fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    )
 }
 
 fn unix_now() -> u64 {
@@ -503,7 +610,7 @@ mod tests {
         assert!(first.options.read_timeout.expect("set") <= Duration::from_secs(1));
         let failed = ctx.backend;
         let e = on_connect_failure(
-            &RequestHeader::build("GET", b"/", None).expect("req"),
+            is_idempotent("GET"),
             &mut ctx,
             Error::new(ErrorType::ConnectRefused),
             0,
@@ -513,7 +620,7 @@ mod tests {
         pick_peer(&mut ctx, 0).expect("second attempt");
         assert_ne!(ctx.backend, failed, "the retry lands elsewhere");
         let e = on_connect_failure(
-            &RequestHeader::build("GET", b"/", None).expect("req"),
+            is_idempotent("GET"),
             &mut ctx,
             Error::new(ErrorType::ConnectRefused),
             0,
@@ -534,7 +641,7 @@ mod tests {
         ctx.pool = Some(pool(None));
         pick_peer(&mut ctx, 0).expect("attempt");
         let e = on_connect_failure(
-            &RequestHeader::build("POST", b"/api/cart", None).expect("req"),
+            is_idempotent("POST"),
             &mut ctx,
             Error::new(ErrorType::ConnectRefused),
             0,

@@ -111,31 +111,21 @@ impl ProxyHttp for OriginProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let state = self.state.load_full();
-        let admitted = phases::admit(
-            state,
-            &self.metrics,
-            session.req_header(),
-            session.client_addr(),
-            ctx,
-        );
-        let refusal = match admitted {
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let req = session.req_header();
+        let gated = phases::admit(state, &self.metrics, req, client_ip, ctx)
+            .and_then(|()| phases::check_admission(ctx, req));
+        let refusal = match gated {
             Err(refusal) => refusal,
             Ok(()) => {
-                let admission = ctx.state.as_ref().and_then(|s| s.config.admission.clone());
-                let req = session.req_header();
-                let cookies = req.headers.get("cookie").and_then(|v| v.to_str().ok());
-                let passed = admission.map_or(Ok(()), |a| {
-                    a.check(req.uri.path(), cookies, crate::waf::unix_ms())
-                });
-                if let Err(refusal) = passed {
-                    refusal
-                } else {
-                    let waf = ctx.state.as_ref().and_then(|s| s.config.waf.clone());
-                    let Some(waf) = waf else { return Ok(false) };
-                    match crate::waf::check(session, &waf, &self.metrics).await? {
-                        None => return Ok(false),
-                        Some(refusal) => refusal,
-                    }
+                let waf = ctx.state.as_ref().and_then(|s| s.config.waf.clone());
+                let Some(waf) = waf else { return Ok(false) };
+                match crate::waf::check(session, &waf, &self.metrics).await? {
+                    None => return Ok(false),
+                    Some(refusal) => refusal,
                 }
             }
         };
@@ -164,7 +154,8 @@ impl ProxyHttp for OriginProxy {
         ctx: &mut RequestCtx,
         e: Box<Error>,
     ) -> Box<Error> {
-        phases::on_connect_failure(session.req_header(), ctx, e, crate::monotonic_ms())
+        let idempotent = phases::is_idempotent(session.req_header().method.as_str());
+        phases::on_connect_failure(idempotent, ctx, e, crate::monotonic_ms())
     }
 
     fn error_while_proxy(
@@ -179,7 +170,7 @@ impl ProxyHttp for OriginProxy {
         let started = session.response_written().is_some();
         phases::on_proxy_error(
             peer,
-            session.req_header(),
+            phases::is_idempotent(session.req_header().method.as_str()),
             truncated,
             started,
             ctx,
@@ -204,7 +195,8 @@ impl ProxyHttp for OriginProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        phases::on_upstream_response(&self.metrics, upstream_response, ctx, crate::monotonic_ms());
+        let status = upstream_response.status.as_u16();
+        phases::on_upstream_response(&self.metrics, status, ctx, crate::monotonic_ms());
         Ok(())
     }
 
@@ -229,7 +221,10 @@ impl ProxyHttp for OriginProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         phases::count_response(&self.metrics, status, ctx, crate::monotonic_ms());
-        self.access_log.write(session.req_header(), status, e, ctx);
+        let req = session.req_header();
+        let error = e.map(|e| e.etype().as_str());
+        self.access_log
+            .write(req.method.as_str(), req.uri.path(), status, error, ctx);
     }
 }
 

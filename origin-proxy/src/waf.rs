@@ -200,28 +200,39 @@ pub fn http_request(
             )
         })
         .collect();
-    let forwarded = req
-        .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
+    let uri = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    view(
+        req.method.as_str(),
+        uri,
+        format!("{:?}", req.version),
+        headers,
+        body,
+        peer,
+    )
+}
+
+/// The engine's view of a request from its parts (header names lowercase).
+pub fn view(
+    method: &str,
+    uri: &str,
+    version: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    peer: Option<IpAddr>,
+) -> HttpRequest {
+    let first = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    let forwarded = first("x-forwarded-for")
         .and_then(|v| v.split(',').next())
         .and_then(|ip| ip.trim().parse().ok());
+    let country = first("cf-ipcountry").cloned();
     HttpRequest {
-        method: req.method.as_str().to_owned(),
-        uri: req
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_owned(),
-        version: format!("{:?}", req.version),
+        method: method.to_owned(),
+        uri: uri.to_owned(),
+        version,
         headers,
         body,
         client_ip: forwarded.or(peer),
-        country: req
-            .headers
-            .get("cf-ipcountry")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        country,
     }
 }
 
@@ -277,22 +288,37 @@ pub async fn check(
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
     let view = http_request(session.req_header(), body, peer);
+    Ok(judge(waf, &view, metrics))
+}
+
+/// Judges a request's view, counts every match in the metrics and returns the refusal for a
+/// stopped request.
+pub fn judge(
+    waf: &OriginWaf,
+    view: &HttpRequest,
+    metrics: &crate::metrics::Metrics,
+) -> Option<crate::phases::Refusal> {
+    let refusal = |status: u16, reason: &str, retry_after: Option<u32>| crate::phases::Refusal {
+        status,
+        reason: reason.to_owned(),
+        retry_after,
+    };
     let now_ms = unix_ms();
-    let outcome = waf.inspect(&view, now_ms);
+    let outcome = waf.inspect(view, now_ms);
     for (rule, action, mode) in &outcome.matches {
         metrics.record_waf_match(rule, action, mode);
     }
     if !outcome.matches.is_empty() {
         tracing::info!(rules = ?outcome.matches, stopped = outcome.stop.is_some(), "waf matches");
     }
-    Ok(outcome.stop.map(|(status, retry_after)| match status {
+    outcome.stop.map(|(status, retry_after)| match status {
         429 => refusal(
             429,
             "too many requests",
             retry_after.map(|s| s.max(1).min(u64::from(u32::MAX)) as u32),
         ),
         _ => refusal(status, "blocked by the shop's security rules", None),
-    }))
+    })
 }
 
 #[cfg(test)]
