@@ -50,6 +50,8 @@ use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorType};
 use pingora_timeout::fast_timeout::fast_timeout;
+use std::future::Future;
+use std::task::Poll;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -72,6 +74,9 @@ pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 pub const MAX_RESPONSE_HEADERS: usize = 128;
 /// How long an idle client connection waits for its next request (Pingora's default).
 pub const KEEPALIVE: Duration = Duration::from_secs(60);
+/// How often a connection waiting for its next request looks whether the server is shutting
+/// down (then it closes).
+pub const SHUTDOWN_POLL: Duration = Duration::from_secs(1);
 /// How long the rest of a request may take once its first byte arrived.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeout of each write to the client.
@@ -142,9 +147,10 @@ impl OriginApp {
         &self,
         down: &mut Stream,
         buf: &mut BytesMut,
-        client_ip: Option<IpAddr>,
+        client: &Client,
         shutdown: &mut ShutdownWatch,
     ) -> Next {
+        let client_ip = client.ip;
         let head = match read_request(down, buf, shutdown).await {
             Read::Request(h) => h,
             Read::Closed => return Next::Close,
@@ -153,7 +159,7 @@ impl OriginApp {
         let head_len = head.len;
         let total = head_len + head.content_length;
         let raw = buf.split_to(total);
-        let head = FastHead { raw: &raw, ..head };
+        let head = head.bind(&raw);
         let body = &raw[head_len..];
         let mut ctx = RequestCtx::new();
         let state = self.state.load_full();
@@ -180,7 +186,7 @@ impl OriginApp {
                 (refusal.status, None, client_close || !ok)
             }
             Ok(()) => {
-                self.forward(down, &head, body, client_ip, &mut ctx, client_close)
+                self.forward(down, &head, body, client, &mut ctx, client_close)
                     .await
             }
         };
@@ -211,7 +217,7 @@ impl OriginApp {
             .headers()
             .map(|(n, v)| {
                 (
-                    n.to_ascii_lowercase(),
+                    String::from_utf8_lossy(n).to_ascii_lowercase(),
                     String::from_utf8_lossy(v).into_owned(),
                 )
             })
@@ -238,12 +244,12 @@ impl OriginApp {
         down: &mut Stream,
         head: &FastHead<'_>,
         body: &[u8],
-        client_ip: Option<IpAddr>,
+        client: &Client,
         ctx: &mut RequestCtx,
         client_close: bool,
     ) -> (u16, Option<&'static str>, bool) {
         let idempotent = phases::is_idempotent(head.method());
-        let request = upstream_request(head, body, client_ip, &ctx.request_id);
+        let request = upstream_request(head, body, client.text.as_deref(), &ctx.request_id);
         let no_body = head.method() == "HEAD";
         loop {
             let attempt = match phases::pick_backend(ctx, crate::monotonic_ms()) {
@@ -398,7 +404,7 @@ impl OriginApp {
             return Ok((status, Some("WriteError"), true));
         }
         while !body.done() {
-            let read = fast_timeout(x.attempt.read, up.read_buf(&mut rbuf)).await;
+            let read = timed(x.attempt.read, up.read_buf(&mut rbuf)).await;
             let n = match read {
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => {
@@ -478,13 +484,17 @@ impl ServerApp for OriginApp {
             self.hand_over(stream, BytesMut::new(), shutdown).await;
             return None;
         }
-        let client_ip = stream
+        let ip = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let client = Client {
+            ip,
+            text: ip.map(|ip| ip.to_string()),
+        };
         let mut buf = BytesMut::with_capacity(4096);
         let mut watch = shutdown.clone();
         loop {
-            match self.one(&mut stream, &mut buf, client_ip, &mut watch).await {
+            match self.one(&mut stream, &mut buf, &client, &mut watch).await {
                 Next::KeepAlive => {}
                 Next::Close => return None,
                 Next::Pingora => {
@@ -498,6 +508,12 @@ impl ServerApp for OriginApp {
     async fn cleanup(&self) {
         self.fallback.http_cleanup().await;
     }
+}
+
+/// The client of a connection: its address, and that address as `X-Forwarded-For` writes it.
+struct Client {
+    ip: Option<IpAddr>,
+    text: Option<String>,
 }
 
 /// The parts of one attempt that do not change between attempts.
@@ -516,6 +532,24 @@ struct PeerName(SocketAddr);
 impl std::fmt::Display for PeerName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "backend {}", self.0)
+    }
+}
+
+/// Polls `fut` once.
+async fn poll_once<F: Future + Unpin>(mut fut: F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut fut).poll(cx))).await
+}
+
+/// `fut` under a timeout, without arming a timer when it completes at once (most socket
+/// writes, and reads whose data is already there).
+async fn timed<F: Future>(
+    timeout: Duration,
+    fut: F,
+) -> Result<F::Output, pingora_timeout::Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    match poll_once(fut.as_mut()).await {
+        Poll::Ready(v) => Ok(v),
+        Poll::Pending => fast_timeout(timeout, fut).await,
     }
 }
 
@@ -552,7 +586,7 @@ async fn send_and_read_head(
     x: &Exchange<'_>,
     rbuf: &mut BytesMut,
 ) -> Result<Response, Box<Error>> {
-    match fast_timeout(x.attempt.write, up.write_all(x.request)).await {
+    match timed(x.attempt.write, up.write_all(x.request)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             return Err(Error::because(ErrorType::WriteError, "sending the request", e).into_up())
@@ -582,7 +616,7 @@ async fn send_and_read_head(
             None => {}
         }
         rbuf.reserve(4096);
-        match fast_timeout(x.attempt.read, up.read_buf(rbuf)).await {
+        match timed(x.attempt.read, up.read_buf(rbuf)).await {
             Ok(Ok(0)) => {
                 return Err(Error::explain(
                     ErrorType::ConnectionClosed,
@@ -607,15 +641,15 @@ async fn write_client(down: &mut Stream, bytes: &[u8]) -> bool {
         down.write_all(bytes).await?;
         down.flush().await
     };
-    matches!(fast_timeout(CLIENT_WRITE_TIMEOUT, write).await, Ok(Ok(())))
+    matches!(timed(CLIENT_WRITE_TIMEOUT, write).await, Ok(Ok(())))
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones the proxy sets itself: never copied.
-fn is_dropped(name: &str) -> bool {
-    name.eq_ignore_ascii_case("connection")
-        || name.eq_ignore_ascii_case("keep-alive")
-        || name.eq_ignore_ascii_case("proxy-connection")
-        || name.eq_ignore_ascii_case(edge_signature::REQUEST_ID_HEADER)
+fn is_dropped(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"connection")
+        || name.eq_ignore_ascii_case(b"keep-alive")
+        || name.eq_ignore_ascii_case(b"proxy-connection")
+        || name.eq_ignore_ascii_case(edge_signature::REQUEST_ID_HEADER.as_bytes())
 }
 
 /// The request as the backend gets it: the client's head without hop-by-hop headers, with the
@@ -623,7 +657,7 @@ fn is_dropped(name: &str) -> bool {
 fn upstream_request(
     head: &FastHead<'_>,
     body: &[u8],
-    client_ip: Option<IpAddr>,
+    client_ip: Option<&str>,
     request_id: &str,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(head.len + body.len() + 128);
@@ -636,11 +670,11 @@ fn upstream_request(
         if is_dropped(name) {
             continue;
         }
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             forwarded.get_or_insert(value);
             continue;
         }
-        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
@@ -658,7 +692,7 @@ fn upstream_request(
             }
         }
         if let Some(ip) = client_ip {
-            out.extend_from_slice(ip.to_string().as_bytes());
+            out.extend_from_slice(ip.as_bytes());
         }
         out.extend_from_slice(b"\r\n");
     }
@@ -705,6 +739,9 @@ struct FastHead<'a> {
     method: (u16, u16),
     target: (u16, u16),
     path_end: u16,
+    /// The method and the target as text, once bound to `raw`.
+    method_text: &'a str,
+    target_text: &'a str,
     headers: [(u16, u16, u16, u16); MAX_HEADERS],
     count: usize,
     content_length: usize,
@@ -712,15 +749,25 @@ struct FastHead<'a> {
 }
 
 impl FastHead<'_> {
-    fn text(&self, (start, end): (u16, u16)) -> &str {
-        // Checked to be ASCII when parsed.
-        std::str::from_utf8(&self.raw[usize::from(start)..usize::from(end)]).unwrap_or("")
+    /// The head over the bytes it was parsed from.
+    fn bind(self, raw: &[u8]) -> FastHead<'_> {
+        // Both were checked to be ASCII when parsed.
+        let text = |(start, end): (u16, u16)| {
+            std::str::from_utf8(&raw[usize::from(start)..usize::from(end)]).unwrap_or("")
+        };
+        FastHead {
+            raw,
+            method_text: text(self.method),
+            target_text: text(self.target),
+            ..self
+        }
     }
 
-    fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+    /// Names (tokens, so ASCII) and values, in order.
+    fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.headers[..self.count].iter().map(|&(ns, ne, vs, ve)| {
             (
-                self.text((ns, ne)),
+                &self.raw[usize::from(ns)..usize::from(ne)],
                 &self.raw[usize::from(vs)..usize::from(ve)],
             )
         })
@@ -729,26 +776,29 @@ impl FastHead<'_> {
 
 impl Head for FastHead<'_> {
     fn method(&self) -> &str {
-        self.text(self.method)
+        self.method_text
     }
     fn path(&self) -> &str {
-        self.text((self.target.0, self.path_end))
+        let end = usize::from(self.path_end - self.target.0);
+        self.target_text.get(..end).unwrap_or(self.target_text)
     }
     fn path_and_query(&self) -> &str {
-        self.text(self.target)
+        self.target_text
     }
     fn uri_host(&self) -> Option<&str> {
         None
     }
     fn for_each_value(&self, name: &str, f: &mut dyn FnMut(&[u8])) {
         for (n, v) in self.headers() {
-            if n.eq_ignore_ascii_case(name) {
+            if n.eq_ignore_ascii_case(name.as_bytes()) {
                 f(v);
             }
         }
     }
     fn header(&self, name: &str) -> Option<&str> {
-        let (_, v) = self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name))?;
+        let (_, v) = self
+            .headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))?;
         if phases::is_visible(v) {
             std::str::from_utf8(v).ok()
         } else {
@@ -793,14 +843,23 @@ async fn read_request(
         buf.reserve(4096);
         let read = match began {
             None => {
-                tokio::select! {
-                    r = fast_timeout(KEEPALIVE, down.read_buf(buf)) => r,
-                    _ = shutdown.changed() => return Read::Closed,
+                // Waiting for the next request: the shutdown flag is looked at every
+                // [`SHUTDOWN_POLL`] rather than awaited, which would register a waiter per request.
+                let mut read = std::pin::pin!(down.read_buf(buf));
+                let waiting = Instant::now();
+                loop {
+                    match timed(SHUTDOWN_POLL, read.as_mut()).await {
+                        Ok(r) => break Ok(r),
+                        Err(_) if *shutdown.borrow() || waiting.elapsed() >= KEEPALIVE => {
+                            return Read::Closed
+                        }
+                        Err(_) => {}
+                    }
                 }
             }
             Some(t) => {
                 let left = REQUEST_TIMEOUT.saturating_sub(t.elapsed());
-                fast_timeout(left, down.read_buf(buf)).await
+                timed(left, down.read_buf(buf)).await
             }
         };
         match read {
@@ -858,6 +917,8 @@ fn parse_request(buf: &[u8]) -> Parsed {
         method: span(method.as_bytes()),
         target: target_span,
         path_end,
+        method_text: "",
+        target_text: "",
         headers: [(0, 0, 0, 0); MAX_HEADERS],
         count: 0,
         content_length: 0,
@@ -959,11 +1020,18 @@ fn parse_response(buf: &[u8]) -> Result<Option<Response>, Box<Error>> {
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(bad_response("malformed response head")),
     };
+    // httparse takes exactly three digits.
     let status = resp.code.unwrap_or(0);
     let mut head = Vec::with_capacity(len + 32);
-    head.extend_from_slice(
-        format!("HTTP/1.1 {status} {}\r\n", resp.reason.unwrap_or("")).as_bytes(),
-    );
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+        b' ',
+    ]);
+    head.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut reusable = resp.version == Some(1);
@@ -992,7 +1060,7 @@ fn parse_response(buf: &[u8]) -> Result<Option<Response>, Box<Error>> {
             }
             continue;
         }
-        if is_dropped(h.name) || (lower("content-length") && chunked.is_some()) {
+        if is_dropped(h.name.as_bytes()) || (lower("content-length") && chunked.is_some()) {
             continue;
         }
         head.extend_from_slice(h.name.as_bytes());
@@ -1179,7 +1247,7 @@ mod tests {
         assert_eq!(h.content_length, 5);
         assert!(!h.close);
         let raw = b"POST /api/cart?x=1 HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello";
-        let h = FastHead { raw, ..h };
+        let h = h.bind(raw);
         assert_eq!(h.method(), "POST");
         assert_eq!(h.path(), "/api/cart");
         assert_eq!(h.path_and_query(), "/api/cart?x=1");
@@ -1218,8 +1286,8 @@ mod tests {
         let Parsed::Head(h) = parse_request(raw) else {
             panic!("fast")
         };
-        let h = FastHead { raw, ..h };
-        let out = upstream_request(&h, b"", Some("127.0.0.1".parse().unwrap()), "rid1");
+        let h = h.bind(raw);
+        let out = upstream_request(&h, b"", Some("127.0.0.1"), "rid1");
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,

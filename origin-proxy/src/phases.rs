@@ -65,7 +65,7 @@ pub fn admit(
         .and_then(|i| state.routes.get(i))
         .ok_or_else(|| refuse(404, format!("no route for {} {path}", req.method())))?;
     ctx.route = index;
-    authenticate(&state.config.edge_auth, req, client_ip, sent_id, unix_now())?;
+    authenticate(&state.config.edge_auth, req, client_ip, sent_id, unix_now)?;
     let pool = route.pool_for(req.method()).clone();
     if let Some(key) = &pool.config.hash_key {
         ctx.hash_key = hash_key(req, key);
@@ -137,7 +137,7 @@ pub fn authenticate(
     req: &dyn Head,
     client_ip: Option<IpAddr>,
     sent_id: Option<&str>,
-    now: u64,
+    now: impl FnOnce() -> u64,
 ) -> Result<(), Refusal> {
     if let Some(ip) = client_ip {
         if auth.allow_cidrs.iter().any(|net| net.contains(&ip)) {
@@ -155,7 +155,7 @@ pub fn authenticate(
         req.method(),
         req.path_and_query(),
         sent_id.unwrap_or(""),
-        now,
+        now(),
         auth.max_skew_secs,
     )
     .map_err(|e| refuse(403, e.to_string()))
@@ -578,14 +578,14 @@ mod tests {
         let key = SigningKey::new(b"0123456789abcdef0123").expect("key");
         let good = key.sign("GET", "/api/catalog?page=2", 1_000, "rid");
         let ip = Some("203.0.113.9".parse().expect("ip"));
-        assert!(authenticate(&a, &request(Some(&good)), ip, Some("rid"), 1_010).is_ok());
+        assert!(authenticate(&a, &request(Some(&good)), ip, Some("rid"), || 1_010).is_ok());
         for (req, id, now) in [
             (request(None), Some("rid"), 1_010),
             (request(Some(&good)), Some("other"), 1_010),
             (request(Some(&good)), Some("rid"), 2_000),
             (request(Some("t=1,v1=00")), Some("rid"), 1_010),
         ] {
-            let r = authenticate(&a, &req, ip, id, now).expect_err("refused");
+            let r = authenticate(&a, &req, ip, id, || now).expect_err("refused");
             assert_eq!(r.status, 403);
         }
     }
@@ -666,7 +666,7 @@ mod tests {
             &request(None),
             Some("10.1.2.3".parse().expect("ip")),
             None,
-            0
+            || 0
         )
         .is_ok());
         assert!(authenticate(
@@ -674,7 +674,7 @@ mod tests {
             &request(None),
             Some("11.1.2.3".parse().expect("ip")),
             None,
-            0
+            || 0
         )
         .is_err());
     }
