@@ -389,6 +389,7 @@ impl OriginApp {
             resp.framing
         };
         let close_client = x.client_close || framing == Framing::Close;
+        let mut resp = resp;
         let mut out = resp.client_head(&ctx.request_id, close_client);
         rbuf.advance(resp.len);
         let mut body = BodyState::new(framing);
@@ -992,9 +993,9 @@ struct Response {
 }
 
 impl Response {
-    fn client_head(&self, request_id: &str, close: bool) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.head.len() + 96);
-        out.extend_from_slice(&self.head);
+    /// The head as the client gets it (taken out of the response: call once).
+    fn client_head(&mut self, request_id: &str, close: bool) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.head);
         out.extend_from_slice(edge_signature::REQUEST_ID_HEADER.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(request_id.as_bytes());
@@ -1022,7 +1023,8 @@ fn parse_response(buf: &[u8]) -> Result<Option<Response>, Box<Error>> {
     };
     // httparse takes exactly three digits.
     let status = resp.code.unwrap_or(0);
-    let mut head = Vec::with_capacity(len + 32);
+    // Room for the proxy's headers and whatever of the body came with the head.
+    let mut head = Vec::with_capacity(buf.len() + 128);
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(&[
         b'0' + (status / 100 % 10) as u8,
@@ -1298,7 +1300,7 @@ mod tests {
 
     #[test]
     fn response_framing() {
-        let r = parse_response(
+        let mut r = parse_response(
             b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nabc",
         )
         .unwrap()
