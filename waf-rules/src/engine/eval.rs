@@ -31,6 +31,8 @@ struct Cache {
     /// Nodes in the rule set's transformation trie.
     n_nodes: usize,
     arena: Vec<Vec<u8>>,
+    /// Per arena entry: its content hash (interning and the cross-request memo key on it).
+    hashes: Vec<u64>,
     /// (arena index, transformation) → arena index of the result: chains that reach the same
     /// content run each following step once between them.
     steps: FastMap<(u32, Transform), u32>,
@@ -94,19 +96,7 @@ struct Group {
 }
 
 fn content_hash(b: &[u8]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ b.len() as u64;
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = (h ^ u64::from_le_bytes(w))
-            .wrapping_mul(0x0000_0100_0000_01b3)
-            .rotate_left(29);
-    }
-    for &x in chunks.remainder() {
-        h = (h ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    memo::value_hash(b)
 }
 
 /// Beyond these sizes (arena entries; table words and map entries together) a used [`Cache`]
@@ -129,6 +119,7 @@ impl Cache {
             .with(|s| s.borrow_mut().take())
             .unwrap_or_else(|| Cache {
                 arena: Vec::with_capacity(256),
+                hashes: Vec::with_capacity(256),
                 by_content: FastMap::with_capacity_and_hasher(256, Default::default()),
                 steps: FastMap::with_capacity_and_hasher(128, Default::default()),
                 ..Default::default()
@@ -160,6 +151,7 @@ impl Cache {
             // Set by `for_request`, as is `union_from`.
             n_nodes: _,
             arena,
+            hashes,
             steps,
             marked,
             byte_flags,
@@ -185,6 +177,7 @@ impl Cache {
         scalar_rows.clear();
         scalar_dense.clear();
         arena.clear();
+        hashes.clear();
         steps.clear();
         marked.clear();
         byte_flags.clear();
@@ -211,6 +204,7 @@ impl Cache {
         }
         let idx = self.arena.len() as u32;
         self.arena.push(out);
+        self.hashes.push(h);
         self.by_content.entry(h).or_insert(idx);
         idx
     }
@@ -1853,11 +1847,16 @@ impl Ev<'_> {
                     None => false,
                 };
             let op_key = [rs_ro.id, std::ptr::from_ref(r) as u64];
+            let vh = match (remember, tv_idx) {
+                (false, _) => 0,
+                (true, Some(i)) => cache.hashes[i as usize],
+                (true, None) => memo::value_hash(tv),
+            };
             let run = |tv: &[u8]| -> Option<Found> {
                 if !remember {
                     return r.op.run(tv, r.capture, &expand);
                 }
-                let Err(at) = memo::known_miss(op_key, tv) else {
+                let Err(at) = memo::known_miss(op_key, tv, vh) else {
                     return None;
                 };
                 let f = r.op.run(tv, r.capture, &expand);
