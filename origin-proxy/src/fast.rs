@@ -1381,4 +1381,80 @@ mod tests {
             "{out}"
         );
     }
+
+    /// Chunked encodings of `body` with chunks of the given sizes and some extensions and
+    /// trailers.
+    fn encode(body: &[u8], sizes: &[usize], ext: bool, trailer: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = body;
+        let mut i = 0;
+        while !rest.is_empty() {
+            let n = sizes
+                .get(i)
+                .copied()
+                .unwrap_or(rest.len())
+                .clamp(1, rest.len());
+            i += 1;
+            out.extend_from_slice(format!("{n:x}").as_bytes());
+            if ext {
+                out.extend_from_slice(b";name=value");
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&rest[..n]);
+            out.extend_from_slice(b"\r\n");
+            rest = &rest[n..];
+        }
+        out.extend_from_slice(b"0\r\n");
+        if trailer {
+            out.extend_from_slice(b"x-checksum: 1\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_chunked_body_ends_exactly_where_its_encoding_ends_however_it_arrives(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            sizes in proptest::collection::vec(1usize..64, 0..8),
+            cuts in proptest::collection::vec(1usize..50, 0..20),
+            ext in proptest::bool::ANY,
+            trailer in proptest::bool::ANY,
+            next in proptest::collection::vec(proptest::num::u8::ANY, 0..20),
+        ) {
+            let encoded = encode(&body, &sizes, ext, trailer);
+            let mut wire = encoded.clone();
+            wire.extend_from_slice(&next);
+            let mut state = BodyState::new(Framing::Chunked);
+            let mut taken = 0;
+            let mut at = 0;
+            let mut cut = cuts.iter().cycle();
+            while at < wire.len() && !state.done() {
+                let n = cut.next().copied().unwrap_or(wire.len()).min(wire.len() - at);
+                let piece = &wire[at..at + n];
+                let used = state.feed(piece).expect("a valid encoding");
+                proptest::prop_assert!(used <= piece.len());
+                taken += used;
+                at += n;
+            }
+            proptest::prop_assert!(state.done());
+            proptest::prop_assert_eq!(taken, encoded.len());
+        }
+
+        #[test]
+        fn parsers_never_panic_on_any_bytes(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+        ) {
+            let _ = parse_request(&bytes);
+            let _ = parse_response(&bytes);
+            let _ = BodyState::new(Framing::Chunked).feed(&bytes);
+            let mut prefixed = b"GET /a?b HTTP/1.1\r\nHost: x\r\n".to_vec();
+            prefixed.extend_from_slice(&bytes);
+            if let Parsed::Head(h) = parse_request(&prefixed) {
+                let h = h.bind(&prefixed);
+                let _ = (h.path(), h.header("host"), h.path_and_query());
+                let _ = upstream_request(&h, b"", Some("127.0.0.1"), "id");
+            }
+        }
+    }
 }
