@@ -1232,6 +1232,77 @@ impl BodyState {
     }
 }
 
+/// The checks of the `http1` fuzz target (`origin-proxy/fuzz`), here so that
+/// `tests/fuzz_replay.rs` runs them on stable over what the fuzzer kept
+/// (`fuzz/regressions/http1/`: add what it finds there). To fuzz (cargo-fuzz, nightly Rust):
+///
+/// ```text
+/// cd origin-proxy/fuzz
+/// mkdir -p corpus/http1 && cp regressions/http1/* corpus/http1/
+/// cargo +nightly fuzz run -O -s none -a http1 corpus/http1 -- -max_len=4096
+/// ```
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Runs every fast-path parser on `data`; panics if one panics or contradicts itself.
+    pub fn http1(data: &[u8]) {
+        // A request head: whatever parses must be consistent with the bytes it came from.
+        for bytes in [
+            data.to_vec(),
+            [&b"GET /p?q HTTP/1.1\r\nHost: x\r\n"[..], data].concat(),
+        ] {
+            if let Parsed::Head(h) = parse_request(&bytes) {
+                let h = h.bind(&bytes);
+                assert!(h.len <= bytes.len() && h.len <= MAX_HEAD);
+                assert!(h.content_length <= MAX_BODY);
+                assert!(h.path_and_query().starts_with(h.path()));
+                assert!(h.path().starts_with('/'));
+                let _ = (h.method(), h.header("host"), h.uri_host());
+                let out = upstream_request(&h, b"", Some("127.0.0.1"), "id");
+                // What the backend gets is a complete request with the same method and target
+                // (two headers more than the client sent).
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 2];
+                let mut again = httparse::Request::new(&mut headers);
+                let parsed = again.parse(&out);
+                assert!(
+                    matches!(parsed, Ok(httparse::Status::Complete(n)) if n == out.len()),
+                    "{:?}",
+                    String::from_utf8_lossy(&out)
+                );
+                assert_eq!(again.method, Some(h.method()));
+                assert_eq!(again.path, Some(h.path_and_query()));
+            }
+        }
+        // A response head.
+        if let Ok(Some(mut r)) = parse_response(data) {
+            assert!(r.len <= data.len());
+            let head = r.client_head("id", false);
+            assert!(head.ends_with(b"\r\n\r\n"));
+        }
+        // A chunked body: fed whole or byte by byte, the same end (or the same error).
+        let mut whole = BodyState::new(Framing::Chunked);
+        let at_once = whole.feed(data).ok().filter(|_| whole.done());
+        let mut bytewise = BodyState::new(Framing::Chunked);
+        let mut taken = 0;
+        let mut failed = false;
+        for b in data {
+            match bytewise.feed(std::slice::from_ref(b)) {
+                Ok(n) => taken += n,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+            if bytewise.done() {
+                break;
+            }
+        }
+        let by_byte = (!failed && bytewise.done()).then_some(taken);
+        assert_eq!(at_once, by_byte);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
