@@ -1528,4 +1528,131 @@ mod tests {
             }
         }
     }
+
+    /// Pingora's own reading of `bytes`: method, target, headers (name, value) and body.
+    type PingoraView = (String, Vec<u8>, Vec<(String, Vec<u8>)>, Vec<u8>);
+
+    fn pingora_reads(bytes: &[u8]) -> Option<PingoraView> {
+        use pingora::protocols::http::v1::server::HttpSession;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let stream: Stream = Box::new(std::io::Cursor::new(bytes.to_vec()));
+            let mut session = HttpSession::new(stream);
+            session.read_request().await.ok()??;
+            let req = session.req_header();
+            let method = req.method.as_str().to_owned();
+            let target = req.raw_path().to_vec();
+            let headers = req
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+                .collect();
+            let mut body = Vec::new();
+            while let Some(chunk) = session.read_body_bytes().await.ok()? {
+                body.extend_from_slice(&chunk);
+            }
+            Some((method, target, headers, body))
+        })
+    }
+
+    fn request_strategy() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let method = prop::sample::select(vec![
+            "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "get", "X-Verb",
+        ]);
+        let target =
+            prop::string::string_regex("/[a-zA-Z0-9/?=&%._~;:@!$'()*+,-]{0,30}").expect("regex");
+        let name = prop::sample::select(vec![
+            "Host",
+            "host",
+            "Content-Length",
+            "content-length",
+            "Transfer-Encoding",
+            "Connection",
+            "Cookie",
+            "X-Forwarded-For",
+            "X-A",
+            "Keep-Alive",
+        ]);
+        let value = prop::sample::select(vec![
+            "0",
+            "3",
+            " 3",
+            "3 ",
+            "03",
+            "+3",
+            "3,3",
+            "chunked",
+            "close",
+            "keep-alive",
+            "Keep-Alive, close",
+            "a=1; b=2",
+            "",
+            "\tv",
+            "v\t",
+            "\u{e9}",
+        ]);
+        let headers = prop::collection::vec((name, value), 0..6);
+        (
+            method,
+            target,
+            prop::sample::select(vec!["HTTP/1.1", "HTTP/1.1", "HTTP/1.0"]),
+            headers,
+            prop::sample::select(vec!["\r\n", "\r\n", "\n"]),
+            prop::collection::vec(b'a'..=b'z', 0..5),
+        )
+            .prop_map(|(m, t, v, hs, eol, body)| {
+                let mut out = format!("{m} {t} {v}{eol}").into_bytes();
+                for (n, val) in hs {
+                    out.extend_from_slice(format!("{n}: {val}{eol}").as_bytes());
+                }
+                out.extend_from_slice(eol.as_bytes());
+                out.extend_from_slice(&body);
+                out
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+        /// Whatever the fast path takes, Pingora's parser reads the same way: the same method,
+        /// target, headers and body. (A request they would read differently could be used to
+        /// smuggle one past the other.)
+        #[test]
+        fn pingora_reads_every_request_the_fast_path_takes_the_same_way(
+            bytes in request_strategy(),
+        ) {
+            let Parsed::Head(h) = parse_request(&bytes) else {
+                return Ok(());
+            };
+            if bytes.len() < h.len + h.content_length {
+                return Ok(());
+            }
+            let h = h.bind(&bytes);
+            let ours_body = &bytes[h.len..h.len + h.content_length];
+            let theirs = pingora_reads(&bytes[..h.len + h.content_length]);
+            let (method, target, headers, body) = match theirs {
+                Some(t) => t,
+                None => {
+                    return Err(proptest::test_runner::TestCaseError::fail(format!(
+                        "Pingora refused what the fast path took: {:?}",
+                        String::from_utf8_lossy(&bytes)
+                    )))
+                }
+            };
+            proptest::prop_assert_eq!(method.as_str(), h.method());
+            proptest::prop_assert_eq!(target.as_slice(), h.path_and_query().as_bytes());
+            let mut ours: Vec<(String, Vec<u8>)> = h
+                .headers()
+                .map(|(n, v)| (String::from_utf8_lossy(n).to_ascii_lowercase(), v.to_vec()))
+                .collect();
+            let mut theirs = headers;
+            ours.sort();
+            theirs.sort();
+            proptest::prop_assert_eq!(ours, theirs);
+            proptest::prop_assert_eq!(body.as_slice(), ours_body);
+        }
+    }
 }
