@@ -1655,4 +1655,115 @@ mod tests {
             proptest::prop_assert_eq!(body.as_slice(), ours_body);
         }
     }
+
+    /// Pingora's client reading of a response: status and body.
+    fn pingora_reads_response(bytes: &[u8]) -> Option<(u16, Vec<u8>)> {
+        use pingora::protocols::http::v1::client::HttpSession;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let stream: Stream = Box::new(std::io::Cursor::new(bytes.to_vec()));
+            let mut session = HttpSession::new(stream);
+            session.read_response().await.ok()?;
+            let status = session.resp_header()?.status.as_u16();
+            let mut body = Vec::new();
+            while let Some(chunk) = session.read_body_bytes().await.ok()? {
+                body.extend_from_slice(&chunk);
+            }
+            Some((status, body))
+        })
+    }
+
+    /// The body inside a chunked encoding the fast path took whole.
+    fn dechunk(mut wire: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let line_end = wire.iter().position(|&b| b == b'\n').expect("size line");
+            let line = std::str::from_utf8(&wire[..line_end]).expect("ascii");
+            let size = line.trim_end().split([';', ' ', '\t']).next().unwrap_or("");
+            let n = usize::from_str_radix(size, 16).expect("hex");
+            wire = &wire[line_end + 1..];
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&wire[..n]);
+            wire = &wire[n + 2..];
+        }
+    }
+
+    fn response_strategy() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let status = prop::sample::select(vec![200u16, 201, 204, 304, 404, 500]);
+        let header = prop::sample::select(vec![
+            "Content-Length: 0",
+            "Content-Length: 4",
+            "Content-Length: 40",
+            "Content-Length: 4, 4",
+            "Transfer-Encoding: chunked",
+            "Transfer-Encoding: gzip, chunked",
+            "Transfer-Encoding: chunked, gzip",
+            "Connection: close",
+            "Connection: keep-alive",
+            "X-A: b",
+        ]);
+        let body = prop_oneof![
+            prop::collection::vec(b'a'..=b'z', 0..50),
+            (
+                prop::collection::vec(b'a'..=b'z', 0..50),
+                prop::collection::vec(1usize..20, 0..4),
+                prop::bool::ANY,
+                prop::bool::ANY
+            )
+                .prop_map(|(b, sizes, ext, trailer)| encode(&b, &sizes, ext, trailer)),
+        ];
+        (status, prop::collection::vec(header, 0..4), body).prop_map(|(status, hs, body)| {
+            let mut out = format!("HTTP/1.1 {status} X\r\n").into_bytes();
+            for h in hs {
+                out.extend_from_slice(format!("{h}\r\n").as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&body);
+            out
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+        /// Whatever response the fast path takes whole, Pingora's client reads the same status
+        /// and body from it.
+        #[test]
+        fn pingora_reads_every_response_the_fast_path_takes_the_same_way(
+            bytes in response_strategy(),
+        ) {
+            let Ok(Some(resp)) = parse_response(&bytes) else {
+                return Ok(());
+            };
+            let framing = if resp.status == 204 || resp.status == 304 {
+                Framing::Empty
+            } else {
+                resp.framing
+            };
+            let rest = &bytes[resp.len..];
+            let mut state = BodyState::new(framing);
+            let Ok(n) = state.feed(rest) else {
+                return Ok(());
+            };
+            if !state.done() && framing != Framing::Close {
+                return Ok(());
+            }
+            let ours = match framing {
+                Framing::Chunked => dechunk(&rest[..n]),
+                _ => rest[..n].to_vec(),
+            };
+            let theirs = pingora_reads_response(&bytes[..resp.len + n]);
+            proptest::prop_assert_eq!(
+                theirs,
+                Some((resp.status, ours)),
+                "{:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
 }
