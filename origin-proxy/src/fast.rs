@@ -405,6 +405,8 @@ impl OriginApp {
             return Ok((status, Some("WriteError"), true));
         }
         while !body.done() {
+            // After the head the buffer's tail may be small: read the body in large pieces.
+            rbuf.reserve(16 * 1024);
             let read = timed(x.attempt.read, up.read_buf(&mut rbuf)).await;
             let n = match read {
                 Ok(Ok(n)) => n,
