@@ -1531,18 +1531,27 @@ mod tests {
         }
     }
 
+    /// Runs a future on a fresh single-thread runtime.
+    fn block_on<F: Future>(fut: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(fut)
+    }
+
+    /// `bytes` as a Pingora stream that yields them and then ends.
+    fn wire(bytes: &[u8]) -> Stream {
+        Box::new(std::io::Cursor::new(bytes.to_vec()))
+    }
+
     /// Pingora's own reading of `bytes`: method, target, headers (name, value) and body.
     type PingoraView = (String, Vec<u8>, Vec<(String, Vec<u8>)>, Vec<u8>);
 
     fn pingora_reads(bytes: &[u8]) -> Option<PingoraView> {
         use pingora::protocols::http::v1::server::HttpSession;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let stream: Stream = Box::new(std::io::Cursor::new(bytes.to_vec()));
-            let mut session = HttpSession::new(stream);
+        block_on(async {
+            let mut session = HttpSession::new(wire(bytes));
             session.read_request().await.ok()??;
             let req = session.req_header();
             let method = req.method.as_str().to_owned();
@@ -1661,13 +1670,8 @@ mod tests {
     /// Pingora's client reading of a response: status and body.
     fn pingora_reads_response(bytes: &[u8]) -> Option<(u16, Vec<u8>)> {
         use pingora::protocols::http::v1::client::HttpSession;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let stream: Stream = Box::new(std::io::Cursor::new(bytes.to_vec()));
-            let mut session = HttpSession::new(stream);
+        block_on(async {
+            let mut session = HttpSession::new(wire(bytes));
             session.read_response().await.ok()?;
             let status = session.resp_header()?.status.as_u16();
             let mut body = Vec::new();

@@ -95,10 +95,6 @@ struct Group {
     marked: bool,
 }
 
-fn content_hash(b: &[u8]) -> u64 {
-    memo::value_hash(b)
-}
-
 /// Beyond these sizes (arena entries; table words and map entries together) a used [`Cache`]
 /// is dropped rather than kept for the next request, so one large request does not pin its
 /// memory to the thread (at most a few MiB stay, per thread that evaluates).
@@ -196,7 +192,7 @@ impl Cache {
 
     /// Stores a transformed value, or finds an equal one already stored.
     fn intern(&mut self, out: Vec<u8>) -> u32 {
-        let h = content_hash(&out);
+        let h = memo::value_hash(&out);
         if let Some(&i) = self.by_content.get(&h) {
             if self.arena[i as usize] == out {
                 return i;
