@@ -156,6 +156,21 @@ impl Transform {
         })
     }
 
+    /// As [`Transform::change_mask`], leaving out changes of ASCII case (a case-folding
+    /// search sees none): `lowercase` counts for nothing and `cmdLine` only for the bytes it
+    /// deletes or folds. No other step's mask holds [`flags::LOWER`] or [`flags::UPPER`], so
+    /// a value that is only lower-cased on the way keeps every other step's mask clear and
+    /// leaves a chain equal to its input but for case. `uppercase` (which would make small
+    /// letters into capitals a later step might read) counts as changing any value.
+    pub fn scan_change_mask(self) -> Option<u32> {
+        match self {
+            Transform::Lowercase => Some(0),
+            Transform::CmdLine => Some(flags::CMDLINE),
+            Transform::Uppercase => None,
+            t => t.change_mask(),
+        }
+    }
+
     /// Applies the transformation.
     pub fn apply(self, input: &[u8]) -> Vec<u8> {
         match self {

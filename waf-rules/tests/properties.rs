@@ -191,6 +191,34 @@ proptest! {
 }
 
 proptest! {
+    // The prefilter takes a value's raw literal slots for a chain that changes at most its
+    // case (the scan folds case): a chain none of whose steps' scan masks meets the value's
+    // flags must give the value back equal but for ASCII case.
+    #[test]
+    fn a_chain_whose_scan_masks_miss_the_flags_changes_only_case(
+        input in "[A-Za-z0-9 ./%&*#;'\"\\-]{0,12}",
+        chain in prop::collection::vec(prop::sample::select(ALL.to_vec()), 1..6),
+    ) {
+        let input = input.into_bytes();
+        let steps: Vec<Transform> = chain
+            .iter()
+            .map(|n| Transform::from_name(n).expect("known"))
+            .collect();
+        let flags = waf_rules::transform::byte_flags(&input);
+        let kept = steps
+            .iter()
+            .all(|t| t.scan_change_mask().is_some_and(|m| flags & m == 0));
+        if kept {
+            let mut cur = input.clone();
+            for t in &steps {
+                cur = t.apply(&cur);
+            }
+            prop_assert!(cur.eq_ignore_ascii_case(&input), "{:?} changed more than case", chain);
+        }
+    }
+}
+
+proptest! {
     // Paths made of slashes and dots, where `normalizePath`'s no-op check has most to get wrong.
     #[test]
     fn path_no_op_checks_are_exact(

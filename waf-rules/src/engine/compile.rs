@@ -105,6 +105,7 @@ impl<'a> Builder<'a> {
                 parent: 0,
                 step: Transform::Lowercase,
                 change: 0,
+                scan_change: 0,
             }],
             node_map: HashMap::new(),
             engine: None,
@@ -123,10 +124,13 @@ impl<'a> Builder<'a> {
                     let n = self.nodes.len() as u32;
                     let change = self.nodes[cur as usize].change
                         | t.change_mask().unwrap_or(super::Node::ALWAYS);
+                    let scan_change = self.nodes[cur as usize].scan_change
+                        | t.scan_change_mask().unwrap_or(super::Node::ALWAYS);
                     self.nodes.push(super::Node {
                         parent: cur,
                         step: t,
                         change,
+                        scan_change,
                     });
                     self.node_map.insert((cur, t), n);
                     n

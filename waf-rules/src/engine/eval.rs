@@ -769,6 +769,25 @@ fn cached(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8]) ->
     cached_slow(cache, nodes, key, node, raw)
 }
 
+/// An arena index whose literal scan is that of `raw` (under `key`) through `node`: the
+/// transformed value when it is known, else the raw value when the chain changes no more than
+/// its case (the scan folds case), else the transformed value, computed now.
+#[inline]
+fn scan_idx(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8]) -> u32 {
+    if let Some((t, i)) = dense_table(key) {
+        if let Some(&i) = cache.dense[t].get(i * cache.n_nodes + node as usize) {
+            if i != u32::MAX {
+                return i;
+            }
+        }
+    }
+    let ri = cached(cache, nodes, key, 0, raw);
+    if nodes[node as usize].scans_as_raw(cache.flags(ri)) {
+        return ri;
+    }
+    cached_slow(cache, nodes, key, node, raw)
+}
+
 #[inline(never)]
 fn cached_slow(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8]) -> u32 {
     let dense = dense_table(key).map(|(t, i)| (t, i * cache.n_nodes + node as usize));
@@ -1572,7 +1591,7 @@ impl Ev<'_> {
                                 let raw: &[u8] = if names { k.as_bytes() } else { val };
                                 let key = entry_key(base, off + idx, names);
                                 let cache = &mut self.cache;
-                                let ti = cached(cache, &self.rs.nodes, key, r.tnode, raw);
+                                let ti = scan_idx(cache, &self.rs.nodes, key, r.tnode, raw);
                                 if !cache.may_hold(pf, ti, slot, r.pf_unmarked) {
                                     continue;
                                 }
@@ -1639,12 +1658,12 @@ impl Ev<'_> {
         let node = &nodes[f.node as usize];
         for &v in &f.vars {
             if let Some(s) = EntrySlice::of(req, v) {
-                // A group the chain keeps adds its raw union at once; the others, entry by
-                // entry through the chain.
+                // A group the chain keeps (but for case, which the scan folds) adds its raw
+                // union at once; the others, entry by entry through the chain.
                 let (gs, ge) = cache.var_groups(nodes, v, *phase, s);
                 for g in gs..ge {
                     let gr = cache.groups[g];
-                    if node.keeps(gr.flags) {
+                    if node.scans_as_raw(gr.flags) {
                         let (at, m) = cache.group_bits(pf, nodes, g, s);
                         marked = marked || m;
                         or_into(

@@ -441,6 +441,11 @@ pub(crate) struct Node {
     /// of the chain to change it, or [`Node::ALWAYS`] when a step may change any value. A
     /// value with none of them comes out of the whole chain as it went in.
     pub(crate) change: u32,
+    /// As `change`, but for what the literal scan sees: the scan folds ASCII case, so the
+    /// steps that only change case (`lowercase`, and `cmdLine` on a value without the bytes it
+    /// deletes or folds) count for nothing. A value with none of these flags comes out of the
+    /// chain equal to what went in but for ASCII case, and scans the same.
+    pub(crate) scan_change: u32,
 }
 
 impl Node {
@@ -451,6 +456,13 @@ impl Node {
     #[inline]
     pub(crate) fn keeps(&self, flags: u32) -> bool {
         self.change & Node::ALWAYS == 0 && flags & self.change == 0
+    }
+
+    /// Whether the chain leaves a value with byte flags `flags` as it is but for ASCII case:
+    /// its literal slots (and marked bytes) are the raw value's.
+    #[inline]
+    pub(crate) fn scans_as_raw(&self, flags: u32) -> bool {
+        self.scan_change & Node::ALWAYS == 0 && flags & self.scan_change == 0
     }
 }
 
