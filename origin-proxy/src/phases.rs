@@ -52,12 +52,16 @@ pub fn admit(
     let host = req.header("host").or_else(|| req.uri_host());
     let path = req.path();
     let index = state.config.route_index(host, path, Some(req.method()));
+    // A span per request, at debug level: an enabled span costs its fields' formatting and
+    // the registry's bookkeeping on every request (about 3,000 instructions, 15 % of the
+    // WAF-off proxy's own work), so it exists only under `RUST_LOG=origin_proxy=debug`; the
+    // info and warn events of a request name its request id themselves.
     ctx.span = match index.and_then(|i| state.routes.get(i)) {
         Some(r) => {
-            tracing::info_span!("request", request_id = %ctx.request_id, route = %r.route.name)
+            tracing::debug_span!("request", request_id = %ctx.request_id, route = %r.route.name)
         }
         None => {
-            tracing::info_span!("request", request_id = %ctx.request_id, route = tracing::field::Empty)
+            tracing::debug_span!("request", request_id = %ctx.request_id, route = tracing::field::Empty)
         }
     };
     ctx.state = Some(state.clone());
@@ -278,7 +282,7 @@ pub fn on_proxy_error(
     e.set_retry(retry);
     if retry {
         count_retry(ctx);
-        tracing::info!(parent: &ctx.span, error = %e.etype().as_str(), "retrying on another backend");
+        tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, error = %e.etype().as_str(), "retrying on another backend");
     }
     e
 }
@@ -328,7 +332,7 @@ fn note_passive_failure(ctx: &RequestCtx, now_ms: u64) {
         if let Some(s) = &ctx.pool_stats {
             s.ejections.fetch_add(1, Ordering::Relaxed);
         }
-        tracing::warn!(parent: &ctx.span, pool = %pool.name, backend = %backend.addr, eject_ms, "backend taken out of the pool (ejected after consecutive failures)");
+        tracing::warn!(parent: &ctx.span, request_id = %ctx.request_id, pool = %pool.name, backend = %backend.addr, eject_ms, "backend taken out of the pool (ejected after consecutive failures)");
     }
 }
 

@@ -123,7 +123,7 @@ impl ProxyHttp for OriginProxy {
             Ok(()) => {
                 let waf = ctx.state.as_ref().and_then(|s| s.config.waf.clone());
                 let Some(waf) = waf else { return Ok(false) };
-                match crate::waf::check(session, &waf, &self.metrics).await? {
+                match crate::waf::check(session, &waf, &self.metrics, &ctx.request_id).await? {
                     None => return Ok(false),
                     Some(refusal) => refusal,
                 }

@@ -250,6 +250,7 @@ pub async fn check(
     session: &mut pingora::proxy::Session,
     waf: &OriginWaf,
     metrics: &crate::metrics::Metrics,
+    request_id: &str,
 ) -> pingora::Result<Option<crate::phases::Refusal>> {
     let refusal = |status: u16, reason: &str, retry_after: Option<u32>| crate::phases::Refusal {
         status,
@@ -288,15 +289,16 @@ pub async fn check(
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
     let view = http_request(session.req_header(), body, peer);
-    Ok(judge(waf, &view, metrics))
+    Ok(judge(waf, &view, metrics, request_id))
 }
 
-/// Judges a request's view, counts every match in the metrics and returns the refusal for a
-/// stopped request.
+/// Judges a request's view, counts every match in the metrics (and logs them with the request
+/// id) and returns the refusal for a stopped request.
 pub fn judge(
     waf: &OriginWaf,
     view: &HttpRequest,
     metrics: &crate::metrics::Metrics,
+    request_id: &str,
 ) -> Option<crate::phases::Refusal> {
     let refusal = |status: u16, reason: &str, retry_after: Option<u32>| crate::phases::Refusal {
         status,
@@ -309,7 +311,7 @@ pub fn judge(
         metrics.record_waf_match(rule, action, mode);
     }
     if !outcome.matches.is_empty() {
-        tracing::info!(rules = ?outcome.matches, stopped = outcome.stop.is_some(), "waf matches");
+        tracing::info!(request_id, rules = ?outcome.matches, stopped = outcome.stop.is_some(), "waf matches");
     }
     outcome.stop.map(|(status, retry_after)| match status {
         429 => refusal(
