@@ -171,6 +171,26 @@ impl Transform {
         }
     }
 
+    /// Whether the output is never longer than the input, for any input (decoders turn each
+    /// escape into at most as many bytes as it had; the others delete, fold or keep bytes).
+    /// The prefilter skips a value shorter than every literal of a chain made of such steps.
+    pub fn never_lengthens(self) -> bool {
+        !matches!(
+            self,
+            Transform::Utf8ToUnicode | Transform::Length | Transform::Sha1 | Transform::HexEncode
+        )
+    }
+
+    /// The length of what `base64Decode` makes of `input`: it decodes the leading run of
+    /// alphabet bytes (to the first `=` or other byte), six bits each, whole bytes out.
+    pub fn base64_decoded_len(input: &[u8]) -> usize {
+        let run = input
+            .iter()
+            .position(|&b| B64_VALUE[b as usize] >= 64)
+            .unwrap_or(input.len());
+        run * 6 / 8
+    }
+
     /// Applies the transformation.
     pub fn apply(self, input: &[u8]) -> Vec<u8> {
         match self {

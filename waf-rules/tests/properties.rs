@@ -219,6 +219,33 @@ proptest! {
 }
 
 proptest! {
+    // The prefilter skips values shorter than a filter's literals through chains of steps
+    // that never lengthen a value, and bounds a `base64Decode` step's output by
+    // `base64_decoded_len`: both must hold for any input.
+    #[test]
+    fn steps_said_never_to_lengthen_do_not(input in interesting_bytes()) {
+        for name in ALL {
+            let t = Transform::from_name(name).expect("known");
+            if t.never_lengthens() {
+                let out = t.apply(&input);
+                prop_assert!(out.len() <= input.len(), "{} lengthened {:?}", name, input);
+            }
+        }
+        let decoded = Transform::Base64Decode.apply(&input);
+        prop_assert_eq!(decoded.len(), Transform::base64_decoded_len(&input));
+    }
+
+    #[test]
+    fn base64_output_length_is_exact_on_base64_text(
+        input in "[A-Za-z0-9+/]{0,40}(=|==|\\.|-| )?[A-Za-z0-9+/=]{0,8}",
+    ) {
+        let input = input.into_bytes();
+        let decoded = Transform::Base64Decode.apply(&input);
+        prop_assert_eq!(decoded.len(), Transform::base64_decoded_len(&input));
+    }
+}
+
+proptest! {
     // Paths made of slashes and dots, where `normalizePath`'s no-op check has most to get wrong.
     #[test]
     fn path_no_op_checks_are_exact(

@@ -106,6 +106,7 @@ impl<'a> Builder<'a> {
                 step: Transform::Lowercase,
                 change: 0,
                 scan_change: 0,
+                bound: super::LenBound::Raw,
             }],
             node_map: HashMap::new(),
             engine: None,
@@ -126,11 +127,17 @@ impl<'a> Builder<'a> {
                         | t.change_mask().unwrap_or(super::Node::ALWAYS);
                     let scan_change = self.nodes[cur as usize].scan_change
                         | t.scan_change_mask().unwrap_or(super::Node::ALWAYS);
+                    let bound = match (t, self.nodes[cur as usize].bound) {
+                        (Transform::Base64Decode, _) => super::LenBound::Base64(cur),
+                        (t, b) if t.never_lengthens() => b,
+                        _ => super::LenBound::Unbounded,
+                    };
                     self.nodes.push(super::Node {
                         parent: cur,
                         step: t,
                         change,
                         scan_change,
+                        bound,
                     });
                     self.node_map.insert((cur, t), n);
                     n

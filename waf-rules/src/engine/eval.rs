@@ -924,6 +924,27 @@ fn store_cached(
     idx
 }
 
+/// Whether `raw` (under `key`) comes out of filter `f`'s chain shorter than any of its
+/// literals, told without running the chain: the chain never lengthens a value, or it ends
+/// with a `base64Decode` (which keeps six bits of each leading alphabet byte) and steps that
+/// never lengthen one. JSON names (`items.0.sku`) and most values through CRS's multiMatch
+/// `base64Decode` chains (934100, 934160) decode to a few bytes. Not when a rule asks the
+/// filter for marked bytes, which a short result may hold.
+/// (The caller has checked that the filter has literals, no rule asks it for marked bytes,
+/// and its chain has a bound.)
+#[inline]
+fn too_short(cache: &mut Cache, nodes: &[Node], f: &NodeFilter, key: u64, raw: &[u8]) -> bool {
+    match nodes[f.node as usize].bound {
+        LenBound::Raw => raw.len() < f.min_len,
+        LenBound::Base64(before) => {
+            // (Most often a chain the raw value goes through unchanged.)
+            let bi = cached(cache, nodes, key, before, raw);
+            Transform::base64_decoded_len(&cache.arena[bi as usize]) < f.min_len
+        }
+        LenBound::Unbounded => false,
+    }
+}
+
 /// `acc |= bits`, word by word over `acc`'s length.
 fn or_into(acc: &mut [u64], bits: &[u64]) {
     for (a, x) in acc.iter_mut().zip(bits) {
@@ -1656,6 +1677,7 @@ impl Ev<'_> {
         cache.union[range.clone()].fill(0);
         let mut marked = false;
         let node = &nodes[f.node as usize];
+        let length_check = f.min_len > 0 && !f.needs_marked && node.bound != LenBound::Unbounded;
         for &v in &f.vars {
             if let Some(s) = EntrySlice::of(req, v) {
                 // A group the chain keeps (but for case, which the scan folds) adds its raw
@@ -1674,6 +1696,10 @@ impl Ev<'_> {
                     }
                     for m in gr.members.0..gr.members.1 {
                         let (raw, key) = s.raw(cache.members[m as usize] as usize);
+                        if length_check && too_short(cache, nodes, f, key, raw) {
+                            // Its result through the chain holds none of the literals.
+                            continue;
+                        }
                         let ti = cached(cache, nodes, key, f.node, raw);
                         marked = marked || cache.is_marked(ti);
                         let o = cache.content_bits(pf, ti);

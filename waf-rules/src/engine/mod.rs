@@ -370,6 +370,12 @@ pub(crate) struct Rule {
 /// The rules whose values pass through one transformation chain, as the prefilter sees them.
 #[derive(Debug)]
 pub(crate) struct NodeFilter {
+    /// The length of the shortest literal of any of its slots (each cut as the automaton
+    /// holds it; 0 when a slot has none): a value shorter than this holds none of them.
+    min_len: usize,
+    /// Whether a rule that reads this filter's union asks whether a value holds a marked
+    /// byte (`Rule::pf_unmarked`): then no value may be skipped by its length.
+    needs_marked: bool,
     /// First word of this filter's slots in the shared slot bitset.
     base_word: usize,
     /// Number of 64-bit words this filter's slots take.
@@ -446,6 +452,21 @@ pub(crate) struct Node {
     /// deletes or folds) count for nothing. A value with none of these flags comes out of the
     /// chain equal to what went in but for ASCII case, and scans the same.
     pub(crate) scan_change: u32,
+    /// What bounds the length of the chain's output, for the prefilter's length check.
+    pub(crate) bound: LenBound,
+}
+
+/// A bound on the length of a chain's output that is cheap to work out from a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LenBound {
+    /// No step lengthens a value: the output is at most as long as the raw value.
+    Raw,
+    /// A `base64Decode` step, after the chain of the node given and before steps that do not
+    /// lengthen a value: the output is at most `Transform::base64_decoded_len` of that
+    /// node's result.
+    Base64(u32),
+    /// A step may lengthen the value (`utf8toUnicode`, `hexEncode`, `length`, `sha1`).
+    Unbounded,
 }
 
 impl Node {
@@ -887,6 +908,16 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
     for (node, (lits, slots, vars)) in groups {
         let base = (word * 64) as u32;
         index_of.insert(node, (filters.len() as u32, base));
+        // Every slot has literals (a rule without any is not prefiltered), so the shortest
+        // of them all bounds every slot.
+        let mut min_len = lits
+            .iter()
+            .map(|(l, _)| l.len().min(MAX_LITERAL))
+            .min()
+            .unwrap_or(0);
+        if (0..slots).any(|s| !lits.iter().any(|&(_, ls)| ls == s)) {
+            min_len = 0;
+        }
         for (l, s) in lits {
             // A literal's first `MAX_LITERAL` bytes stand for it (a value holding the literal
             // holds them): the `@pmFromFile` lists' long phrases would otherwise triple the
@@ -899,6 +930,8 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
         }
         let words = (slots as usize).div_ceil(64);
         filters.push(NodeFilter {
+            min_len,
+            needs_marked: false,
             base_word: word,
             words,
             node,
@@ -932,6 +965,24 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
         for it in items.iter_mut() {
             if let Item::Rule(r) = it {
                 fix(r, index);
+            }
+        }
+    }
+    // The filters whose unions some rule reads for marked bytes.
+    fn note_marked(r: &Rule, filters: &mut [NodeFilter]) {
+        if r.pf_unmarked {
+            for &(fi, _) in r.pf.iter().chain(&r.pf_steps) {
+                filters[fi as usize].needs_marked = true;
+            }
+        }
+        if let Some(c) = r.chain.as_deref() {
+            note_marked(c, filters);
+        }
+    }
+    for items in phases.iter() {
+        for it in items {
+            if let Item::Rule(r) = it {
+                note_marked(r, &mut filters);
             }
         }
     }

@@ -395,6 +395,52 @@ SecRule REQUEST_URI "@rx \.\./" "id:4,phase:1,deny,t:normalizePath"
 }
 
 #[test]
+fn values_too_short_for_a_literal_are_skipped_only_when_they_cannot_hold_one() {
+    // CRS's 934100 shape: multiMatch through base64Decode. Its filters skip values whose
+    // decoded length is under the shortest literal (`eval`, 4 bytes): `ZXZhbA==` decodes to
+    // exactly `eval` and must still match, in a value and in a name; `ZXZh` (3 bytes) and
+    // dotted JSON names cannot hold it.
+    let r = rs(
+        r#"SecRule ARGS|ARGS_NAMES "@rx eval\(" "id:1,phase:2,deny,t:none,t:urlDecodeUni,t:base64Decode,t:urlDecodeUni,multiMatch""#,
+    );
+    let pf = r.prefilter.as_ref().expect("a prefilter");
+    let Some(Item::Rule(rule)) = r.phases[1].first() else {
+        panic!("one phase-2 rule")
+    };
+    let decoded = rule.pf_steps[0].0 as usize;
+    assert_eq!(pf.filters[decoded].min_len, 5);
+    assert!(matches!(
+        r.nodes[pf.filters[decoded].node as usize].bound,
+        LenBound::Base64(_)
+    ));
+    // `eval(` is five bytes: `ZXZhbCg` decodes to exactly that.
+    assert_eq!(r.evaluate(&get("/?a=ZXZhbCg")).action, Action::Block);
+    assert_eq!(r.evaluate(&get("/?ZXZhbCg=1")).action, Action::Block);
+    assert_eq!(r.evaluate(&get("/?a=ZXZhbC")).action, Action::Allow);
+    // Percent-encoded base64 decodes first, then base64: still found.
+    assert_eq!(r.evaluate(&get("/?a=ZXZhbCg%3D")).action, Action::Block);
+    // Raw `eval(` is caught at the first node of the chain, whatever its decoded length.
+    assert_eq!(r.evaluate(&get("/?a=eval(")).action, Action::Block);
+    let json = HttpRequest {
+        method: "POST".into(),
+        uri: "/api/cart".into(),
+        version: "HTTP/1.1".into(),
+        headers: vec![
+            ("Host".into(), "x".into()),
+            ("Content-Type".into(), "application/json".into()),
+        ],
+        body: br#"{"items":[{"sku":"a.b","note":"ZXZhbCg="}]}"#.to_vec(),
+        ..Default::default()
+    };
+    assert_eq!(r.evaluate(&json).action, Action::Block);
+    let json_benign = HttpRequest {
+        body: br#"{"items":[{"sku":"a.b","note":"fine"}]}"#.to_vec(),
+        ..json
+    };
+    assert_eq!(r.evaluate(&json_benign).action, Action::Allow);
+}
+
+#[test]
 fn a_json_key_given_twice_is_inspected_both_times() {
     // A backend that keeps the first of two equal keys must not get a value the rules skipped.
     let r = rs(r#"SecRule ARGS "@contains union select" "id:1,phase:2,deny""#);
