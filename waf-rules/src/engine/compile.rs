@@ -874,6 +874,7 @@ impl Rule {
             pf: None,
             pf_skip: false,
             pf_unmarked: false,
+            pf_min_len: 0,
             pf_steps: Vec::new(),
         }
     }

@@ -1526,6 +1526,13 @@ impl Ev<'_> {
             (Some(pf), Some((_, slot))) if !r.multi_match => Some((pf, slot)),
             _ => None,
         };
+        // Entries too short for any of the rule's literals through a chain that never
+        // lengthens a value are dropped before their chain runs (most JSON values are a few
+        // bytes; CRS's literals are mostly words).
+        let min_len = match self.rs.nodes[r.tnode as usize].bound {
+            LenBound::Raw if literal_check.is_some() && !r.pf_unmarked => r.pf_min_len,
+            _ => 0,
+        };
         let (req, st) = (&self.req, &self.st);
         for t in &r.targets {
             if t.count {
@@ -1614,6 +1621,9 @@ impl Ev<'_> {
                             // name checks (most values of most prefiltered rules).
                             if let Some((pf, slot)) = literal_check {
                                 let raw: &[u8] = if names { k.as_bytes() } else { val };
+                                if raw.len() < min_len {
+                                    continue;
+                                }
                                 let key = entry_key(base, off + idx, names);
                                 let cache = &mut self.cache;
                                 let ti = scan_idx(cache, &self.rs.nodes, key, r.tnode, raw);

@@ -361,6 +361,9 @@ pub(crate) struct Rule {
     /// The literals hold only for values without a marked byte
     /// ([`crate::prefilter::marked_byte`]); a marked value always runs the operator.
     pf_unmarked: bool,
+    /// The length of this rule's shortest literal (cut as the automaton holds it; 0 when it
+    /// has none): a value that comes out of its chain shorter cannot match.
+    pf_min_len: usize,
     /// A multiMatch rule's (filter index, global slot) at every node of its chain, the raw
     /// value's included: the operator runs on each step's value, so the rule can be skipped
     /// as a whole only when none of those unions holds a literal. Empty for other rules.
@@ -867,6 +870,12 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
     fn visit(r: &mut Rule, groups: &mut BTreeMap<u32, Group>, nodes: &[Node]) {
         if let (Some(req), false) = (&r.literals, r.negated) {
             r.pf_unmarked = req.unmarked_only;
+            r.pf_min_len = req
+                .literals
+                .iter()
+                .map(|l| l.len().min(MAX_LITERAL))
+                .min()
+                .unwrap_or(0);
             let coverable = !r.targets.is_empty()
                 && r.targets
                     .iter()

@@ -441,6 +441,24 @@ fn values_too_short_for_a_literal_are_skipped_only_when_they_cannot_hold_one() {
 }
 
 #[test]
+fn a_value_as_long_as_the_rules_shortest_literal_still_runs() {
+    // A rule drops values shorter than its shortest literal before their chain runs; one
+    // exactly as long, or one that decodes to it, must still match. Two arguments so that
+    // the rule runs at all (the union holds the literal) and each value is looked at.
+    let r = rs(r#"SecRule ARGS "@rx select" "id:1,phase:2,deny,t:none,t:urlDecodeUni""#);
+    let Some(Item::Rule(rule)) = r.phases[1].first() else {
+        panic!("one phase-2 rule")
+    };
+    assert_eq!(rule.pf_min_len, 6);
+    let v = r.evaluate(&get("/?a=sel&b=select"));
+    assert_eq!(v.action, Action::Block);
+    assert_eq!(v.matches[0].variable, "ARGS:b");
+    let v = r.evaluate(&get("/?a=%73elect&b=x"));
+    assert_eq!(v.matches[0].variable, "ARGS:a");
+    assert_eq!(r.evaluate(&get("/?a=selec&b=elect")).action, Action::Allow);
+}
+
+#[test]
 fn a_json_key_given_twice_is_inspected_both_times() {
     // A backend that keeps the first of two equal keys must not get a value the rules skipped.
     let r = rs(r#"SecRule ARGS "@contains union select" "id:1,phase:2,deny""#);
