@@ -1616,6 +1616,9 @@ impl Ev<'_> {
                 }
                 v => match entries(req, v) {
                     Some((es, off, names, base)) => {
+                        // The collection's table of results through the chain, looked at
+                        // directly: most entries' results are there, scanned already.
+                        let table = dense_table(entry_key(base, off, names)).map(|(t, _)| t);
                         for (idx, (k, val)) in es.iter().enumerate() {
                             // Values without the rule's literals are dropped here, before the
                             // name checks (most values of most prefiltered rules).
@@ -1624,10 +1627,27 @@ impl Ev<'_> {
                                 if raw.len() < min_len {
                                     continue;
                                 }
-                                let key = entry_key(base, off + idx, names);
                                 let cache = &mut self.cache;
-                                let ti = scan_idx(cache, &self.rs.nodes, key, r.tnode, raw);
-                                if !cache.may_hold(pf, ti, slot, r.pf_unmarked) {
+                                let known = table.and_then(|t| {
+                                    let at = (off + idx) * cache.n_nodes + r.tnode as usize;
+                                    let ti = *cache.dense[t].get(at)?;
+                                    let o = *cache.scan_at.get(ti as usize)?;
+                                    (ti != u32::MAX && o != u32::MAX).then_some((ti, o))
+                                });
+                                let may = match known {
+                                    Some((ti, o)) => {
+                                        let word = cache.bits[o as usize + slot as usize / 64];
+                                        word & (1 << (slot % 64)) != 0
+                                            || (r.pf_unmarked && cache.is_marked(ti))
+                                    }
+                                    None => {
+                                        let key = entry_key(base, off + idx, names);
+                                        let nodes = &self.rs.nodes;
+                                        let ti = scan_idx(cache, nodes, key, r.tnode, raw);
+                                        cache.may_hold(pf, ti, slot, r.pf_unmarked)
+                                    }
+                                };
+                                if !may {
                                     continue;
                                 }
                             }
