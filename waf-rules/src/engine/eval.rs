@@ -30,7 +30,7 @@ struct Cache {
     scalar_dense: Vec<u32>,
     /// Nodes in the rule set's transformation trie.
     n_nodes: usize,
-    arena: Vec<Vec<u8>>,
+    arena: Arena,
     /// Per arena entry: its content hash (interning and the cross-request memo key on it).
     hashes: Vec<u64>,
     /// (arena index, transformation) → arena index of the result: chains that reach the same
@@ -95,10 +95,62 @@ struct Group {
     marked: bool,
 }
 
+/// Every content a request's evaluation looked at, back to back in one buffer (kept with its
+/// capacity for the next request: no allocation per value).
+#[derive(Default)]
+struct Arena {
+    bytes: Vec<u8>,
+    /// Per content: its (start, end) in `bytes`.
+    spans: Vec<(usize, usize)>,
+}
+
+impl Arena {
+    fn with_capacity(contents: usize, bytes: usize) -> Arena {
+        Arena {
+            bytes: Vec::with_capacity(bytes),
+            spans: Vec::with_capacity(contents),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    fn capacity(&self) -> usize {
+        self.spans.capacity()
+    }
+
+    fn bytes_capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    fn push(&mut self, v: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(v);
+        self.spans.push((start, self.bytes.len()));
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.spans.clear();
+    }
+}
+
+impl std::ops::Index<usize> for Arena {
+    type Output = [u8];
+
+    fn index(&self, i: usize) -> &[u8] {
+        let (start, end) = self.spans[i];
+        &self.bytes[start..end]
+    }
+}
+
 /// Beyond these sizes (arena entries; table words and map entries together) a used [`Cache`]
 /// is dropped rather than kept for the next request, so one large request does not pin its
 /// memory to the thread (at most a few MiB stay, per thread that evaluates).
 const SPARE_MAX_ARENA: usize = 4096;
+/// The arena's bytes kept for the next request at most (a request inspects at most a few MiB).
+const SPARE_MAX_ARENA_BYTES: usize = 1 << 20;
 const SPARE_MAX_WORDS: usize = 1 << 18;
 
 thread_local! {
@@ -114,7 +166,7 @@ impl Cache {
         let mut c = SPARE_CACHE
             .with(|s| s.borrow_mut().take())
             .unwrap_or_else(|| Cache {
-                arena: Vec::with_capacity(256),
+                arena: Arena::with_capacity(256, 16 << 10),
                 hashes: Vec::with_capacity(256),
                 by_content: FastMap::with_capacity_and_hasher(256, Default::default()),
                 steps: FastMap::with_capacity_and_hasher(128, Default::default()),
@@ -134,6 +186,7 @@ impl Cache {
             + self.by_content.capacity()
             + self.ops.capacity();
         if self.arena.capacity() > SPARE_MAX_ARENA
+            || self.arena.bytes_capacity() > SPARE_MAX_ARENA_BYTES
             || self.bits.capacity() + dense + self.scalar_dense.capacity() + maps > SPARE_MAX_WORDS
         {
             return;
@@ -191,10 +244,10 @@ impl Cache {
     }
 
     /// Stores a transformed value, or finds an equal one already stored.
-    fn intern(&mut self, out: Vec<u8>) -> u32 {
-        let h = memo::value_hash(&out);
+    fn intern(&mut self, out: &[u8]) -> u32 {
+        let h = memo::value_hash(out);
         if let Some(&i) = self.by_content.get(&h) {
-            if self.arena[i as usize] == out {
+            if self.arena[i as usize] == *out {
                 return i;
             }
         }
@@ -826,7 +879,7 @@ fn cached_slow(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8
         }
     }
     let idx = if node == 0 {
-        cache.intern(raw.to_vec())
+        cache.intern(raw)
     } else {
         let Node {
             parent, step: t, ..
@@ -848,7 +901,7 @@ fn cached_slow(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8
                         pi
                     } else {
                         let out = t.apply(&cache.arena[pi as usize]);
-                        let i = cache.intern(out);
+                        let i = cache.intern(&out);
                         // (ASCII lower-casing: the result equals its input but for case.)
                         if t == Transform::Lowercase && i != pi {
                             cache.link_fold_twins(i, pi);
@@ -869,7 +922,7 @@ fn cached_slow(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8
 /// chain's steps change only values with certain bytes), so that those lookups never walk
 /// the chain. Returns the row's entry for `node` (`u32::MAX` when still to be computed).
 fn fill_row(cache: &mut Cache, nodes: &[Node], t: usize, row: usize, raw: &[u8], node: u32) -> u32 {
-    let ri = cache.intern(raw.to_vec());
+    let ri = cache.intern(raw);
     let flags = cache.flags(ri);
     let d = &mut cache.dense[t];
     let n = nodes.len();
@@ -1965,7 +2018,7 @@ impl Ev<'_> {
                         if f.is_some() != r.negated {
                             found = f;
                             hit = true;
-                            multi_hit = Some(c.clone());
+                            multi_hit = Some(c.to_vec());
                             break;
                         }
                     }
