@@ -20,6 +20,21 @@ fn get(uri: &str) -> HttpRequest {
     }
 }
 
+/// A POST of `body` as JSON to `uri`.
+fn post_json(uri: &str, body: &str) -> HttpRequest {
+    HttpRequest {
+        method: "POST".into(),
+        uri: uri.into(),
+        version: "HTTP/1.1".into(),
+        headers: vec![
+            ("Host".into(), "x".into()),
+            ("Content-Type".into(), "application/json".into()),
+        ],
+        body: body.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn simple_rule_blocks_and_reports() {
     let r = rs(
@@ -421,23 +436,15 @@ fn values_too_short_for_a_literal_are_skipped_only_when_they_cannot_hold_one() {
     assert_eq!(r.evaluate(&get("/?a=ZXZhbCg%3D")).action, Action::Block);
     // Raw `eval(` is caught at the first node of the chain, whatever its decoded length.
     assert_eq!(r.evaluate(&get("/?a=eval(")).action, Action::Block);
-    let json = HttpRequest {
-        method: "POST".into(),
-        uri: "/api/cart".into(),
-        version: "HTTP/1.1".into(),
-        headers: vec![
-            ("Host".into(), "x".into()),
-            ("Content-Type".into(), "application/json".into()),
-        ],
-        body: br#"{"items":[{"sku":"a.b","note":"ZXZhbCg="}]}"#.to_vec(),
-        ..Default::default()
-    };
-    assert_eq!(r.evaluate(&json).action, Action::Block);
-    let json_benign = HttpRequest {
-        body: br#"{"items":[{"sku":"a.b","note":"fine"}]}"#.to_vec(),
-        ..json
-    };
-    assert_eq!(r.evaluate(&json_benign).action, Action::Allow);
+    let json = |body: &str| r.evaluate(&post_json("/api/cart", body)).action;
+    assert_eq!(
+        json(r#"{"items":[{"sku":"a.b","note":"ZXZhbCg="}]}"#),
+        Action::Block
+    );
+    assert_eq!(
+        json(r#"{"items":[{"sku":"a.b","note":"fine"}]}"#),
+        Action::Allow
+    );
 }
 
 #[test]
@@ -462,17 +469,7 @@ fn a_value_as_long_as_the_rules_shortest_literal_still_runs() {
 fn a_json_key_given_twice_is_inspected_both_times() {
     // A backend that keeps the first of two equal keys must not get a value the rules skipped.
     let r = rs(r#"SecRule ARGS "@contains union select" "id:1,phase:2,deny""#);
-    let post = |body: &str| HttpRequest {
-        method: "POST".into(),
-        uri: "/api/search".into(),
-        version: "HTTP/1.1".into(),
-        headers: vec![
-            ("Host".into(), "x".into()),
-            ("Content-Type".into(), "application/json".into()),
-        ],
-        body: body.as_bytes().to_vec(),
-        ..Default::default()
-    };
+    let post = |body: &str| post_json("/api/search", body);
     let v = r.evaluate(&post(r#"{"q":"1 union select pw","q":"shoes"}"#));
     assert_eq!(v.action, Action::Block);
     assert_eq!(v.matches[0].variable, "ARGS:json.q");
