@@ -549,8 +549,8 @@ async fn poll_once<F: Future + Unpin>(mut fut: F) -> Poll<F::Output> {
 
 /// `fut` under a timeout, without arming a timer when it completes at once (most socket
 /// writes, and reads whose data is already there). Tokio's own timer: with one worker thread
-/// under callgrind it cost about half of what `pingora_timeout::fast_timeout` did (the two
-/// timers a request arms, 1,350 instructions with Pingora's).
+/// under callgrind a request cost about 1,000 instructions less than with
+/// `pingora_timeout::fast_timeout`, whose two timers a request arms took 1,350.
 async fn timed<F: Future>(
     timeout: Duration,
     fut: F,
