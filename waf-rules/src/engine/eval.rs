@@ -812,14 +812,18 @@ fn scalar_row(key: u64) -> Option<usize> {
 /// computing it on first use (node 0 is the raw value itself); the lookup of a collection entry's result is inlined (most calls).
 #[inline(always)]
 fn cached(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8]) -> u32 {
-    if let Some((t, i)) = dense_table(key) {
-        if let Some(&i) = cache.dense[t].get(i * cache.n_nodes + node as usize) {
-            if i != u32::MAX {
-                return i;
-            }
-        }
+    match known(cache, key, node) {
+        Some(i) => i,
+        None => cached_slow(cache, nodes, key, node, raw),
     }
-    cached_slow(cache, nodes, key, node, raw)
+}
+
+/// A collection entry's result through `node` when its row holds it already.
+#[inline(always)]
+fn known(cache: &Cache, key: u64, node: u32) -> Option<u32> {
+    let (t, i) = dense_table(key)?;
+    let &i = cache.dense[t].get(i * cache.n_nodes + node as usize)?;
+    (i != u32::MAX).then_some(i)
 }
 
 /// An arena index whose literal scan is that of `raw` (under `key`) through `node`: the
@@ -827,12 +831,8 @@ fn cached(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8]) ->
 /// its case (the scan folds case), else the transformed value, computed now.
 #[inline]
 fn scan_idx(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8]) -> u32 {
-    if let Some((t, i)) = dense_table(key) {
-        if let Some(&i) = cache.dense[t].get(i * cache.n_nodes + node as usize) {
-            if i != u32::MAX {
-                return i;
-            }
-        }
+    if let Some(i) = known(cache, key, node) {
+        return i;
     }
     let ri = cached(cache, nodes, key, 0, raw);
     if nodes[node as usize].scans_as_raw(cache.flags(ri)) {
@@ -981,10 +981,9 @@ fn store_cached(
 /// literals, told without running the chain: the chain never lengthens a value, or it ends
 /// with a `base64Decode` (which keeps six bits of each leading alphabet byte) and steps that
 /// never lengthen one. JSON names (`items.0.sku`) and most values through CRS's multiMatch
-/// `base64Decode` chains (934100, 934160) decode to a few bytes. Not when a rule asks the
-/// filter for marked bytes, which a short result may hold.
-/// (The caller has checked that the filter has literals, no rule asks it for marked bytes,
-/// and its chain has a bound.)
+/// `base64Decode` chains (934100, 934160) decode to a few bytes. The caller has checked that
+/// the filter has literals, that its chain has a bound, and that no rule asks the filter for
+/// marked bytes (which a short result may hold).
 #[inline]
 fn too_short(cache: &mut Cache, nodes: &[Node], f: &NodeFilter, key: u64, raw: &[u8]) -> bool {
     match nodes[f.node as usize].bound {

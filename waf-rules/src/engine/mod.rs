@@ -917,8 +917,8 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
     for (node, (lits, slots, vars)) in groups {
         let base = (word * 64) as u32;
         index_of.insert(node, (filters.len() as u32, base));
-        // Every slot has literals (a rule without any is not prefiltered), so the shortest
-        // of them all bounds every slot.
+        // The shortest literal bounds every slot; a slot without literals (none is made
+        // today: a rule without any is not prefiltered) would leave no bound.
         let mut min_len = lits
             .iter()
             .map(|(l, _)| l.len().min(MAX_LITERAL))

@@ -412,8 +412,8 @@ SecRule REQUEST_URI "@rx \.\./" "id:4,phase:1,deny,t:normalizePath"
 #[test]
 fn values_too_short_for_a_literal_are_skipped_only_when_they_cannot_hold_one() {
     // CRS's 934100 shape: multiMatch through base64Decode. Its filters skip values whose
-    // decoded length is under the shortest literal (`eval`, 4 bytes): `ZXZhbA==` decodes to
-    // exactly `eval` and must still match, in a value and in a name; `ZXZh` (3 bytes) and
+    // decoded length is under the shortest literal (`eval(`, 5 bytes): `ZXZhbCg` decodes to
+    // exactly `eval(` and must still match, in a value and in a name; `ZXZhbC` (4 bytes) and
     // dotted JSON names cannot hold it.
     let r = rs(
         r#"SecRule ARGS|ARGS_NAMES "@rx eval\(" "id:1,phase:2,deny,t:none,t:urlDecodeUni,t:base64Decode,t:urlDecodeUni,multiMatch""#,
