@@ -18,16 +18,20 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
 /// automaton scans each distinct content once however many chains produced it.
 #[derive(Default)]
 struct Cache {
-    /// (scalar key, transformation node) → arena index; node 0 is the raw value.
-    map: FastMap<(u64, u32), u32>,
-    /// The same for collection entries, where a rule reads dozens of them per request: per
-    /// collection (`dense_table`), entry index × node count + node → arena index, `u32::MAX`
-    /// while not computed. Bounded by the entry limits times the chain trie's size.
-    dense: [Vec<u32>; DENSE_TABLES],
-    /// The same for scalar variables: per `scalar_row`, where its row of `scalar_dense`
-    /// starts (+1; 0 while it has none). Rows are added as variables are first read.
+    /// Content rows: row × node count + node → arena index of the row's raw content through
+    /// that transformation node (node 0: the content itself; `u32::MAX` while not computed).
+    /// Values with equal contents share a row (a dozen identical cart-line notes, the path
+    /// as `REQUEST_FILENAME` and `REQUEST_BASENAME`): each chain runs once per content.
+    /// Bounded by the distinct values (the entry limits) times the chain trie's size.
+    rows: Vec<u32>,
+    /// Arena index of a raw content → its row (`u32::MAX`: none).
+    row_of: Vec<u32>,
+    /// Per collection (`dense_table`): entry index → its value's row (`u32::MAX`: not seen).
+    entry_rows: [Vec<u32>; DENSE_TABLES],
+    /// Per scalar variable (`scalar_row`): its value's row (`u32::MAX`: not read yet).
     scalar_rows: Vec<u32>,
-    scalar_dense: Vec<u32>,
+    /// Any other key (`scalar_key`, `entry_key`) → its value's row.
+    map: FastMap<u64, u32>,
     /// Nodes in the rule set's transformation trie.
     n_nodes: usize,
     arena: Arena,
@@ -62,7 +66,8 @@ struct Cache {
     /// their raw values, for the filters' unions (see `Ev::may_match_slow`).
     var_groups: Vec<VarGroups>,
     groups: Vec<Group>,
-    /// Entry indices (in the variable's slice) of each group, group after group.
+    /// The content rows of each group, group after group (an entry whose content an earlier
+    /// entry of the variable has is left out).
     members: Vec<u32>,
     /// Per group whose raw slots were needed: the union of its members' raw slot bitsets.
     group_bits: Vec<u64>,
@@ -180,23 +185,27 @@ impl Cache {
     /// Empties the cache (keeping its buffers) and keeps it for this thread's next request,
     /// unless it grew past the `SPARE_MAX_*` sizes.
     fn recycle(mut self) {
-        let dense: usize = self.dense.iter().map(Vec::capacity).sum();
+        let dense: usize = self.entry_rows.iter().map(Vec::capacity).sum::<usize>()
+            + self.rows.capacity()
+            + self.row_of.capacity()
+            + self.scalar_rows.capacity();
         let maps = self.map.capacity()
             + self.steps.capacity()
             + self.by_content.capacity()
             + self.ops.capacity();
         if self.arena.capacity() > SPARE_MAX_ARENA
             || self.arena.bytes_capacity() > SPARE_MAX_ARENA_BYTES
-            || self.bits.capacity() + dense + self.scalar_dense.capacity() + maps > SPARE_MAX_WORDS
+            || self.bits.capacity() + dense + maps > SPARE_MAX_WORDS
         {
             return;
         }
         // Every field named, so that a new one cannot be left holding the last request's data.
         let Cache {
-            map,
-            dense,
+            rows,
+            row_of,
+            entry_rows,
             scalar_rows,
-            scalar_dense,
+            map,
             // Set by `for_request`, as is `union_from`.
             n_nodes: _,
             arena,
@@ -221,10 +230,11 @@ impl Cache {
             // Buffers only; its per-literal stamps stay valid (they only grow).
             scratch: _,
         } = &mut self;
-        map.clear();
-        dense.iter_mut().for_each(Vec::clear);
+        rows.clear();
+        row_of.clear();
+        entry_rows.iter_mut().for_each(Vec::clear);
         scalar_rows.clear();
-        scalar_dense.clear();
+        map.clear();
         arena.clear();
         hashes.clear();
         steps.clear();
@@ -395,12 +405,24 @@ impl Cache {
             return (vg.start as usize, vg.end as usize);
         }
         let start = self.groups.len();
-        // Each entry's group, then the members laid out group after group, in entry order.
+        // Each distinct content's group, then the members (content rows) laid out group after
+        // group, in entry order: an entry whose value an earlier one has adds nothing to a union.
         let mut group_of = std::mem::take(&mut self.scratch.group_of);
         group_of.clear();
+        self.scratch.stamp += 1;
+        let stamp = self.scratch.stamp;
         for i in 0..s.es.len() {
             let (raw, key) = s.raw(i);
-            let ri = cached(self, nodes, key, 0, raw);
+            let r = row_of_key(self, nodes, key, raw);
+            let seen = &mut self.scratch.row_stamp;
+            if seen.len() <= r as usize {
+                seen.resize(r as usize + 1, 0);
+            }
+            if seen[r as usize] == stamp {
+                continue;
+            }
+            seen[r as usize] = stamp;
+            let ri = self.rows[r as usize * self.n_nodes];
             let flags = self.flags(ri);
             let g = match self.groups[start..].iter().position(|g| g.flags == flags) {
                 Some(g) => g,
@@ -414,7 +436,7 @@ impl Cache {
                     self.groups.len() - 1 - start
                 }
             };
-            group_of.push(g as u32);
+            group_of.push((r, g as u32));
             self.groups[start + g].members.1 += 1;
         }
         let mut next = self.members.len() as u32;
@@ -424,9 +446,9 @@ impl Cache {
             next += n;
         }
         self.members.resize(next as usize, 0);
-        for (i, &g) in group_of.iter().enumerate() {
+        for &(r, g) in group_of.iter() {
             let g = &mut self.groups[start + g as usize];
-            self.members[g.members.1 as usize] = i as u32;
+            self.members[g.members.1 as usize] = r;
             g.members.1 += 1;
         }
         self.scratch.group_of = group_of;
@@ -439,15 +461,9 @@ impl Cache {
         (start, end)
     }
 
-    /// The offset in `group_bits` of group `g`'s raw slot union (its members are entries of
-    /// `s`), and whether a member holds a marked byte; computed on first use.
-    fn group_bits(
-        &mut self,
-        pf: &Prefilter,
-        nodes: &[Node],
-        g: usize,
-        s: EntrySlice,
-    ) -> (usize, bool) {
+    /// The offset in `group_bits` of group `g`'s raw slot union, and whether a member holds
+    /// a marked byte; computed on first use.
+    fn group_bits(&mut self, pf: &Prefilter, g: usize) -> (usize, bool) {
         let gr = self.groups[g];
         if gr.bits_at != u32::MAX {
             return (gr.bits_at as usize, gr.marked);
@@ -456,8 +472,7 @@ impl Cache {
         self.group_bits.resize(at + pf.words, 0);
         let mut marked = false;
         for m in gr.members.0..gr.members.1 {
-            let (raw, key) = s.raw(self.members[m as usize] as usize);
-            let ri = cached(self, nodes, key, 0, raw);
+            let ri = self.rows[self.members[m as usize] as usize * self.n_nodes];
             marked = marked || self.is_marked(ri);
             let o = self.content_bits(pf, ri);
             or_into(&mut self.group_bits[at..], &self.bits[o..]);
@@ -472,8 +487,12 @@ impl Cache {
 /// Buffers reused across values: the grouping of collection entries and the literal scan.
 #[derive(Default)]
 struct Scratch {
-    /// Per entry of a collection being grouped: its group (`Cache::var_groups`).
-    group_of: Vec<u32>,
+    /// Per distinct content of a collection being grouped: its row and group
+    /// (`Cache::var_groups`).
+    group_of: Vec<(u32, u32)>,
+    /// Per content row: the `stamp` of the last grouping that saw it.
+    row_stamp: Vec<u64>,
+    stamp: u64,
     lits: super::lits::ScanScratch,
 }
 
@@ -809,21 +828,93 @@ fn scalar_row(key: u64) -> Option<usize> {
 }
 
 /// The arena index of `raw` (the value under `key`) through transformation node `node`,
-/// computing it on first use (node 0 is the raw value itself); the lookup of a collection entry's result is inlined (most calls).
+/// computing it on first use (node 0 is the raw value itself); the lookups of a collection
+/// entry's row and of a result in it are inlined (most calls).
 #[inline(always)]
 fn cached(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8]) -> u32 {
-    match known(cache, key, node) {
-        Some(i) => i,
-        None => cached_slow(cache, nodes, key, node, raw),
-    }
+    let r = row_of_key(cache, nodes, key, raw);
+    row_node(cache, nodes, r, node)
 }
 
-/// A collection entry's result through `node` when its row holds it already.
+/// The content row of `raw` (the value under `key`), made on first sight of the key.
 #[inline(always)]
-fn known(cache: &Cache, key: u64, node: u32) -> Option<u32> {
-    let (t, i) = dense_table(key)?;
-    let &i = cache.dense[t].get(i * cache.n_nodes + node as usize)?;
-    (i != u32::MAX).then_some(i)
+fn row_of_key(cache: &mut Cache, nodes: &[Node], key: u64, raw: &[u8]) -> u32 {
+    if let Some((t, i)) = dense_table(key) {
+        if let Some(&r) = cache.entry_rows[t].get(i) {
+            if r != u32::MAX {
+                return r;
+            }
+        }
+    }
+    row_of_key_slow(cache, nodes, key, raw)
+}
+
+#[inline(never)]
+fn row_of_key_slow(cache: &mut Cache, nodes: &[Node], key: u64, raw: &[u8]) -> u32 {
+    fn slot(v: &mut Vec<u32>, i: usize) -> &mut u32 {
+        if v.len() <= i {
+            let n = (i + 1).max(v.len() * 2);
+            v.resize(n, u32::MAX);
+        }
+        &mut v[i]
+    }
+    let known = if let Some((t, i)) = dense_table(key) {
+        *slot(&mut cache.entry_rows[t], i)
+    } else if let Some(row) = scalar_row(key) {
+        *slot(&mut cache.scalar_rows, row)
+    } else {
+        cache.map.get(&key).copied().unwrap_or(u32::MAX)
+    };
+    if known != u32::MAX {
+        return known;
+    }
+    let r = content_row(cache, nodes, raw);
+    if let Some((t, i)) = dense_table(key) {
+        cache.entry_rows[t][i] = r;
+    } else if let Some(row) = scalar_row(key) {
+        cache.scalar_rows[row] = r;
+    } else {
+        cache.map.insert(key, r);
+    }
+    r
+}
+
+/// The row of content `raw`, made when the content is new: interned as node 0, with every
+/// node whose chain leaves it as it is filled in at once (most of them: a chain's steps
+/// change only values with certain bytes), so that those lookups never walk the chain.
+fn content_row(cache: &mut Cache, nodes: &[Node], raw: &[u8]) -> u32 {
+    let ri = cache.intern(raw);
+    let i = ri as usize;
+    if cache.row_of.len() <= i {
+        cache.row_of.resize(cache.arena.len().max(i + 1), u32::MAX);
+    }
+    if cache.row_of[i] != u32::MAX {
+        return cache.row_of[i];
+    }
+    let flags = cache.flags(ri);
+    let n = cache.n_nodes;
+    debug_assert_eq!(n, nodes.len());
+    let start = cache.rows.len();
+    let r = (start / n) as u32;
+    cache.rows.resize(start + n, u32::MAX);
+    let row = &mut cache.rows[start..];
+    row[0] = ri;
+    for (k, nd) in nodes.iter().enumerate().skip(1) {
+        if nd.keeps(flags) {
+            row[k] = ri;
+        }
+    }
+    cache.row_of[i] = r;
+    r
+}
+
+/// The arena index of row `r`'s content through `node`, computed on first use.
+#[inline(always)]
+fn row_node(cache: &mut Cache, nodes: &[Node], r: u32, node: u32) -> u32 {
+    match cache.rows[r as usize * cache.n_nodes + node as usize] {
+        u32::MAX => row_node_slow(cache, nodes, r, node),
+        i => i,
+    }
 }
 
 /// An arena index whose literal scan is that of `raw` (under `key`) through `node`: the
@@ -831,153 +922,58 @@ fn known(cache: &Cache, key: u64, node: u32) -> Option<u32> {
 /// its case (the scan folds case), else the transformed value, computed now.
 #[inline]
 fn scan_idx(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8]) -> u32 {
-    if let Some(i) = known(cache, key, node) {
-        return i;
+    let r = row_of_key(cache, nodes, key, raw);
+    let at = r as usize * cache.n_nodes;
+    match cache.rows[at + node as usize] {
+        u32::MAX => {
+            let ri = cache.rows[at];
+            if nodes[node as usize].scans_as_raw(cache.flags(ri)) {
+                return ri;
+            }
+            row_node_slow(cache, nodes, r, node)
+        }
+        i => i,
     }
-    let ri = cached(cache, nodes, key, 0, raw);
-    if nodes[node as usize].scans_as_raw(cache.flags(ri)) {
-        return ri;
-    }
-    cached_slow(cache, nodes, key, node, raw)
 }
 
 #[inline(never)]
-fn cached_slow(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8]) -> u32 {
-    let dense = dense_table(key).map(|(t, i)| (t, i * cache.n_nodes + node as usize));
-    if let Some((t, at)) = dense {
-        // A collection entry seen for the first time: its whole row at once.
-        let row = at - node as usize;
-        if cache.dense[t].get(row).is_none_or(|&i| i == u32::MAX) {
-            let i = fill_row(cache, nodes, t, row, raw, node);
-            if i != u32::MAX {
-                return i;
-            }
-        }
-    }
-    let srow = if dense.is_none() {
-        scalar_row(key)
-    } else {
-        None
-    };
-    match (dense, srow) {
-        // `cached` looked there already.
-        (Some(_), _) => {}
-        (None, Some(row)) => {
-            if let Some(&start) = cache.scalar_rows.get(row) {
-                if start != 0 {
-                    let i = cache.scalar_dense[start as usize - 1 + node as usize];
-                    if i != u32::MAX {
-                        return i;
+fn row_node_slow(cache: &mut Cache, nodes: &[Node], r: u32, node: u32) -> u32 {
+    let Node {
+        parent, step: t, ..
+    } = nodes[node as usize];
+    let pi = row_node(cache, nodes, r, parent);
+    // Most steps change nothing in most values: tell from the content's byte classes,
+    // computed once per content, before any lookup.
+    let by_flags = t.noop_by_flags(cache.flags(pi));
+    let idx = match by_flags {
+        Some(true) => pi,
+        _ => match cache.steps.get(&(pi, t)) {
+            Some(&i) => i,
+            None => {
+                // The byte classes decided it already, except for the path steps.
+                let noop = by_flags.unwrap_or_else(|| t.noop_by_bytes(&cache.arena[pi as usize]));
+                let i = if noop {
+                    // Unchanged: share the parent's result instead of copying it.
+                    pi
+                } else {
+                    let out = t.apply(&cache.arena[pi as usize]);
+                    let i = cache.intern(&out);
+                    // (ASCII lower-casing: the result equals its input but for case.)
+                    if t == Transform::Lowercase && i != pi {
+                        cache.link_fold_twins(i, pi);
                     }
-                }
-            }
-        }
-        (None, None) => {
-            if let Some(&i) = cache.map.get(&(key, node)) {
-                return i;
-            }
-        }
-    }
-    let idx = if node == 0 {
-        cache.intern(raw)
-    } else {
-        let Node {
-            parent, step: t, ..
-        } = nodes[node as usize];
-        let pi = cached(cache, nodes, key, parent, raw);
-        // Most steps change nothing in most values: tell from the content's byte classes,
-        // computed once per content, before any lookup.
-        let by_flags = t.noop_by_flags(cache.flags(pi));
-        match by_flags {
-            Some(true) => pi,
-            _ => match cache.steps.get(&(pi, t)) {
-                Some(&i) => i,
-                None => {
-                    // The byte classes decided it already, except for the path steps.
-                    let noop =
-                        by_flags.unwrap_or_else(|| t.noop_by_bytes(&cache.arena[pi as usize]));
-                    let i = if noop {
-                        // Unchanged: share the parent's result instead of copying it.
-                        pi
-                    } else {
-                        let out = t.apply(&cache.arena[pi as usize]);
-                        let i = cache.intern(&out);
-                        // (ASCII lower-casing: the result equals its input but for case.)
-                        if t == Transform::Lowercase && i != pi {
-                            cache.link_fold_twins(i, pi);
-                        }
-                        i
-                    };
-                    cache.steps.insert((pi, t), i);
                     i
-                }
-            },
-        }
+                };
+                cache.steps.insert((pi, t), i);
+                i
+            }
+        },
     };
-    store_cached(cache, key, node, dense, srow, idx)
-}
-
-/// Interns a collection entry's raw value as node 0 of its row in dense table `t` (at
-/// `row`), and fills in every node whose chain leaves the value as it is (most of them: a
-/// chain's steps change only values with certain bytes), so that those lookups never walk
-/// the chain. Returns the row's entry for `node` (`u32::MAX` when still to be computed).
-fn fill_row(cache: &mut Cache, nodes: &[Node], t: usize, row: usize, raw: &[u8], node: u32) -> u32 {
-    let ri = cache.intern(raw);
-    let flags = cache.flags(ri);
-    let d = &mut cache.dense[t];
-    let n = nodes.len();
-    if d.len() < row + n {
-        d.resize((row + n).max(d.len() * 2), u32::MAX);
-    }
-    d[row] = ri;
-    for (k, nd) in nodes.iter().enumerate().skip(1) {
-        if nd.keeps(flags) {
-            d[row + k] = ri;
-        }
-    }
-    d[row + node as usize]
-}
-
-/// Records `idx` as the result of `key`'s value through `node` (where `cached_slow` found
-/// the key's results live) and returns it.
-fn store_cached(
-    cache: &mut Cache,
-    key: u64,
-    node: u32,
-    dense: Option<(usize, usize)>,
-    srow: Option<usize>,
-    idx: u32,
-) -> u32 {
-    match (dense, srow) {
-        (Some((t, at)), _) => {
-            let d = &mut cache.dense[t];
-            if d.len() <= at {
-                let n = cache.n_nodes.max(1);
-                let want = (at / n + 1) * n;
-                d.resize(want.max(d.len() * 2), u32::MAX);
-            }
-            d[at] = idx;
-        }
-        (None, Some(row)) => {
-            if cache.scalar_rows.len() <= row {
-                cache.scalar_rows.resize(row + 1, 0);
-            }
-            if cache.scalar_rows[row] == 0 {
-                cache.scalar_rows[row] = cache.scalar_dense.len() as u32 + 1;
-                let len = cache.scalar_dense.len() + cache.n_nodes.max(1);
-                cache.scalar_dense.resize(len, u32::MAX);
-            }
-            let start = cache.scalar_rows[row] as usize - 1;
-            cache.scalar_dense[start + node as usize] = idx;
-        }
-        (None, None) => {
-            cache.map.insert((key, node), idx);
-        }
-    }
+    cache.rows[r as usize * cache.n_nodes + node as usize] = idx;
     idx
 }
 
-/// Whether `raw` (under `key`) comes out of filter `f`'s chain shorter than any of its
+/// Whether row `r`'s content comes out of filter `f`'s chain shorter than any of its
 /// literals, told without running the chain: the chain never lengthens a value, or it ends
 /// with a `base64Decode` (which keeps six bits of each leading alphabet byte) and steps that
 /// never lengthen one. JSON names (`items.0.sku`) and most values through CRS's multiMatch
@@ -985,12 +981,14 @@ fn store_cached(
 /// the filter has literals, that its chain has a bound, and that no rule asks the filter for
 /// marked bytes (which a short result may hold).
 #[inline]
-fn too_short(cache: &mut Cache, nodes: &[Node], f: &NodeFilter, key: u64, raw: &[u8]) -> bool {
+fn too_short(cache: &mut Cache, nodes: &[Node], f: &NodeFilter, r: u32) -> bool {
     match nodes[f.node as usize].bound {
-        LenBound::Raw => raw.len() < f.min_len,
+        LenBound::Raw => {
+            cache.arena[cache.rows[r as usize * cache.n_nodes] as usize].len() < f.min_len
+        }
         LenBound::Base64(before) => {
             // (Most often a chain the raw value goes through unchanged.)
-            let bi = cached(cache, nodes, key, before, raw);
+            let bi = row_node(cache, nodes, r, before);
             // Only whether the run is that short matters: look no further than a run long
             // enough to decode to `min_len` bytes (a long comment is all alphabet).
             let v = &cache.arena[bi as usize];
@@ -1681,8 +1679,12 @@ impl Ev<'_> {
                                 }
                                 let cache = &mut self.cache;
                                 let known = table.and_then(|t| {
-                                    let at = (off + idx) * cache.n_nodes + r.tnode as usize;
-                                    let ti = *cache.dense[t].get(at)?;
+                                    let row = *cache.entry_rows[t].get(off + idx)?;
+                                    if row == u32::MAX {
+                                        return None;
+                                    }
+                                    let at = row as usize * cache.n_nodes + r.tnode as usize;
+                                    let ti = cache.rows[at];
                                     let o = *cache.scan_at.get(ti as usize)?;
                                     (ti != u32::MAX && o != u32::MAX).then_some((ti, o))
                                 });
@@ -1772,7 +1774,7 @@ impl Ev<'_> {
                 for g in gs..ge {
                     let gr = cache.groups[g];
                     if node.scans_as_raw(gr.flags) {
-                        let (at, m) = cache.group_bits(pf, nodes, g, s);
+                        let (at, m) = cache.group_bits(pf, g);
                         marked = marked || m;
                         or_into(
                             &mut cache.union[range.clone()],
@@ -1781,12 +1783,12 @@ impl Ev<'_> {
                         continue;
                     }
                     for m in gr.members.0..gr.members.1 {
-                        let (raw, key) = s.raw(cache.members[m as usize] as usize);
-                        if length_check && too_short(cache, nodes, f, key, raw) {
+                        let r = cache.members[m as usize];
+                        if length_check && too_short(cache, nodes, f, r) {
                             // Its result through the chain holds none of the literals.
                             continue;
                         }
-                        let ti = cached(cache, nodes, key, f.node, raw);
+                        let ti = row_node(cache, nodes, r, f.node);
                         marked = marked || cache.is_marked(ti);
                         let o = cache.content_bits(pf, ti);
                         or_into(

@@ -511,3 +511,30 @@ SecRule ARGS "@rx (?i)evil[a-z]{8}" "id:2,phase:2,deny""#);
         Action::Block
     );
 }
+
+#[test]
+fn equal_values_share_their_results_and_each_is_still_read() {
+    // Values with equal contents share one row of results through the chains (and count once
+    // in a filter's union): each value must still be matched, excluded and named on its own.
+    let r = rs(
+        r#"SecRule ARGS|!ARGS:b "@rx evil!" "id:1,phase:2,deny,t:none,t:lowercase,t:urlDecodeUni""#,
+    );
+    let v = r.evaluate(&get("/?a=fine&b=EVIL%21&c=fine&d=EVIL%21"));
+    assert_eq!(v.action, Action::Block);
+    assert_eq!(v.matches[0].variable, "ARGS:d");
+    assert_eq!(
+        r.evaluate(&get("/?a=fine&b=EVIL%21&c=fine")).action,
+        Action::Allow
+    );
+    // A name equal to a value, and a scalar equal to an argument.
+    let r = rs(
+        r#"SecRule ARGS_NAMES "@rx evil" "id:2,phase:2,deny,t:lowercase"
+SecRule REQUEST_FILENAME "@rx ^/bad$" "id:3,phase:2,deny,t:lowercase""#,
+    );
+    assert_eq!(r.evaluate(&get("/?a=EVIL")).action, Action::Allow);
+    let v = r.evaluate(&get("/?a=EVIL&EVIL=a"));
+    assert_eq!(v.matches[0].variable, "ARGS_NAMES:EVIL");
+    assert_eq!(r.evaluate(&get("/fine?a=/BAD")).action, Action::Allow);
+    let v = r.evaluate(&get("/BAD?a=/BAD"));
+    assert_eq!(v.matches[0].id, 3);
+}
