@@ -403,10 +403,19 @@ pub fn byte_range(param: &str) -> Result<Operator, String> {
             allowed[x as usize] = true;
         }
     }
-    let outside = (0..=255u8).filter(|&b| !allowed[b as usize]).collect();
+    let outside: Vec<u8> = (0..=255u8).filter(|&b| !allowed[b as usize]).collect();
+    // The classes of the bytes outside, when each of them has one (a value with none of
+    // those classes has no byte outside the range).
+    let needs = outside
+        .iter()
+        .try_fold(0, |acc, &b| match crate::transform::byte_class(b) {
+            0 => None,
+            c => Some(acc | c),
+        });
     Ok(Operator::ValidateByteRange(Box::new(ByteRange {
         allowed: *allowed,
         outside,
+        needs,
     })))
 }
 
@@ -416,6 +425,8 @@ pub fn byte_range(param: &str) -> Result<Operator, String> {
 pub struct ByteRange {
     allowed: [bool; 256],
     outside: Vec<u8>,
+    /// See [`Operator::needs_classes`].
+    needs: Option<u32>,
 }
 
 impl ByteRange {
@@ -554,6 +565,22 @@ impl Operator {
             Operator::DetectSqli | Operator::DetectXss => Some(true),
             Operator::Rx(rx) if !rx.whole => Some(false),
             Operator::Pm(_) => Some(false),
+            _ => None,
+        }
+    }
+
+    /// The byte classes ([`crate::transform::flags`]) of which a value needs one for the
+    /// operator to match it, for the operators that can only match values holding certain
+    /// bytes: `@validateByteRange` (a byte outside the range; CRS's PL1 `1-255` needs a NUL),
+    /// `@validateUtf8Encoding` (a byte above 0x7f), `@validateUrlEncoding` (a `%`). A value's
+    /// classes are known once per content: the evaluation skips the others without running
+    /// the operator. `None`: any value may match.
+    pub fn needs_classes(&self) -> Option<u32> {
+        use crate::transform::flags::{NON_ASCII, PCT_PLUS};
+        match self {
+            Operator::ValidateByteRange(r) => r.needs,
+            Operator::ValidateUtf8Encoding => Some(NON_ASCII),
+            Operator::ValidateUrlEncoding => Some(PCT_PLUS),
             _ => None,
         }
     }

@@ -287,12 +287,14 @@ pub mod flags {
     pub const TRIM_EDGE: u32 = 1 << 12;
     /// A `/`, or the value is `.` alone: what a path normalisation can change.
     pub const SLASH: u32 = 1 << 13;
+    /// A control byte (below 0x20, or 0x7f).
+    pub const CTRL: u32 = 1 << 14;
 }
 
-/// The [`flags`] of a value, in one pass.
-pub fn byte_flags(input: &[u8]) -> u32 {
+/// Each byte's [`flags`] classes.
+static CLASS: [u16; 256] = {
     use flags::*;
-    static CLASS: [u16; 256] = {
+    {
         let mut t = [0u16; 256];
         let mut b = 0;
         while b < 256 {
@@ -337,11 +339,24 @@ pub fn byte_flags(input: &[u8]) -> u32 {
             if c == b'/' {
                 f |= SLASH;
             }
+            if c < 0x20 || c == 0x7f {
+                f |= CTRL;
+            }
             t[b] = f as u16;
             b += 1;
         }
         t
-    };
+    }
+};
+
+/// The [`flags`] classes byte `b` belongs to (a value's flags hold those of each of its bytes).
+pub fn byte_class(b: u8) -> u32 {
+    u32::from(CLASS[b as usize])
+}
+
+/// The [`flags`] of a value, in one pass.
+pub fn byte_flags(input: &[u8]) -> u32 {
+    use flags::*;
     let mut f = 0u32;
     for &b in input {
         f |= u32::from(CLASS[b as usize]);

@@ -532,3 +532,38 @@ proptest! {
         }
     }
 }
+
+/// The `@validateByteRange` ranges CRS uses at its four paranoia levels and the whole range,
+/// each with whether the byte classes decide it (the last of CRS's leaves out punctuation that
+/// has no class).
+const BYTE_RANGES: &[(&str, bool)] = &[
+    ("1-255", true),
+    ("9,10,13,32-126,128-255", true),
+    ("32-36,38-126", true),
+    ("38,44-46,48-58,61,65-90,95,97-122", false),
+    ("0-255", true),
+];
+
+proptest! {
+    /// `Operator::needs_classes` lets the evaluation skip values without running the
+    /// operator: a value with none of the classes it names is never matched.
+    #[test]
+    fn an_operator_never_matches_a_value_without_the_classes_it_needs(
+        input in prop::collection::vec(any::<u8>(), 0..48),
+        range in prop::sample::select(BYTE_RANGES),
+    ) {
+        use waf_rules::operator::{byte_range, Operator};
+        let flags = waf_rules::transform::byte_flags(&input);
+        let (range, decided) = range;
+        let ranged = byte_range(range).expect("a range");
+        prop_assert_eq!(ranged.needs_classes().is_some(), decided);
+        let ops = [ranged, Operator::ValidateUtf8Encoding, Operator::ValidateUrlEncoding];
+        for op in &ops {
+            let Some(needs) = op.needs_classes() else {
+                continue;
+            };
+            let found = op.run(&input, false, &|_| std::borrow::Cow::Borrowed(&[])).is_some();
+            prop_assert!(!found || flags & needs != 0, "{op:?} on {input:?}");
+        }
+    }
+}

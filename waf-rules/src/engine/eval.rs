@@ -1583,6 +1583,12 @@ impl Ev<'_> {
             LenBound::Raw if literal_check.is_some() && !r.pf_unmarked => r.pf_min_len,
             _ => 0,
         };
+        // An operator that can only match values holding bytes of certain classes
+        // (`@validateByteRange`, CRS 920270 on every argument) skips the other entries here.
+        let class_gate = match (r.negated || r.multi_match, literal_check) {
+            (false, None) => r.op.needs_classes(),
+            _ => None,
+        };
         let (req, st) = (&self.req, &self.st);
         for t in &r.targets {
             if t.count {
@@ -1702,6 +1708,16 @@ impl Ev<'_> {
                                     }
                                 };
                                 if !may {
+                                    continue;
+                                }
+                            }
+                            if let Some(needs) = class_gate {
+                                let raw: &[u8] = if names { k.as_bytes() } else { val };
+                                let key = entry_key(base, off + idx, names);
+                                let cache = &mut self.cache;
+                                let ti = cached(cache, &self.rs.nodes, key, r.tnode, raw);
+                                if cache.flags(ti) & needs == 0 {
+                                    // The value through the chain holds no such byte.
                                     continue;
                                 }
                             }

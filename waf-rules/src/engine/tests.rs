@@ -538,3 +538,27 @@ SecRule REQUEST_FILENAME "@rx ^/bad$" "id:3,phase:2,deny,t:lowercase""#,
     let v = r.evaluate(&get("/BAD?a=/BAD"));
     assert_eq!(v.matches[0].id, 3);
 }
+
+#[test]
+fn values_skipped_by_their_byte_classes_are_only_those_that_cannot_match() {
+    // CRS 920270's shape: a NUL after decoding is caught wherever it sits among clean values;
+    // the negated form still runs on every value.
+    let r = rs(
+        r#"SecRule ARGS|ARGS_NAMES "@validateByteRange 1-255" "id:1,phase:2,deny,t:none,t:urlDecodeUni""#,
+    );
+    assert_eq!(r.evaluate(&get("/?a=1&b=two&c=3")).action, Action::Allow);
+    let v = r.evaluate(&get("/?a=1&b=t%00wo&c=3"));
+    assert_eq!(v.action, Action::Block);
+    assert_eq!(v.matches[0].variable, "ARGS:b");
+    let v = r.evaluate(&get("/?a=1&b%00=two"));
+    assert_eq!(v.matches[0].variable, "ARGS_NAMES:b\0");
+    let r = rs(r#"SecRule ARGS "!@validateByteRange 97-122" "id:2,phase:2,deny""#);
+    assert_eq!(r.evaluate(&get("/?a=1&b=two")).action, Action::Block);
+    assert_eq!(r.evaluate(&get("/?a=A&b=B")).action, Action::Allow);
+    let r = rs(r#"SecRule ARGS "@validateUtf8Encoding" "id:3,phase:2,deny""#);
+    assert_eq!(
+        r.evaluate(&get("/?a=plain&b=caf%C3%A9")).action,
+        Action::Allow
+    );
+    assert_eq!(r.evaluate(&get("/?a=plain&b=caf%E9")).action, Action::Block);
+}
