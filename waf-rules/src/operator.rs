@@ -585,6 +585,25 @@ impl Operator {
         }
     }
 
+    /// Whether the operator has a check of a value, cheaper than running it, that tells it
+    /// cannot match (`skips_value`).
+    pub fn can_skip_values(&self) -> bool {
+        matches!(self, Operator::DetectSqli | Operator::DetectXss) || self.needs_classes().is_some()
+    }
+
+    /// Whether the operator cannot match `v` (whose [`crate::transform::byte_flags`] are
+    /// `flags`), told without running it: a value without the byte classes it needs
+    /// (`needs_classes`), or one that libinjection can only read as a harmless token or that
+    /// holds nothing its XSS detector flags (`single_token`, `xss_possible`). The evaluation
+    /// drops such collection entries before a rule's value loop.
+    pub fn skips_value(&self, flags: u32, v: &[u8]) -> bool {
+        match self {
+            Operator::DetectSqli => single_token(v),
+            Operator::DetectXss => single_token(v) || !xss_possible(v),
+            _ => self.needs_classes().is_some_and(|n| flags & n == 0),
+        }
+    }
+
     /// The parameter template, for operators that take one.
     pub fn param_macro(&self) -> Option<&Macro> {
         match self {

@@ -1583,12 +1583,11 @@ impl Ev<'_> {
             LenBound::Raw if literal_check.is_some() && !r.pf_unmarked => r.pf_min_len,
             _ => 0,
         };
-        // An operator that can only match values holding bytes of certain classes
-        // (`@validateByteRange`, CRS 920270 on every argument) skips the other entries here.
-        let class_gate = match (r.negated || r.multi_match, literal_check) {
-            (false, None) => r.op.needs_classes(),
-            _ => None,
-        };
+        // An operator with a cheap check that it cannot match a value (`@validateByteRange`
+        // on values without the bytes it looks for, libinjection on barewords; CRS 920270,
+        // 942100 and 941100 read every argument and name) drops those entries here.
+        let gated =
+            !(r.negated || r.multi_match) && literal_check.is_none() && r.op.can_skip_values();
         let (req, st) = (&self.req, &self.st);
         for t in &r.targets {
             if t.count {
@@ -1711,13 +1710,13 @@ impl Ev<'_> {
                                     continue;
                                 }
                             }
-                            if let Some(needs) = class_gate {
+                            if gated {
                                 let raw: &[u8] = if names { k.as_bytes() } else { val };
                                 let key = entry_key(base, off + idx, names);
                                 let cache = &mut self.cache;
                                 let ti = cached(cache, &self.rs.nodes, key, r.tnode, raw);
-                                if cache.flags(ti) & needs == 0 {
-                                    // The value through the chain holds no such byte.
+                                let flags = cache.flags(ti);
+                                if r.op.skips_value(flags, &cache.arena[ti as usize]) {
                                     continue;
                                 }
                             }

@@ -555,6 +555,23 @@ fn values_skipped_by_their_byte_classes_are_only_those_that_cannot_match() {
     let r = rs(r#"SecRule ARGS "!@validateByteRange 97-122" "id:2,phase:2,deny""#);
     assert_eq!(r.evaluate(&get("/?a=1&b=two")).action, Action::Block);
     assert_eq!(r.evaluate(&get("/?a=A&b=B")).action, Action::Allow);
+    // libinjection's detectors skip barewords, and XSS values without `<` or `=`.
+    let r = rs(r#"SecRule ARGS "@detectSQLi" "id:4,phase:2,deny"
+SecRule ARGS "@detectXSS" "id:5,phase:2,deny""#);
+    assert_eq!(
+        r.evaluate(&get("/?a=shoes&b=12&c=json.x")).action,
+        Action::Allow
+    );
+    let v = r.evaluate(&get("/?a=shoes&b=1%27%20or%20%271%27%3D%271&c=2"));
+    assert_eq!(
+        (v.matches[0].id, v.matches[0].variable.as_str()),
+        (4, "ARGS:b")
+    );
+    let v = r.evaluate(&get("/?a=shoes&b=%3Cscript%3Ealert(1)%3C/script%3E"));
+    assert_eq!(
+        (v.matches[0].id, v.matches[0].variable.as_str()),
+        (5, "ARGS:b")
+    );
     let r = rs(r#"SecRule ARGS "@validateUtf8Encoding" "id:3,phase:2,deny""#);
     assert_eq!(
         r.evaluate(&get("/?a=plain&b=caf%C3%A9")).action,
