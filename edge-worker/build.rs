@@ -76,12 +76,16 @@ fn main() {
                     let _ = writeln!(out, "({a}, {b}, None),");
                 }
                 Some(r) => {
-                    let items: Vec<String> = r.literals.iter().map(|l| format!("&{l:?}")).collect();
+                    let list = |ls: &[Vec<u8>]| -> String {
+                        let items: Vec<String> = ls.iter().map(|l| format!("&{l:?}")).collect();
+                        items.join(", ")
+                    };
                     let _ = writeln!(
                         out,
-                        "({a}, {b}, Some((&[{}], {}))),",
-                        items.join(", "),
-                        r.unmarked_only
+                        "({a}, {b}, Some((&[{}], {}, &[{}]))),",
+                        list(&r.literals),
+                        r.unmarked_only,
+                        list(&r.also)
                     );
                 }
             }
@@ -95,9 +99,9 @@ fn main() {
     }
     let _ = writeln!(
         out,
-        "/// One `@rx` analysis: the pattern's key (two hashes), its literals and whether they\n\
-         /// hold only for unmarked values (`waf_rules::prefilter::Required`).\n\
-         pub type RxHint = (u64, u64, Option<(&'static [&'static [u8]], bool)>);"
+        "/// One `@rx` analysis: the pattern's key (two hashes), its literals, whether they hold\n\
+         /// only for unmarked values, and a second set (`waf_rules::prefilter::Required`).\n\
+         pub type RxHint = (u64, u64, Option<(&'static [&'static [u8]], bool, &'static [&'static [u8]])>);"
     );
     emit(&mut out, "CRS_FILES", &files);
     emit(&mut out, "CRS_DATA", &data);

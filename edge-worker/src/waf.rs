@@ -130,9 +130,10 @@ fn build(settings: &WafSettings) -> std::result::Result<Engine, EdgeError> {
             for &(a, b, req) in embedded::RX_HINTS {
                 hints.insert(
                     (a, b),
-                    req.map(|(ls, unmarked_only)| waf_rules::prefilter::Required {
+                    req.map(|(ls, unmarked_only, also)| waf_rules::prefilter::Required {
                         literals: ls.iter().map(|l| l.to_vec()).collect(),
                         unmarked_only,
+                        also: also.iter().map(|l| l.to_vec()).collect(),
                     }),
                 );
             }

@@ -158,61 +158,16 @@ fn analyze(h: &Hir) -> Need {
                 other => other,
             }
         }
-        HirKind::Concat(items) => {
-            // `cur`: the finite language of the run of finite pieces so far.
-            let mut cur: Vec<Vec<u8>> = vec![Vec::new()];
-            let mut all_finite = true;
-            let mut best: Option<Vec<Vec<u8>>> = None;
-            let consider = |set: Option<Vec<Vec<u8>>>, best: &mut Option<Vec<Vec<u8>>>| {
-                let Some(set) = set else {
-                    return;
-                };
-                if best.as_ref().is_none_or(|b| score(&set) > score(b)) {
-                    *best = Some(set);
-                }
-            };
-            for it in items {
-                let piece = match analyze(it) {
-                    Need::Exact(e) => Some(vec![e]),
-                    Need::Set(s) => Some(s),
-                    other => {
-                        all_finite = false;
-                        consider(
-                            contains_one_of(std::mem::replace(&mut cur, vec![Vec::new()])),
-                            &mut best,
-                        );
-                        if let Need::OneOf(s) = other {
-                            consider(Some(s), &mut best);
-                        }
-                        None
-                    }
-                };
-                if let Some(piece) = piece {
-                    match product(&cur, &piece) {
-                        Some(p) => cur = p,
-                        None => {
-                            // Too many combinations: keep what the run had, start anew.
-                            all_finite = false;
-                            consider(
-                                contains_one_of(std::mem::replace(&mut cur, piece)),
-                                &mut best,
-                            );
-                        }
-                    }
-                }
-            }
-            if all_finite {
-                return match <[Vec<u8>; 1]>::try_from(cur) {
-                    Ok([e]) => Need::Exact(e),
-                    Err(set) => Need::Set(set),
-                };
-            }
-            consider(contains_one_of(cur), &mut best);
-            match best {
-                Some(s) => Need::OneOf(s),
+        HirKind::Concat(items) => match concat_needs(items) {
+            Err(whole) => match <[Vec<u8>; 1]>::try_from(whole) {
+                Ok([e]) => Need::Exact(e),
+                Err(set) => Need::Set(set),
+            },
+            Ok(sets) => match best_of(&sets, None) {
+                Some(i) => Need::OneOf(sets[i].clone()),
                 None => Need::Unknown,
-            }
-        }
+            },
+        },
         HirKind::Alternation(alts) => {
             let mut set = Vec::new();
             let mut finite = true;
@@ -239,6 +194,58 @@ fn analyze(h: &Hir) -> Need {
             }
         }
     }
+}
+
+/// What a concatenation's matches need: `Err` with its whole finite language when every piece
+/// is finite, else the literal sets each match contains one of, in pattern order: the finite
+/// runs between the other pieces and what those pieces need. Each comes from a different
+/// stretch of the pattern, so a match contains one literal of every set.
+fn concat_needs(items: &[Hir]) -> Result<Vec<Vec<Vec<u8>>>, Vec<Vec<u8>>> {
+    // `cur`: the finite language of the run of finite pieces so far.
+    let mut cur: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut all_finite = true;
+    let mut sets: Vec<Vec<Vec<u8>>> = Vec::new();
+    for it in items {
+        let piece = match analyze(it) {
+            Need::Exact(e) => vec![e],
+            Need::Set(s) => s,
+            other => {
+                all_finite = false;
+                sets.extend(contains_one_of(std::mem::replace(
+                    &mut cur,
+                    vec![Vec::new()],
+                )));
+                if let Need::OneOf(s) = other {
+                    sets.push(s);
+                }
+                continue;
+            }
+        };
+        match product(&cur, &piece) {
+            Some(p) => cur = p,
+            None => {
+                // Too many combinations: keep what the run had, start anew.
+                all_finite = false;
+                sets.extend(contains_one_of(std::mem::replace(&mut cur, piece)));
+            }
+        }
+    }
+    if all_finite {
+        return Err(cur);
+    }
+    sets.extend(contains_one_of(cur));
+    Ok(sets)
+}
+
+/// The index of the best-scoring set but `except` (the first of equals).
+fn best_of(sets: &[Vec<Vec<u8>>], except: Option<usize>) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for (i, set) in sets.iter().enumerate() {
+        if Some(i) != except && best.is_none_or(|b| score(set) > score(&sets[b])) {
+            best = Some(i);
+        }
+    }
+    best
 }
 
 /// Parses a pattern in the byte-oriented form the engine compiles (Unicode off, dot matches
@@ -268,6 +275,34 @@ pub fn literals_of(hir: &Hir) -> Option<Vec<Vec<u8>>> {
         Need::OneOf(s) => s,
         Need::Unknown => return None,
     };
+    selective_set(set)
+}
+
+/// A second literal set every match of `hir` contains one of besides [`literals_of`]'s, from
+/// another stretch of the pattern: CRS 941120 needs `on` and `=`, 942151 a function name and
+/// `(`. Only a pattern that is a concatenation at its top has one (an alternation's branches
+/// need different things). Empty when there is none, or none selective.
+pub fn also_literals_of(mut hir: &Hir) -> Vec<Vec<u8>> {
+    while let HirKind::Capture(c) = hir.kind() {
+        hir = &c.sub;
+    }
+    let HirKind::Concat(items) = hir.kind() else {
+        return Vec::new();
+    };
+    let Ok(sets) = concat_needs(items) else {
+        return Vec::new();
+    };
+    // The first set is the one `analyze` chose; the second the best of the rest.
+    let first = best_of(&sets, None);
+    let Some(second) = first.and_then(|f| best_of(&sets, Some(f))) else {
+        return Vec::new();
+    };
+    selective_set(sets[second].clone()).unwrap_or_default()
+}
+
+/// `set` with no literal that holds another (a value holding `abcd` holds `cd`), when it is
+/// small and every literal is selective.
+fn selective_set(set: Vec<Vec<u8>>) -> Option<Vec<Vec<u8>>> {
     if set.is_empty() || set.len() > MAX_SET || !set.iter().all(|l| selective(l)) {
         return None;
     }
@@ -424,6 +459,9 @@ pub struct Required {
     pub literals: Vec<Vec<u8>>,
     /// Whether they hold only for unmarked values.
     pub unmarked_only: bool,
+    /// A second set every match also holds one of ([`also_literals_of`]; empty: none). Only
+    /// with `unmarked_only` false.
+    pub also: Vec<Vec<u8>>,
 }
 
 /// What the prefilter can use for a parsed pattern: its required literals, or failing that,
@@ -433,6 +471,7 @@ pub fn required_of(hir: &Hir) -> Option<Required> {
         return Some(Required {
             literals,
             unmarked_only: false,
+            also: also_literals_of(hir),
         });
     }
     let u = unmarked(hir);
@@ -444,6 +483,7 @@ pub fn required_of(hir: &Hir) -> Option<Required> {
     Some(Required {
         literals,
         unmarked_only: true,
+        also: Vec::new(),
     })
 }
 
@@ -549,6 +589,31 @@ mod tests {
         assert_eq!(lits("[\\n\\r]"), Some(vec!["\n".into(), "\r".into()]));
         assert_eq!(lits("\\$\\{"), Some(vec!["${".into()]));
         assert_eq!(lits("[a.]"), None);
+    }
+
+    fn also(p: &str) -> Vec<String> {
+        let req = required_of(&parse_bytes(p).expect("parses")).expect("has literals");
+        req.also
+            .into_iter()
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_second_set_comes_from_another_stretch_of_a_concatenation() {
+        // CRS 941120's shape: an event handler needs `on` and, further on, `=`.
+        let handler = r"(?i)[\s;/]on[a-z]{3,25}[\s;]*?=[^=]";
+        assert_eq!(lits(handler), Some(vec!["on".into()]));
+        assert_eq!(also(handler), vec!["=".to_string()]);
+        // 942151's: a function name, then `(`; inside a capture group too.
+        let call = r"(?i)(\b(?:abs|ascii)[^0-9a-z]*\()";
+        assert_eq!(lits(call), Some(vec!["abs".into(), "ascii".into()]));
+        assert_eq!(also(call), vec!["(".to_string()]);
+        // An alternation's branches need different things; a finite pattern is one need;
+        // an unselective second need (a lone letter) is no need.
+        assert!(also("(?i)on[a-z]+=|javascript:").is_empty());
+        assert!(also("(?:foo|bar)baz").is_empty());
+        assert!(also("foo.*b").is_empty());
     }
 
     fn unmarked_lits(p: &str) -> Option<(bool, Vec<String>)> {

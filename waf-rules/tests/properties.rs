@@ -495,13 +495,17 @@ const PREFILTER_PATTERNS: &[&str] = &[
     r"(?i)(?:a|b\.)\.{2}c",
     r#"(?i)\b(?:s["\\]*h|b["\\]*a["\\]*s["\\]*h)\b"#,
     r"x{2,3}(?:y|z;)?",
+    // Two sets each (`Required::also`): CRS 941120's and 942151's shapes.
+    r"(?i)[\s;/]on[a-z]{3,25}[\s;]*?=[^=]",
+    r"(?i)\b(?:bash|load|sh)[^0-9a-z]*\(",
+    r"(?i)(?:error|;)\s+(?:cat|ls)\s*?\(",
 ];
 
 /// Pieces the values are made of, so that the patterns above often match.
 const PREFILTER_PIECES: &[&str] = &[
     "c", "a", "A", "t", "'", "\"", "\\", ";", "|", "&", " ", ",", "ls", "7z", "7zx", "x", "df",
     "dnf", "..", ".", "/", "on", "error", "load", "=", "sh", "bash", "b.", "y", "z;", "s", "h",
-    "\n",
+    "\n", "(", "onload",
 ];
 
 proptest! {
@@ -528,6 +532,17 @@ proptest! {
                 "{pattern} matched {:?} without {:?}",
                 String::from_utf8_lossy(&v),
                 req
+            );
+            let has_also = req.also.is_empty()
+                || req
+                    .also
+                    .iter()
+                    .any(|l| lower.windows(l.len()).any(|w| w == l.as_slice()));
+            prop_assert!(
+                has_also,
+                "{pattern} matched {:?} without any of {:?}",
+                String::from_utf8_lossy(&v),
+                req.also
             );
         }
     }

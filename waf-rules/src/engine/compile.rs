@@ -581,6 +581,7 @@ impl<'a> Builder<'a> {
             literals = Some(crate::prefilter::Required {
                 literals: phrases.literals().to_vec(),
                 unmarked_only: false,
+                also: Vec::new(),
             });
         }
         r.literals = literals;
@@ -875,6 +876,7 @@ impl Rule {
             pf_skip: false,
             pf_unmarked: false,
             pf_min_len: 0,
+            pf_also: None,
             pf_steps: Vec::new(),
         }
     }

@@ -1695,8 +1695,11 @@ impl Ev<'_> {
                                 });
                                 let may = match known {
                                     Some((ti, o)) => {
-                                        let word = cache.bits[o as usize + slot as usize / 64];
-                                        word & (1 << (slot % 64)) != 0
+                                        let has = |s: u32| {
+                                            let word = cache.bits[o as usize + s as usize / 64];
+                                            word & (1 << (s % 64)) != 0
+                                        };
+                                        (has(slot) && r.pf_also.is_none_or(has))
                                             || (r.pf_unmarked && cache.is_marked(ti))
                                     }
                                     None => {
@@ -1704,6 +1707,8 @@ impl Ev<'_> {
                                         let nodes = &self.rs.nodes;
                                         let ti = scan_idx(cache, nodes, key, r.tnode, raw);
                                         cache.may_hold(pf, ti, slot, r.pf_unmarked)
+                                            && r.pf_also
+                                                .is_none_or(|s| cache.has_literal(pf, ti, s))
                                     }
                                 };
                                 if !may {
@@ -1845,8 +1850,11 @@ impl Ev<'_> {
     #[inline(always)]
     fn run_link(&mut self, head: &Rule, r: &Rule) -> bool {
         if let (Some((fi, slot)), true) = (r.pf, r.pf_skip) {
-            if !self.may_match(fi, slot, r.pf_unmarked) {
-                // No value the rule could read contains a literal its regex needs.
+            if !self.may_match(fi, slot, r.pf_unmarked)
+                || r.pf_also.is_some_and(|s| !self.may_match(fi, s, false))
+            {
+                // No value the rule could read contains a literal its regex needs (of each
+                // set it needs one of).
                 return false;
             }
         }
@@ -1932,7 +1940,8 @@ impl Ev<'_> {
             let checked = !r.multi_match && matches!(v.src, Src::Entry(..));
             if let (Some(i), Some((pf, slot)), false) = (tv_idx, pfr, checked) {
                 // An unmarked-only rule runs on a marked value whatever its literals.
-                let may = cache.may_hold(pf, i, slot, r.pf_unmarked);
+                let may = cache.may_hold(pf, i, slot, r.pf_unmarked)
+                    && r.pf_also.is_none_or(|s| cache.has_literal(pf, i, s));
                 if !may {
                     // None of the literals any match needs is in the value.
                     if !r.multi_match {

@@ -364,6 +364,10 @@ pub(crate) struct Rule {
     /// The length of this rule's shortest literal (cut as the automaton holds it; 0 when it
     /// has none): a value that comes out of its chain shorter cannot match.
     pf_min_len: usize,
+    /// The global slot of the second literal set a match also holds one of
+    /// ([`crate::prefilter::Required::also`]), in the same filter as `pf`: a value (and the
+    /// request, for `pf_skip`) must hold a literal of each.
+    pf_also: Option<u32>,
     /// A multiMatch rule's (filter index, global slot) at every node of its chain, the raw
     /// value's included: the operator runs on each step's value, so the rule can be skipped
     /// as a whole only when none of those unions holds a literal. Empty for other rules.
@@ -706,9 +710,11 @@ impl RuleSet {
     }
 }
 
-/// Per transformation node: (literal, rule slot) pairs, the next free slot, and the request
-/// variables of the rules that can be skipped as a whole.
-type Group = (Vec<(Vec<u8>, u32)>, u32, Vec<Var>);
+/// Per transformation node: (literal, rule slot) pairs, the next free slot, the request
+/// variables of the rules that can be skipped as a whole, and the slots of second literal sets
+/// (`Rule::pf_also`; a value without them may still hold a rule's first set, so they do not
+/// count for the filter's shortest literal).
+type Group = (Vec<(Vec<u8>, u32)>, u32, Vec<Var>, Vec<u32>);
 
 /// How each leading item of phase 1 depends on the request, up to the first that reads it:
 /// `2` decides the same for every request under one configuration (its targets, operator
@@ -885,6 +891,17 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
             // Filter index and global slot are filled in below, once the node order is known.
             let slot = add(groups, r.tnode, req, vars);
             r.pf = Some((r.tnode, slot));
+            r.pf_also = None;
+            if !req.also.is_empty() && !req.unmarked_only && !r.multi_match {
+                let also = crate::prefilter::Required {
+                    literals: req.also.clone(),
+                    unmarked_only: false,
+                    also: Vec::new(),
+                };
+                let s = add(groups, r.tnode, &also, vars);
+                groups.get_mut(&r.tnode).expect("added").3.push(s);
+                r.pf_also = Some(s);
+            }
             // multiMatch: every value is checked for the literals after every step that
             // changes it; the rule as a whole is skipped when no node of its chain has them.
             if r.multi_match && coverable {
@@ -914,17 +931,18 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
     // Distinct literal (lower-cased) → the global slots of the rules it serves.
     let mut by_lit: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
     let mut word = 0usize;
-    for (node, (lits, slots, vars)) in groups {
+    for (node, (lits, slots, vars, second)) in groups {
         let base = (word * 64) as u32;
         index_of.insert(node, (filters.len() as u32, base));
         // The shortest literal bounds every slot; a slot without literals (none is made
         // today: a rule without any is not prefiltered) would leave no bound.
         let mut min_len = lits
             .iter()
+            .filter(|(_, s)| !second.contains(s))
             .map(|(l, _)| l.len().min(MAX_LITERAL))
             .min()
             .unwrap_or(0);
-        if (0..slots).any(|s| !lits.iter().any(|&(_, ls)| ls == s)) {
+        if (0..slots).any(|s| !second.contains(&s) && !lits.iter().any(|&(_, ls)| ls == s)) {
             min_len = 0;
         }
         for (l, s) in lits {
@@ -951,6 +969,8 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
     let lits: Vec<(Vec<u8>, Vec<u32>)> = by_lit.into_iter().collect();
     let scan = lits::LitScan::new(&lits);
     fn fix(r: &mut Rule, index_of: Option<&BTreeMap<u32, (u32, u32)>>) {
+        let also_base = r.pf.and_then(|(node, _)| Some(index_of?.get(&node)?.1));
+        r.pf_also = r.pf_also.zip(also_base).map(|(s, base)| base + s);
         if let Some((node, slot)) = r.pf {
             r.pf = index_of
                 .and_then(|m| m.get(&node))

@@ -579,3 +579,24 @@ SecRule ARGS "@detectXSS" "id:5,phase:2,deny""#);
     );
     assert_eq!(r.evaluate(&get("/?a=plain&b=caf%E9")).action, Action::Block);
 }
+
+#[test]
+fn a_rule_with_two_literal_sets_runs_only_where_a_value_holds_both() {
+    // 941120's shape: `on` and `=` in one value. The request holding both in different values
+    // passes the union and must still not match; one value with both does.
+    let r = rs(
+        r#"SecRule ARGS "@rx (?i)[\s;/]on[a-z]{3,25}[\s;]*?=[^=]" "id:1,phase:2,deny,t:none,t:urlDecodeUni""#,
+    );
+    let Some(Item::Rule(rule)) = r.phases[1].first() else {
+        panic!("one phase-2 rule")
+    };
+    assert!(rule.pf_also.is_some());
+    assert_eq!(
+        r.evaluate(&get("/?a=%20onload&b=x%3Dy")).action,
+        Action::Allow
+    );
+    assert_eq!(r.evaluate(&get("/?a=lyon")).action, Action::Allow);
+    let v = r.evaluate(&get("/?a=lyon&b=%20onload%3Dalert(1)"));
+    assert_eq!(v.action, Action::Block);
+    assert_eq!(v.matches[0].variable, "ARGS:b");
+}
