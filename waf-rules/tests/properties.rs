@@ -582,3 +582,24 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// `byte_flags` (four bytes a step, `memmem` for two spaces) says what a byte-by-byte
+    /// reading says.
+    #[test]
+    fn byte_flags_are_those_of_the_bytes(input in interesting_bytes()) {
+        use waf_rules::transform::{byte_class, byte_flags, flags};
+        let mut f = input.iter().fold(0, |f, &b| f | byte_class(b));
+        if input.windows(2).any(|w| w == b"  ") {
+            f |= flags::DOUBLE_SPACE;
+        }
+        let edge = |b: &u8| matches!(*b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+        if input.first().is_some_and(edge) || input.last().is_some_and(edge) {
+            f |= flags::TRIM_EDGE;
+        }
+        if input == b"." {
+            f |= flags::SLASH;
+        }
+        prop_assert_eq!(byte_flags(&input), f);
+    }
+}
