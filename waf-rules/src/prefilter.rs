@@ -52,27 +52,40 @@ fn class_letter(bytes: &[u8]) -> Option<u8> {
     }
 }
 
-/// The bytes of a small class (at most four), or `None`.
+/// Most distinct bytes (ASCII case folded) a class may have to be spelled out as a set.
+const MAX_CLASS: usize = 8;
+
+/// The bytes of a small class (at most [`MAX_CLASS`] once ASCII case is folded; under `(?i)`,
+/// CRS 930100's `%[256aef]e` is 9 bytes, 6 folded), or `None`.
 fn class_bytes(c: &Class) -> Option<Vec<u8>> {
     let mut out = Vec::new();
+    let mut folded = [false; 128];
+    let mut distinct = 0;
+    let mut add = |x: u8, out: &mut Vec<u8>| -> Option<()> {
+        if x.is_ascii() {
+            let f = &mut folded[x.to_ascii_lowercase() as usize];
+            if !*f {
+                *f = true;
+                distinct += 1;
+            }
+        } else {
+            distinct += 1;
+        }
+        out.push(x);
+        (distinct <= MAX_CLASS).then_some(())
+    };
     match c {
         Class::Bytes(b) => {
             for r in b.iter() {
                 for x in r.start()..=r.end() {
-                    out.push(x);
-                    if out.len() > 4 {
-                        return None;
-                    }
+                    add(x, &mut out)?;
                 }
             }
         }
         Class::Unicode(u) => {
             for r in u.iter() {
                 for x in u32::from(r.start())..=u32::from(r.end()) {
-                    out.push(u8::try_from(x).ok().filter(u8::is_ascii)?);
-                    if out.len() > 4 {
-                        return None;
-                    }
+                    add(u8::try_from(x).ok().filter(u8::is_ascii)?, &mut out)?;
                 }
             }
         }
@@ -100,6 +113,18 @@ fn product(a: &[Vec<u8>], b: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
     out.sort();
     out.dedup();
     Some(out)
+}
+
+/// Each text of `set` followed by the first byte of each, when no text is empty: what two
+/// texts of the set in a row always hold.
+fn followed_by_first_byte(set: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
+    if set.iter().any(Vec::is_empty) {
+        return None;
+    }
+    let mut firsts: Vec<Vec<u8>> = set.iter().map(|t| t[..1].to_vec()).collect();
+    firsts.sort();
+    firsts.dedup();
+    product(set, &firsts)
 }
 
 /// A requirement from a finite language: one of its texts, when none is empty.
@@ -149,9 +174,12 @@ fn analyze(h: &Hir) -> Need {
                 // `x{2,3}` always holds `xx`.
                 Need::Exact(e) => Need::OneOf(vec![e.repeat(r.min.min(8) as usize)]),
                 Need::Set(s) if r.min == 1 && r.max == Some(1) => Need::Set(s),
-                // At least two in a row: a match holds one text followed by another.
+                // At least two in a row: a match holds one text followed by another, or at
+                // least by that other's first byte (CRS 930100's `(?:\.|%2e|…){2,3}`: too many
+                // pairs to spell out, but every match holds `..`, `.%`, `%2` or the like).
                 Need::Set(s) if r.min >= 2 => product(&s, &s)
                     .and_then(contains_one_of)
+                    .or_else(|| followed_by_first_byte(&s))
                     .or_else(|| contains_one_of(s))
                     .map_or(Need::Unknown, Need::OneOf),
                 Need::Set(s) => contains_one_of(s).map_or(Need::Unknown, Need::OneOf),
@@ -591,6 +619,36 @@ mod tests {
         assert_eq!(lits("[a.]"), None);
     }
 
+    #[test]
+    fn classes_of_up_to_eight_bytes_are_spelled_out_case_folded() {
+        // Under `(?i)`, `[256aef]` is nine bytes and six once folded: a set.
+        assert_eq!(
+            lits("(?i)%[25a]e"),
+            Some(vec!["%2e".into(), "%5e".into(), "%ae".into()])
+        );
+        assert_eq!(lits("x[a-h]y").map(|l| l.len()), Some(8));
+        // Nine distinct bytes are too many: what the class stands between is kept instead.
+        assert_eq!(lits("abc[a-i]xyz"), Some(vec!["abc".into()]));
+    }
+
+    #[test]
+    fn a_repeated_set_too_large_to_pair_needs_a_text_and_the_next_ones_first_byte() {
+        // CRS 930100's shape: a dot in one of dozens of encodings, two or three in a row.
+        let encodings: Vec<String> = (0..30).map(|i| format!("%u{i:04x}")).collect();
+        let pattern = format!(r"(?:\.|{}){{2,3}}", encodings.join("|"));
+        let l = lits(&pattern).expect("literals");
+        assert!(l.contains(&"..".to_string()) && l.contains(&".%".to_string()));
+        assert!(l.contains(&"%u0007%".to_string()) && l.contains(&"%u0007.".to_string()));
+        assert_eq!(l.len(), 31 * 2);
+        let re = regex::bytes::Regex::new(&pattern).expect("compiles");
+        for v in ["a..b", "x.%u0003y", "%u0001%u0002", "%u0004."] {
+            assert!(re.is_match(v.as_bytes()));
+            assert!(l.iter().any(|x| v.contains(x.as_str())), "{v}");
+        }
+        // A set holding the empty text needs nothing of the kind.
+        assert_eq!(followed_by_first_byte(&[b"a".to_vec(), Vec::new()]), None);
+    }
+
     fn also(p: &str) -> Vec<String> {
         let req = required_of(&parse_bytes(p).expect("parses")).expect("has literals");
         req.also
@@ -601,9 +659,13 @@ mod tests {
 
     #[test]
     fn a_second_set_comes_from_another_stretch_of_a_concatenation() {
-        // CRS 941120's shape: an event handler needs `on` and, further on, `=`.
-        let handler = r"(?i)[\s;/]on[a-z]{3,25}[\s;]*?=[^=]";
-        assert_eq!(lits(handler), Some(vec!["on".into()]));
+        // CRS 941120's shape: an event handler needs `on` after a separator and, further on,
+        // `=`.
+        let handler = r"(?i)[ ;/]on[a-z]{3,25}[\s;]*?=[^=]";
+        assert_eq!(
+            lits(handler),
+            Some(vec![" on".into(), "/on".into(), ";on".into()])
+        );
         assert_eq!(also(handler), vec!["=".to_string()]);
         // 942151's: a function name, then `(`; inside a capture group too.
         let call = r"(?i)(\b(?:abs|ascii)[^0-9a-z]*\()";
