@@ -599,7 +599,7 @@ impl Operator {
     pub fn skips_value(&self, flags: u32, v: &[u8]) -> bool {
         match self {
             Operator::DetectSqli => single_token(v),
-            Operator::DetectXss => single_token(v) || !xss_possible(v),
+            Operator::DetectXss => !xss_possible(v) || single_token(v),
             _ => self.needs_classes().is_some_and(|n| flags & n == 0),
         }
     }
@@ -667,7 +667,7 @@ impl Operator {
                 })
             }
             Operator::DetectSqli if single_token(v) => None,
-            Operator::DetectXss if single_token(v) || !xss_possible(v) => None,
+            Operator::DetectXss if !xss_possible(v) || single_token(v) => None,
             Operator::DetectSqli => detect_sqli(v).map(|fp| Found { captures: vec![fp] }),
             Operator::DetectXss => bool_found(libinjectionrs::detect_xss(v).is_injection()),
             Operator::Within(m) => {

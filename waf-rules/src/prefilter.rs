@@ -365,33 +365,37 @@ static MARKED: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {
-        let c = b as u8;
-        t[b] = c < 0x20
-            || c == 0x7f
-            || matches!(
-                c,
-                b'"' | b'\''
-                    | b'('
-                    | b')'
-                    | b'['
-                    | b']'
-                    | b'{'
-                    | b'}'
-                    | b'<'
-                    | b'>'
-                    | b'\\'
-                    | b'$'
-                    | b'|'
-                    | b'&'
-                    | b';'
-                    | b'`'
-                    | b'^'
-                    | b'*'
-            );
+        t[b] = is_marked_byte(b as u8);
         b += 1;
     }
     t
 };
+
+/// The definition of [`marked_byte`], for tables built at compile time.
+pub(crate) const fn is_marked_byte(c: u8) -> bool {
+    c < 0x20
+        || c == 0x7f
+        || matches!(
+            c,
+            b'"' | b'\''
+                | b'('
+                | b')'
+                | b'['
+                | b']'
+                | b'{'
+                | b'}'
+                | b'<'
+                | b'>'
+                | b'\\'
+                | b'$'
+                | b'|'
+                | b'&'
+                | b';'
+                | b'`'
+                | b'^'
+                | b'*'
+        )
+}
 
 /// Whether `h` matches nothing at all (an empty class).
 fn is_fail(h: &Hir) -> bool {

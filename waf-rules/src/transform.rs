@@ -289,6 +289,8 @@ pub mod flags {
     pub const SLASH: u32 = 1 << 13;
     /// A control byte (below 0x20, or 0x7f).
     pub const CTRL: u32 = 1 << 14;
+    /// A [`crate::prefilter::marked_byte`].
+    pub const MARKED: u32 = 1 << 15;
 }
 
 /// Each byte's [`flags`] classes.
@@ -341,6 +343,9 @@ static CLASS: [u16; 256] = {
             }
             if c < 0x20 || c == 0x7f {
                 f |= CTRL;
+            }
+            if crate::prefilter::is_marked_byte(c) {
+                f |= MARKED;
             }
             t[b] = f as u16;
             b += 1;

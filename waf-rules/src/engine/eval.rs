@@ -40,8 +40,6 @@ struct Cache {
     /// (arena index, transformation) → arena index of the result: chains that reach the same
     /// content run each following step once between them.
     steps: FastMap<(u32, Transform), u32>,
-    /// Per arena entry: 0 not looked at yet, 1 unmarked, 2 holds a marked byte.
-    marked: Vec<u8>,
     /// Per arena entry: its byte classes (bit 31: computed).
     byte_flags: Vec<u32>,
     /// Content hash → arena index, for interning.
@@ -211,7 +209,6 @@ impl Cache {
             arena,
             hashes,
             steps,
-            marked,
             byte_flags,
             by_content,
             scan_at,
@@ -238,7 +235,6 @@ impl Cache {
         arena.clear();
         hashes.clear();
         steps.clear();
-        marked.clear();
         byte_flags.clear();
         by_content.clear();
         scan_at.clear();
@@ -303,19 +299,11 @@ impl Cache {
         })
     }
 
-    /// Whether arena entry `idx` holds a [`crate::prefilter::marked_byte`].
+    /// Whether arena entry `idx` holds a [`crate::prefilter::marked_byte`] (one of its byte
+    /// classes).
+    #[inline]
     fn is_marked(&mut self, idx: u32) -> bool {
-        let i = idx as usize;
-        if self.marked.len() <= i {
-            self.marked.resize(self.arena.len().max(i + 1), 0);
-        }
-        if self.marked[i] == 0 {
-            let m = self.arena[i]
-                .iter()
-                .any(|&b| crate::prefilter::marked_byte(b));
-            self.marked[i] = 1 + u8::from(m);
-        }
-        self.marked[i] == 2
+        self.flags(idx) & crate::transform::flags::MARKED != 0
     }
 
     /// Whether arena entry `idx` holds one of the literals of global slot `slot`.
