@@ -187,14 +187,10 @@ fn analyze(h: &Hir) -> Need {
             }
         }
         HirKind::Concat(items) => match concat_needs(items) {
-            Err(whole) => match <[Vec<u8>; 1]>::try_from(whole) {
-                Ok([e]) => Need::Exact(e),
-                Err(set) => Need::Set(set),
-            },
-            Ok(sets) => match best_of(&sets, None) {
-                Some(i) => Need::OneOf(sets[i].clone()),
-                None => Need::Unknown,
-            },
+            Err(whole) => finite(whole),
+            Ok(mut sets) => {
+                best_of(&sets, None).map_or(Need::Unknown, |i| Need::OneOf(sets.swap_remove(i)))
+            }
         },
         HirKind::Alternation(alts) => {
             let mut set = Vec::new();
@@ -265,6 +261,37 @@ fn concat_needs(items: &[Hir]) -> Result<Vec<Vec<Vec<u8>>>, Vec<Vec<u8>>> {
     Ok(sets)
 }
 
+/// A finite language as a need: one text, or a set of them.
+fn finite(whole: Vec<Vec<u8>>) -> Need {
+    match <[Vec<u8>; 1]>::try_from(whole) {
+        Ok([e]) => Need::Exact(e),
+        Err(set) => Need::Set(set),
+    }
+}
+
+/// What `analyze` makes of `hir`, and, for a pattern that is a concatenation at its top, a
+/// second literal set every match also holds one of, from another stretch of the pattern:
+/// CRS 941120 needs `on` and `=`, 942151 a function name and `(` (an alternation's branches
+/// need different things, so only a top-level concatenation has one). One analysis for both.
+fn analyze_with_second(mut hir: &Hir) -> (Need, Option<Vec<Vec<u8>>>) {
+    while let HirKind::Capture(c) = hir.kind() {
+        hir = &c.sub;
+    }
+    let HirKind::Concat(items) = hir.kind() else {
+        return (analyze(hir), None);
+    };
+    match concat_needs(items) {
+        Err(whole) => (finite(whole), None),
+        Ok(mut sets) => match best_of(&sets, None) {
+            None => (Need::Unknown, None),
+            Some(first) => {
+                let second = best_of(&sets, Some(first)).map(|i| std::mem::take(&mut sets[i]));
+                (Need::OneOf(sets.swap_remove(first)), second)
+            }
+        },
+    }
+}
+
 /// The index of the best-scoring set but `except` (the first of equals).
 fn best_of(sets: &[Vec<Vec<u8>>], except: Option<usize>) -> Option<usize> {
     let mut best: Option<usize> = None;
@@ -297,35 +324,18 @@ pub fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
 
 /// [`required_literals`] of an already parsed pattern.
 pub fn literals_of(hir: &Hir) -> Option<Vec<Vec<u8>>> {
-    let set = match analyze(hir) {
+    need_literals(analyze(hir))
+}
+
+/// The literals a need gives the prefilter, when they are selective.
+fn need_literals(need: Need) -> Option<Vec<Vec<u8>>> {
+    let set = match need {
         Need::Exact(e) => vec![e],
         Need::Set(s) => contains_one_of(s)?,
         Need::OneOf(s) => s,
         Need::Unknown => return None,
     };
     selective_set(set)
-}
-
-/// A second literal set every match of `hir` contains one of besides [`literals_of`]'s, from
-/// another stretch of the pattern: CRS 941120 needs `on` and `=`, 942151 a function name and
-/// `(`. Only a pattern that is a concatenation at its top has one (an alternation's branches
-/// need different things). Empty when there is none, or none selective.
-pub fn also_literals_of(mut hir: &Hir) -> Vec<Vec<u8>> {
-    while let HirKind::Capture(c) = hir.kind() {
-        hir = &c.sub;
-    }
-    let HirKind::Concat(items) = hir.kind() else {
-        return Vec::new();
-    };
-    let Ok(sets) = concat_needs(items) else {
-        return Vec::new();
-    };
-    // The first set is the one `analyze` chose; the second the best of the rest.
-    let first = best_of(&sets, None);
-    let Some(second) = first.and_then(|f| best_of(&sets, Some(f))) else {
-        return Vec::new();
-    };
-    selective_set(sets[second].clone()).unwrap_or_default()
 }
 
 /// `set` with no literal that holds another (a value holding `abcd` holds `cd`), when it is
@@ -491,7 +501,7 @@ pub struct Required {
     pub literals: Vec<Vec<u8>>,
     /// Whether they hold only for unmarked values.
     pub unmarked_only: bool,
-    /// A second set every match also holds one of ([`also_literals_of`]; empty: none). Only
+    /// A second set every match also holds one of (from another stretch of a concatenation; empty: none). Only
     /// with `unmarked_only` false.
     pub also: Vec<Vec<u8>>,
 }
@@ -499,11 +509,12 @@ pub struct Required {
 /// What the prefilter can use for a parsed pattern: its required literals, or failing that,
 /// those of its unmarked restriction.
 pub fn required_of(hir: &Hir) -> Option<Required> {
-    if let Some(literals) = literals_of(hir) {
+    let (need, second) = analyze_with_second(hir);
+    if let Some(literals) = need_literals(need) {
         return Some(Required {
             literals,
             unmarked_only: false,
-            also: also_literals_of(hir),
+            also: second.and_then(selective_set).unwrap_or_default(),
         });
     }
     let u = unmarked(hir);

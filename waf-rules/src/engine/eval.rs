@@ -94,8 +94,6 @@ struct Group {
     members: (u32, u32),
     /// Offset in `Cache::group_bits` of the members' raw slot union (`u32::MAX`: not yet).
     bits_at: u32,
-    /// Whether a member's raw value holds a marked byte (known with `bits_at`).
-    marked: bool,
 }
 
 /// Every content a request's evaluation looked at, back to back in one buffer (kept with its
@@ -299,6 +297,12 @@ impl Cache {
         })
     }
 
+    /// The arena index of content row `r`'s raw content (its node 0).
+    #[inline]
+    fn raw_of(&self, r: u32) -> u32 {
+        self.rows[r as usize * self.n_nodes]
+    }
+
     /// Whether arena entry `idx` holds a [`crate::prefilter::marked_byte`] (one of its byte
     /// classes).
     #[inline]
@@ -312,11 +316,13 @@ impl Cache {
         self.bits[o + slot as usize / 64] & (1 << (slot % 64)) != 0
     }
 
-    /// Whether a rule with literal slot `slot` may match arena entry `idx`: the entry holds one
-    /// of its literals, or (for literals that hold only for unmarked values) a marked byte.
+    /// Whether rule `r` (with literal slot `slot`) may match arena entry `idx`: the entry holds
+    /// one of its literals (and one of its second set's, `Rule::pf_also`), or, for literals that
+    /// hold only for unmarked values, a marked byte.
     #[inline(always)]
-    fn may_hold(&mut self, pf: &Prefilter, idx: u32, slot: u32, unmarked_only: bool) -> bool {
-        self.has_literal(pf, idx, slot) || (unmarked_only && self.is_marked(idx))
+    fn may_hold(&mut self, pf: &Prefilter, idx: u32, slot: u32, r: &Rule) -> bool {
+        (self.has_literal(pf, idx, slot) && r.pf_also.is_none_or(|s| self.has_literal(pf, idx, s)))
+            || (r.pf_unmarked && self.is_marked(idx))
     }
 
     /// Offset in `bits` of the slot bitset of arena entry `idx`, scanning it on first use.
@@ -410,7 +416,7 @@ impl Cache {
                 continue;
             }
             seen[r as usize] = stamp;
-            let ri = self.rows[r as usize * self.n_nodes];
+            let ri = self.raw_of(r);
             let flags = self.flags(ri);
             let g = match self.groups[start..].iter().position(|g| g.flags == flags) {
                 Some(g) => g,
@@ -419,7 +425,6 @@ impl Cache {
                         flags,
                         members: (0, 0),
                         bits_at: u32::MAX,
-                        marked: false,
                     });
                     self.groups.len() - 1 - start
                 }
@@ -449,25 +454,22 @@ impl Cache {
         (start, end)
     }
 
-    /// The offset in `group_bits` of group `g`'s raw slot union, and whether a member holds
-    /// a marked byte; computed on first use.
+    /// The offset in `group_bits` of group `g`'s raw slot union, and whether its members hold
+    /// a marked byte (one of the byte classes they share); computed on first use.
     fn group_bits(&mut self, pf: &Prefilter, g: usize) -> (usize, bool) {
         let gr = self.groups[g];
+        let marked = gr.flags & crate::transform::flags::MARKED != 0;
         if gr.bits_at != u32::MAX {
-            return (gr.bits_at as usize, gr.marked);
+            return (gr.bits_at as usize, marked);
         }
         let at = self.group_bits.len();
         self.group_bits.resize(at + pf.words, 0);
-        let mut marked = false;
         for m in gr.members.0..gr.members.1 {
-            let ri = self.rows[self.members[m as usize] as usize * self.n_nodes];
-            marked = marked || self.is_marked(ri);
+            let ri = self.raw_of(self.members[m as usize]);
             let o = self.content_bits(pf, ri);
             or_into(&mut self.group_bits[at..], &self.bits[o..]);
         }
-        let gr = &mut self.groups[g];
-        gr.bits_at = at as u32;
-        gr.marked = marked;
+        self.groups[g].bits_at = at as u32;
         (at, marked)
     }
 }
@@ -839,6 +841,7 @@ fn row_of_key(cache: &mut Cache, nodes: &[Node], key: u64, raw: &[u8]) -> u32 {
 
 #[inline(never)]
 fn row_of_key_slow(cache: &mut Cache, nodes: &[Node], key: u64, raw: &[u8]) -> u32 {
+    /// Slot `i` of `v`, grown to hold it.
     fn slot(v: &mut Vec<u32>, i: usize) -> &mut u32 {
         if v.len() <= i {
             let n = (i + 1).max(v.len() * 2);
@@ -846,23 +849,32 @@ fn row_of_key_slow(cache: &mut Cache, nodes: &[Node], key: u64, raw: &[u8]) -> u
         }
         &mut v[i]
     }
-    let known = if let Some((t, i)) = dense_table(key) {
-        *slot(&mut cache.entry_rows[t], i)
-    } else if let Some(row) = scalar_row(key) {
-        *slot(&mut cache.scalar_rows, row)
-    } else {
-        cache.map.get(&key).copied().unwrap_or(u32::MAX)
+    /// Where a key's row is kept.
+    enum Kept {
+        Entry(usize, usize),
+        Scalar(usize),
+        Map,
+    }
+    let at = match (dense_table(key), scalar_row(key)) {
+        (Some((t, i)), _) => Kept::Entry(t, i),
+        (None, Some(row)) => Kept::Scalar(row),
+        (None, None) => Kept::Map,
+    };
+    let known = match at {
+        Kept::Entry(t, i) => *slot(&mut cache.entry_rows[t], i),
+        Kept::Scalar(row) => *slot(&mut cache.scalar_rows, row),
+        Kept::Map => cache.map.get(&key).copied().unwrap_or(u32::MAX),
     };
     if known != u32::MAX {
         return known;
     }
     let r = content_row(cache, nodes, raw);
-    if let Some((t, i)) = dense_table(key) {
-        cache.entry_rows[t][i] = r;
-    } else if let Some(row) = scalar_row(key) {
-        cache.scalar_rows[row] = r;
-    } else {
-        cache.map.insert(key, r);
+    match at {
+        Kept::Entry(t, i) => cache.entry_rows[t][i] = r,
+        Kept::Scalar(row) => cache.scalar_rows[row] = r,
+        Kept::Map => {
+            cache.map.insert(key, r);
+        }
     }
     r
 }
@@ -911,10 +923,9 @@ fn row_node(cache: &mut Cache, nodes: &[Node], r: u32, node: u32) -> u32 {
 #[inline]
 fn scan_idx(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8]) -> u32 {
     let r = row_of_key(cache, nodes, key, raw);
-    let at = r as usize * cache.n_nodes;
-    match cache.rows[at + node as usize] {
+    match cache.rows[r as usize * cache.n_nodes + node as usize] {
         u32::MAX => {
-            let ri = cache.rows[at];
+            let ri = cache.raw_of(r);
             if nodes[node as usize].scans_as_raw(cache.flags(ri)) {
                 return ri;
             }
@@ -971,9 +982,7 @@ fn row_node_slow(cache: &mut Cache, nodes: &[Node], r: u32, node: u32) -> u32 {
 #[inline]
 fn too_short(cache: &mut Cache, nodes: &[Node], f: &NodeFilter, r: u32) -> bool {
     match nodes[f.node as usize].bound {
-        LenBound::Raw => {
-            cache.arena[cache.rows[r as usize * cache.n_nodes] as usize].len() < f.min_len
-        }
+        LenBound::Raw => cache.arena[cache.raw_of(r) as usize].len() < f.min_len,
         LenBound::Base64(before) => {
             // (Most often a chain the raw value goes through unchanged.)
             let bi = row_node(cache, nodes, r, before);
@@ -1694,9 +1703,7 @@ impl Ev<'_> {
                                         let key = entry_key(base, off + idx, names);
                                         let nodes = &self.rs.nodes;
                                         let ti = scan_idx(cache, nodes, key, r.tnode, raw);
-                                        cache.may_hold(pf, ti, slot, r.pf_unmarked)
-                                            && r.pf_also
-                                                .is_none_or(|s| cache.has_literal(pf, ti, s))
+                                        cache.may_hold(pf, ti, slot, r)
                                     }
                                 };
                                 if !may {
@@ -1928,8 +1935,7 @@ impl Ev<'_> {
             let checked = !r.multi_match && matches!(v.src, Src::Entry(..));
             if let (Some(i), Some((pf, slot)), false) = (tv_idx, pfr, checked) {
                 // An unmarked-only rule runs on a marked value whatever its literals.
-                let may = cache.may_hold(pf, i, slot, r.pf_unmarked)
-                    && r.pf_also.is_none_or(|s| cache.has_literal(pf, i, s));
+                let may = cache.may_hold(pf, i, slot, r);
                 if !may {
                     // None of the literals any match needs is in the value.
                     if !r.multi_match {
@@ -1957,7 +1963,7 @@ impl Ev<'_> {
                     if Some(i) != prev
                         && i != ti
                         && !candidates.contains(&i)
-                        && pfr.is_none_or(|(pf, slot)| cache.may_hold(pf, i, slot, r.pf_unmarked))
+                        && pfr.is_none_or(|(pf, slot)| cache.may_hold(pf, i, slot, r))
                     {
                         candidates.push(i);
                     }

@@ -710,11 +710,19 @@ impl RuleSet {
     }
 }
 
-/// Per transformation node: (literal, rule slot) pairs, the next free slot, the request
-/// variables of the rules that can be skipped as a whole, and the slots of second literal sets
-/// (`Rule::pf_also`; a value without them may still hold a rule's first set, so they do not
-/// count for the filter's shortest literal).
-type Group = (Vec<(Vec<u8>, u32)>, u32, Vec<Var>, Vec<u32>);
+/// The prefilter's view of one transformation node while it is built.
+#[derive(Default)]
+struct Group {
+    /// (literal, rule slot) pairs.
+    lits: Vec<(Vec<u8>, u32)>,
+    /// The next free slot.
+    slots: u32,
+    /// The request variables of the rules that can be skipped as a whole.
+    vars: Vec<Var>,
+    /// The slots of second literal sets (`Rule::pf_also`): a value without them may still
+    /// hold a rule's first set, so they do not count for the filter's shortest literal.
+    second: Vec<u32>,
+}
 
 /// How each leading item of phase 1 depends on the request, up to the first that reads it:
 /// `2` decides the same for every request under one configuration (its targets, operator
@@ -852,24 +860,28 @@ const MAX_LITERAL: usize = 12;
 fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefilter> {
     use std::collections::BTreeMap;
     let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
-    /// A slot for `req`'s literals in node `node`'s group; with `vars`, the group's union
-    /// also covers those variables.
+    /// A slot for `literals` in node `node`'s group (a rule's `second` set with that flag);
+    /// with `vars`, the group's union also covers those variables.
     fn add(
         groups: &mut BTreeMap<u32, Group>,
         node: u32,
-        req: &crate::prefilter::Required,
+        literals: &[Vec<u8>],
         vars: Option<&[Target]>,
+        second: bool,
     ) -> u32 {
         let g = groups.entry(node).or_default();
-        let slot = g.1;
-        g.1 += 1;
-        for l in &req.literals {
-            g.0.push((l.clone(), slot));
+        let slot = g.slots;
+        g.slots += 1;
+        for l in literals {
+            g.lits.push((l.clone(), slot));
         }
         for t in vars.unwrap_or_default() {
-            if !g.2.contains(&t.var) {
-                g.2.push(t.var);
+            if !g.vars.contains(&t.var) {
+                g.vars.push(t.var);
             }
+        }
+        if second {
+            g.second.push(slot);
         }
         slot
     }
@@ -889,19 +901,10 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
             r.pf_skip = !r.multi_match && coverable;
             let vars = coverable.then_some(r.targets.as_slice());
             // Filter index and global slot are filled in below, once the node order is known.
-            let slot = add(groups, r.tnode, req, vars);
+            let slot = add(groups, r.tnode, &req.literals, vars, false);
             r.pf = Some((r.tnode, slot));
-            r.pf_also = None;
-            if !req.also.is_empty() && !req.unmarked_only && !r.multi_match {
-                let also = crate::prefilter::Required {
-                    literals: req.also.clone(),
-                    unmarked_only: false,
-                    also: Vec::new(),
-                };
-                let s = add(groups, r.tnode, &also, vars);
-                groups.get_mut(&r.tnode).expect("added").3.push(s);
-                r.pf_also = Some(s);
-            }
+            r.pf_also = (!req.also.is_empty() && !req.unmarked_only && !r.multi_match)
+                .then(|| add(groups, r.tnode, &req.also, vars, true));
             // multiMatch: every value is checked for the literals after every step that
             // changes it; the rule as a whole is skipped when no node of its chain has them.
             if r.multi_match && coverable {
@@ -909,7 +912,7 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
                 let mut steps = vec![(n, slot)];
                 while n != 0 {
                     n = nodes[n as usize].parent;
-                    steps.push((n, add(groups, n, req, vars)));
+                    steps.push((n, add(groups, n, &req.literals, vars, false)));
                 }
                 r.pf_steps = steps;
             }
@@ -931,7 +934,16 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
     // Distinct literal (lower-cased) → the global slots of the rules it serves.
     let mut by_lit: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
     let mut word = 0usize;
-    for (node, (lits, slots, vars, second)) in groups {
+    for (
+        node,
+        Group {
+            lits,
+            slots,
+            vars,
+            second,
+        },
+    ) in groups
+    {
         let base = (word * 64) as u32;
         index_of.insert(node, (filters.len() as u32, base));
         // The shortest literal bounds every slot; a slot without literals (none is made
