@@ -1066,8 +1066,10 @@ pub(super) struct Prefix {
 }
 
 /// A rule whose outcome is the same for every request under one configuration: CRS's paranoia
-/// gates (`TX:detection_paranoia_level "@lt 2" ... skipAfter`), which read TX variables that
-/// nothing after the prefix writes.
+/// gates (`TX:detection_paranoia_level "@lt 2" ... skipAfter`) and the scoring rules of
+/// 949/959 (`TX:blocking_paranoia_level "@ge 2" ... setvar:...score=+%{...}`), which read TX
+/// variables that nothing after the prefix writes. A fixed rule's `setvar`s still run on each
+/// request it matches (what they add is the request's).
 #[derive(Debug)]
 pub(super) enum Fixed {
     /// Evaluate it.
@@ -1129,7 +1131,7 @@ impl Written {
     }
 
     /// Whether rule `r` reads only TX variables nothing writes after the prefix, and has no
-    /// effect but matching (no chain, `setvar`, `ctl` or capture).
+    /// effect but matching and its `setvar`s (no chain, `ctl` or capture).
     fn fixes(&self, r: &Rule) -> bool {
         let tx_frozen = |m: &Macro| {
             m.vars()
@@ -1137,7 +1139,6 @@ impl Written {
         };
         !r.is_action
             && r.chain.is_none()
-            && r.setvars.is_empty()
             && r.ctls.is_empty()
             && !r.capture
             && !r.targets.is_empty()
@@ -1160,6 +1161,15 @@ impl Prefix {
     /// The number of phase 1 items it stands for.
     pub(super) fn len(&self) -> usize {
         self.resume
+    }
+
+    #[cfg(test)]
+    pub(super) fn fixed_rules(&self) -> usize {
+        self.fixed
+            .iter()
+            .flatten()
+            .filter(|f| !matches!(f, Fixed::Run))
+            .count()
     }
 }
 
@@ -1419,12 +1429,22 @@ impl Ev<'_> {
                 Some(Fixed::Never) => false,
                 Some(Fixed::Always(m)) => {
                     let (var, name, vars) = &**m;
-                    let st = &mut self.st;
-                    st.rule_id = r.id;
-                    st.matched_var.clone_from(var);
-                    st.matched_var_name.clone_from(name);
+                    self.st.rule_id = r.id;
+                    if !r.setvars.is_empty() {
+                        // As `run_rule`: once per matched value, that value as MATCHED_VAR
+                        // (MATCHED_VARS still the previous link's: none).
+                        for (k, v) in vars {
+                            self.st.matched_var_name.clone_from(k);
+                            self.st.matched_var.clone_from(v);
+                            for sv in &r.setvars {
+                                self.setvar(sv);
+                            }
+                        }
+                    }
+                    self.st.matched_var.clone_from(var);
+                    self.st.matched_var_name.clone_from(name);
                     for (k, v) in vars {
-                        let e = st.matched_vars.push_empty();
+                        let e = self.st.matched_vars.push_empty();
                         e.0.push_str(k);
                         e.1.extend_from_slice(v);
                     }

@@ -703,6 +703,12 @@ impl RuleSet {
         self.prefix().map_or(0, eval::Prefix::len)
     }
 
+    /// How many rules after the prefix have an outcome fixed for this configuration (tests).
+    #[cfg(test)]
+    pub(crate) fn fixed_rules(&self) -> usize {
+        self.prefix().map_or(0, eval::Prefix::fixed_rules)
+    }
+
     fn prefix(&self) -> Option<&eval::Prefix> {
         self.prefix
             .get_or_init(|| eval::run_prefix(self, &self.config))

@@ -345,6 +345,38 @@ SecMarker END-LEVEL
 }
 
 #[test]
+fn a_fixed_scoring_rule_still_adds_what_the_request_scored() {
+    // As CRS 949052/949053: the condition reads a TX value only the prefix writes (fixed per
+    // configuration), the setvar adds a score the request's own rules set.
+    let text = r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.level=1,setvar:tx.total=0"
+SecRule ARGS "@rx attack" "id:2,phase:2,pass,nolog,setvar:tx.pl1=+5"
+SecRule ARGS "@rx other" "id:3,phase:2,pass,nolog,setvar:tx.pl2=+3"
+SecRule TX:level "@ge 1" "id:4,phase:2,pass,nolog,setvar:'tx.total=+%{tx.pl1}',setvar:'tx.seen=%{matched_var_name}=%{matched_var}'"
+SecRule TX:level "@ge 2" "id:5,phase:2,pass,nolog,setvar:'tx.total=+%{tx.pl2}'"
+SecRule TX:total "@ge 5" "id:6,phase:2,deny,log,msg:'total %{tx.total}, %{tx.seen}'"
+"#;
+    let r = rs(text);
+    assert_eq!(r.tx_prefix_len(), 1);
+    // Rules 4 and 5 (rule 6 reads a value rules 2 to 4 write).
+    assert_eq!(r.fixed_rules(), 2);
+    for (uri, blocked) in [
+        ("/?q=attack", true),
+        // Rule 5 never matches at level 1: rule 3's score is not added.
+        ("/?q=other", false),
+        ("/?q=fine", false),
+    ] {
+        let req = get(uri);
+        let v = r.evaluate(&req);
+        assert_eq!(v.action == Action::Block, blocked, "{uri}: {:?}", v.matches);
+        if blocked {
+            assert_eq!(v.matches[0].msg, "total 5, TX:level=1");
+        }
+        assert_eq!(v, r.evaluate_every_rule(&req, r.config()), "{uri}");
+    }
+}
+
+#[test]
 fn unique_id_is_made_when_read_and_follows_the_request_line() {
     let r = rs(
         r#"SecRule UNIQUE_ID "@rx ^([0-9a-f]{20})$" "id:1,phase:1,pass,log,capture,msg:'%{tx.1}'""#,
