@@ -26,3 +26,109 @@ pub extern "C" fn waf_probe(n: u32) -> i64 {
     };
     rs.evaluate(&req).score
 }
+
+/// The engine on the full CRS, for `bench.mjs` to time in V8: the requests `crs_latency` times
+/// natively (a bare `GET /`, the `bench/proxy` GET and JSON POST, the first legit-dev requests),
+/// so the two runs give the cost of wasm beside native code.
+#[cfg(feature = "bench")]
+mod bench {
+    use std::cell::RefCell;
+    use waf_rules::harness::{parse_jsonl, CorpusEntry};
+    use waf_rules::{HttpRequest, Mode, RuleSet, WafConfig};
+
+    mod embedded {
+        include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
+    }
+
+    struct State {
+        rules: RuleSet,
+        requests: Vec<HttpRequest>,
+    }
+
+    thread_local! {
+        static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+    }
+
+    fn get(uri: &str, headers: &[(&str, &str)]) -> HttpRequest {
+        HttpRequest {
+            method: "GET".into(),
+            uri: uri.into(),
+            version: "HTTP/1.1".into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn requests() -> Vec<HttpRequest> {
+        let checkout = include_str!("../../examples/checkout.json");
+        let post = HttpRequest {
+            method: "POST".into(),
+            uri: "/api/cart".into(),
+            version: "HTTP/1.1".into(),
+            headers: vec![
+                ("Host".into(), "shop.example".into()),
+                ("Accept".into(), "application/json".into()),
+                ("Content-Type".into(), "application/json".into()),
+                ("Content-Length".into(), checkout.len().to_string()),
+            ],
+            body: checkout.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let mut all = vec![
+            get("/", &[("Host", "shop.example")]),
+            get(
+                "/api/products/2?ref=flash-sale&page=3&sort=price",
+                &[("Host", "shop.example"), ("Accept", "application/json")],
+            ),
+            post,
+        ];
+        let legit: Vec<CorpusEntry> = parse_jsonl(embedded::LEGIT).unwrap_or_default();
+        all.extend(legit.iter().map(CorpusEntry::to_request));
+        all
+    }
+
+    /// Loads CRS at paranoia `pl` (every matcher built, memo `memo` != 0); returns the number
+    /// of requests (0 bare GET, 1 GET, 2 POST, then legit-dev), or 0 when CRS does not load.
+    #[no_mangle]
+    pub extern "C" fn bench_load(pl: u32, memo: u32) -> u32 {
+        let own = |fs: &[(&str, &str)]| -> Vec<(String, String)> {
+            fs.iter()
+                .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+                .collect()
+        };
+        let cfg = WafConfig {
+            mode: Mode::Block,
+            paranoia: u8::try_from(pl).unwrap_or(1),
+            ..WafConfig::default()
+        };
+        let Ok(mut rules) = RuleSet::from_sources(&own(embedded::CONF), &own(embedded::DATA), &cfg)
+        else {
+            return 0;
+        };
+        rules.set_memo(memo != 0);
+        let requests = requests();
+        let n = requests.len() as u32;
+        STATE.with(|s| *s.borrow_mut() = Some(State { rules, requests }));
+        n
+    }
+
+    /// Evaluates request `i` `times` times; returns its anomaly score (-1: no such request).
+    #[no_mangle]
+    pub extern "C" fn bench_eval(i: u32, times: u32) -> i64 {
+        STATE.with(|s| {
+            let s = s.borrow();
+            let Some(st) = s.as_ref() else { return -1 };
+            let Some(r) = st.requests.get(i as usize) else {
+                return -1;
+            };
+            let mut score = 0;
+            for _ in 0..times {
+                score = st.rules.evaluate(r).score;
+            }
+            score
+        })
+    }
+}

@@ -1,0 +1,74 @@
+//! With the `bench` feature: embeds a CRS directory and the first requests of
+//! `legit-dev.jsonl` for `bench.mjs` (`FLASHEDGE_SHARED`, default `../../../shared`). Without
+//! it, nothing: the size probe stays the engine alone.
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// legit-dev requests embedded (the same first 200 `crs_latency` times natively).
+const LEGIT_REQUESTS: usize = 200;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=FLASHEDGE_SHARED");
+    if std::env::var_os("CARGO_FEATURE_BENCH").is_none() {
+        return;
+    }
+    let here = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let shared = std::env::var_os("FLASHEDGE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| here.join("../../../shared"));
+    let crs = shared.join("crs-4.28.0");
+    let mut conf = Vec::new();
+    let mut data = Vec::new();
+    for setup in ["crs-setup.conf", "crs-setup.conf.example"] {
+        if crs.join(setup).is_file() {
+            conf.push(crs.join(setup));
+            break;
+        }
+    }
+    let mut rules: Vec<PathBuf> = std::fs::read_dir(crs.join("rules"))
+        .unwrap_or_else(|e| panic!("no CRS rules at {}: {e}", crs.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    rules.sort();
+    for p in rules {
+        match p.extension().and_then(|e| e.to_str()) {
+            Some("conf") => conf.push(p),
+            Some("data") => data.push(p),
+            _ => {}
+        }
+    }
+    let list = |ps: &[PathBuf]| {
+        let mut s = String::from("&[");
+        for p in ps {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let _ = write!(
+                s,
+                "({name:?}, include_str!({:?})),",
+                p.display().to_string()
+            );
+            println!("cargo:rerun-if-changed={}", p.display());
+        }
+        s.push(']');
+        s
+    };
+    let legit = shared.join("waf-corpus/legit-dev.jsonl");
+    let text = std::fs::read_to_string(&legit)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", legit.display()));
+    let first: String = text
+        .lines()
+        .take(LEGIT_REQUESTS)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
+    std::fs::write(out.join("legit.jsonl"), first).expect("writes OUT_DIR");
+    let code = format!(
+        "pub static CONF: &[(&str, &str)] = {};\npub static DATA: &[(&str, &str)] = {};\n\
+         pub static LEGIT: &str = include_str!(concat!(env!(\"OUT_DIR\"), \"/legit.jsonl\"));\n",
+        list(&conf),
+        list(&data)
+    );
+    std::fs::write(out.join("embedded.rs"), code).expect("writes OUT_DIR");
+}
