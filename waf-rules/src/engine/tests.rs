@@ -160,6 +160,36 @@ fn multi_match_checks_every_step() {
 }
 
 #[test]
+fn rules_that_read_headers_have_their_own_union() {
+    // Rules 1 and 2 share a chain; only rule 2 reads headers. A header holding rule 1's
+    // literal must not keep rule 1 from being skipped whole, and rule 2 still sees it.
+    let r = rs(r#"
+SecRule ARGS|REQUEST_COOKIES "@rx /\*!" "id:1,phase:2,deny,t:none,t:lowercase,msg:'args'"
+SecRule ARGS|REQUEST_HEADERS "@rx /\*!" "id:2,phase:2,pass,log,t:none,t:lowercase,msg:'headers'"
+"#);
+    let pf = r.prefilter.as_ref().expect("a prefilter");
+    let filter = |i: usize| match &r.phases[1][i] {
+        Item::Rule(rule) => rule.pf.expect("prefiltered").0 as usize,
+        Item::Marker(_) => panic!("a rule"),
+    };
+    let (args, headers) = (filter(0), filter(1));
+    assert_ne!(args, headers);
+    assert_eq!(pf.filters[args].node, pf.filters[headers].node);
+    assert!(!pf.filters[args].vars.contains(&Var::Headers));
+    assert!(pf.filters[headers].vars.contains(&Var::Headers));
+    let with_header = |uri: &str| HttpRequest {
+        headers: vec![("Host".into(), "x".into()), ("X-C".into(), "/*!x".into())],
+        ..get(uri)
+    };
+    let v = r.evaluate(&with_header("/?q=fine"));
+    assert_eq!(v.action, Action::Allow);
+    assert_eq!(v.matches.iter().map(|m| m.id).collect::<Vec<_>>(), [2]);
+    assert_eq!(r.evaluate(&with_header("/?q=/*!1")).action, Action::Block);
+    let req = with_header("/?q=/*!1");
+    assert_eq!(r.evaluate(&req), r.evaluate_every_rule(&req, r.config()));
+}
+
+#[test]
 fn a_multi_match_rule_is_skipped_only_when_no_step_holds_its_literal() {
     // The literal `abc` only in the raw value, only after the first step, or nowhere; the
     // final value (hex) never holds it. The rule is gated as a whole on the unions at every
