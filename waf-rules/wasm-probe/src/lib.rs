@@ -84,16 +84,34 @@ mod bench {
                 &[("Host", "shop.example"), ("Accept", "application/json")],
             ),
             post,
+            // What `bench/edge/run` sends the worker as its benign GET.
+            get(
+                "/api/products/2?ref=newsletter&utm_source=mail",
+                &[
+                    ("Host", "shop.example.com"),
+                    (
+                        "User-Agent",
+                        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+                    ),
+                    (
+                        "Accept",
+                        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+                    ),
+                    ("Accept-Language", "en-US,en;q=0.9"),
+                ],
+            ),
         ];
         let legit: Vec<CorpusEntry> = parse_jsonl(embedded::LEGIT).unwrap_or_default();
         all.extend(legit.iter().map(CorpusEntry::to_request));
         all
     }
 
-    /// Loads CRS at paranoia `pl` (every matcher built, memo `memo` != 0); returns the number
-    /// of requests (0 bare GET, 1 GET, 2 POST, then legit-dev), or 0 when CRS does not load.
+    /// Loads CRS at paranoia `pl` (every matcher built; with `lazy` != 0, as the edge worker
+    /// does: matchers built on first use, the `@rx` analyses handed over from an eager load;
+    /// memo on when `memo` != 0); returns the number of requests (0 bare GET, 1 GET, 2 POST,
+    /// 3 the edge bench's GET, then legit-dev), or 0 when CRS does not load.
     #[no_mangle]
-    pub extern "C" fn bench_load(pl: u32, memo: u32) -> u32 {
+    pub extern "C" fn bench_load(pl: u32, memo: u32, lazy: u32) -> u32 {
         let own = |fs: &[(&str, &str)]| -> Vec<(String, String)> {
             fs.iter()
                 .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
@@ -104,10 +122,21 @@ mod bench {
             paranoia: u8::try_from(pl).unwrap_or(1),
             ..WafConfig::default()
         };
-        let Ok(mut rules) = RuleSet::from_sources(&own(embedded::CONF), &own(embedded::DATA), &cfg)
-        else {
+        let (conf, data) = (own(embedded::CONF), own(embedded::DATA));
+        let Ok(mut rules) = RuleSet::from_sources(&conf, &data, &cfg) else {
             return 0;
         };
+        if lazy != 0 {
+            let lazily = RuleSet::from_sources_hinted(
+                &conf,
+                &data,
+                &cfg,
+                waf_rules::operator::Compile::Lazy,
+                Some(rules.rx_hints()),
+            );
+            let Ok(lazily) = lazily else { return 0 };
+            rules = lazily;
+        }
         rules.set_memo(memo != 0);
         let requests = requests();
         let n = requests.len() as u32;
