@@ -389,14 +389,32 @@ pub fn byte_flags(input: &[u8]) -> u32 {
 
 /// `input` without the bytes `drop` picks, in one allocation of the input's size (collecting a
 /// filter would start small and grow, several reallocations for a long cookie).
+/// `input` without the bytes `drop` selects, copied a run at a time (a value seldom holds
+/// many: a byte-at-a-time filter cost removeWhitespace 2 % of a legit-dev request).
 fn without(input: &[u8], drop: impl Fn(u8) -> bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
-    out.extend(input.iter().copied().filter(|&b| !drop(b)));
+    let mut rest = input;
+    while let Some(i) = rest.iter().position(|&b| drop(b)) {
+        out.extend_from_slice(&rest[..i]);
+        rest = &rest[i + 1..];
+    }
+    out.extend_from_slice(rest);
     out
 }
 
+/// The bytes `is_space` accepts.
+const SPACE_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = matches!(b as u8, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0xa0);
+        b += 1;
+    }
+    t
+};
+
 const fn is_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0xa0)
+    SPACE_BYTES[b as usize]
 }
 
 fn trim(input: &[u8], left: bool, right: bool) -> Vec<u8> {

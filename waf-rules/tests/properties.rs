@@ -79,6 +79,18 @@ proptest! {
     }
 
     #[test]
+    fn removing_bytes_keeps_every_other_byte_in_order(input in interesting_bytes()) {
+        // As ModSecurity documents them: removeNulls drops NUL bytes, removeWhitespace the
+        // whitespace bytes (space, \t \n \r, vertical tab, form feed, NBSP); nothing else moves.
+        let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0xa0);
+        let kept = |drop: &dyn Fn(u8) -> bool| -> Vec<u8> {
+            input.iter().copied().filter(|&b| !drop(b)).collect()
+        };
+        prop_assert_eq!(Transform::RemoveNulls.apply(&input), kept(&|b| b == 0));
+        prop_assert_eq!(Transform::RemoveWhitespace.apply(&input), kept(&ws));
+    }
+
+    #[test]
     fn url_decode_never_grows(input in interesting_bytes()) {
         prop_assert!(Transform::UrlDecodeUni.apply(&input).len() <= input.len());
     }
