@@ -457,6 +457,13 @@ fn url_decode(input: &[u8], uni: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
+        // The bytes up to the next `%` or `+` stay as they are: copied as one run.
+        let run = memchr::memchr2(b'%', b'+', &input[i..]).unwrap_or(input.len() - i);
+        out.extend_from_slice(&input[i..i + run]);
+        i += run;
+        if i == input.len() {
+            break;
+        }
         let b = input[i];
         if b == b'%' {
             if uni && matches!(input.get(i + 1), Some(b'u' | b'U')) {
