@@ -539,6 +539,16 @@ impl MatchList {
         self.len = 0;
     }
 
+    /// Makes this list hold `from`'s entries, in its own buffers.
+    fn copy_from(&mut self, from: &MatchList) {
+        self.clear();
+        for (k, v) in from.as_slice() {
+            let e = self.push_empty();
+            e.0.push_str(k);
+            e.1.extend_from_slice(v);
+        }
+    }
+
     /// Appends an entry with empty buffers and returns it.
     fn push_empty(&mut self) -> &mut Entry {
         if self.items.len() == self.len {
@@ -555,6 +565,71 @@ impl MatchList {
 struct Val {
     shown: Var,
     src: Src,
+}
+
+/// An evaluation's working lists, kept (emptied) for this thread's next evaluation as the
+/// [`Cache`] is: each request otherwise grew them again from nothing (about 100 reallocations
+/// per legit-dev request).
+#[derive(Default)]
+struct Buffers {
+    pool: Vec<Vec<Val>>,
+    matched_vars: MatchList,
+    spare_matched_vars: MatchList,
+    chain_buf: Vec<u32>,
+    cand_buf: Vec<u32>,
+}
+
+/// Match lists longer than this, or holding a name or value longer than this many bytes, are
+/// not kept for the next request (nor value lists longer than it).
+const SPARE_MAX_MATCHES: usize = 256;
+const SPARE_MAX_MATCH_BYTES: usize = 4096;
+
+thread_local! {
+    static SPARE_BUFFERS: std::cell::RefCell<Option<Buffers>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl Buffers {
+    /// This thread's spare buffers, or new ones.
+    fn take() -> Buffers {
+        SPARE_BUFFERS
+            .with(|s| s.borrow_mut().take())
+            .unwrap_or_default()
+    }
+
+    /// Keeps the buffers for this thread's next evaluation, emptied, unless one grew past the
+    /// `SPARE_MAX_MATCH*` sizes.
+    fn recycle(mut self) {
+        let small = |m: &MatchList| {
+            m.items.len() <= SPARE_MAX_MATCHES
+                && m.items.iter().all(|(k, v)| {
+                    k.capacity() <= SPARE_MAX_MATCH_BYTES && v.capacity() <= SPARE_MAX_MATCH_BYTES
+                })
+        };
+        if !small(&self.matched_vars)
+            || !small(&self.spare_matched_vars)
+            || self.pool.len() > SPARE_MAX_MATCHES
+            || self.pool.iter().any(|v| v.capacity() > SPARE_MAX_MATCHES)
+            || self.cand_buf.capacity() > SPARE_MAX_MATCHES
+            || self.chain_buf.capacity() > SPARE_MAX_MATCHES
+        {
+            return;
+        }
+        // Every field named, so that a new one cannot be left holding the last request's data.
+        let Buffers {
+            pool,
+            matched_vars,
+            spare_matched_vars,
+            chain_buf,
+            cand_buf,
+        } = &mut self;
+        pool.iter_mut().for_each(Vec::clear);
+        matched_vars.clear();
+        spare_matched_vars.clear();
+        chain_buf.clear();
+        cand_buf.clear();
+        SPARE_BUFFERS.with(|s| *s.borrow_mut() = Some(self));
+    }
 }
 
 fn entries(req: &Request, var: Var) -> Option<(&[Entry], usize, bool, Var)> {
@@ -1271,13 +1346,19 @@ fn new_ev<'r>(
     prefix: Option<&'r Prefix>,
 ) -> Ev<'r> {
     let limits = &rs.config.limits;
+    let mut bufs = Buffers::take();
     let st = match prefix {
         Some(p) => St {
             mode: cfg.mode,
             tx: Tx::from_parts(&rs.tx_names, &p.tx),
             matched_var: p.matched_var.clone(),
             matched_var_name: p.matched_var_name.clone(),
-            matched_vars: p.matched_vars.clone(),
+            matched_vars: {
+                let mut m = std::mem::take(&mut bufs.matched_vars);
+                m.copy_from(&p.matched_vars);
+                m
+            },
+            spare_matched_vars: std::mem::take(&mut bufs.spare_matched_vars),
             rule_id: p.rule_id,
             rule_msg: p.rule_msg.clone(),
             ..Default::default()
@@ -1299,6 +1380,8 @@ fn new_ev<'r>(
             St {
                 mode: cfg.mode,
                 tx,
+                matched_vars: std::mem::take(&mut bufs.matched_vars),
+                spare_matched_vars: std::mem::take(&mut bufs.spare_matched_vars),
                 ..Default::default()
             }
         }
@@ -1310,9 +1393,9 @@ fn new_ev<'r>(
         st,
         cache: Cache::for_request(rs.nodes.len()),
         phase: 1,
-        pool: Vec::new(),
-        chain_buf: Vec::new(),
-        cand_buf: Vec::new(),
+        pool: bufs.pool,
+        chain_buf: bufs.chain_buf,
+        cand_buf: bufs.cand_buf,
         prefix,
     }
 }
@@ -1368,6 +1451,14 @@ pub(super) fn evaluate(
         }
     }
     std::mem::take(&mut ev.cache).recycle();
+    Buffers {
+        pool: std::mem::take(&mut ev.pool),
+        matched_vars: std::mem::take(&mut ev.st.matched_vars),
+        spare_matched_vars: std::mem::take(&mut ev.st.spare_matched_vars),
+        chain_buf: std::mem::take(&mut ev.chain_buf),
+        cand_buf: std::mem::take(&mut ev.cand_buf),
+    }
+    .recycle();
     ev.verdict()
 }
 

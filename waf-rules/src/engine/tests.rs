@@ -421,6 +421,30 @@ fn unique_id_is_made_when_read_and_follows_the_request_line() {
 }
 
 #[test]
+fn recycled_match_lists_hold_nothing_of_the_last_request() {
+    // The chain reads MATCHED_VARS, which the evaluation keeps in lists reused from the
+    // thread's last request: a request with fewer matches must not see the earlier ones.
+    let r = rs(r#"
+SecRule ARGS "@rx a" "id:1,phase:2,pass,log,msg:'%{matched_var_name}',chain"
+    SecRule MATCHED_VARS "@rx z" "setvar:tx.n=+1"
+SecRule TX:n "@ge 2" "id:2,phase:2,deny,log,msg:'%{tx.n} with z'"
+"#);
+    let many = get("/?p1=az&p2=az&p3=az&p4=az");
+    let few = get("/?p1=a&p2=ab");
+    let fresh = |req: &HttpRequest| {
+        std::thread::scope(|s| s.spawn(|| r.evaluate(req)).join().expect("evaluates"))
+    };
+    let (want_many, want_few) = (fresh(&many), fresh(&few));
+    assert_eq!(want_many.action, Action::Block);
+    assert_eq!(want_few.action, Action::Allow);
+    assert!(want_few.matches.is_empty(), "{:?}", want_few.matches);
+    for _ in 0..3 {
+        assert_eq!(r.evaluate(&many), want_many);
+        assert_eq!(r.evaluate(&few), want_few);
+    }
+}
+
+#[test]
 fn a_recycled_cache_decides_as_a_new_one() {
     // Two rule sets of different shapes (transformation nodes, prefilter filters) take turns
     // on one thread, so each evaluation starts from the other's emptied cache; a thread of its
