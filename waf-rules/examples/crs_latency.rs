@@ -147,37 +147,7 @@ fn main() {
         .take(n)
         .map(CorpusEntry::to_request)
         .collect();
-    let bench_get = HttpRequest {
-        method: "GET".into(),
-        uri: "/api/products/2?ref=flash-sale&page=3&sort=price".into(),
-        version: "HTTP/1.1".into(),
-        headers: vec![
-            ("Host".into(), "shop.example".into()),
-            ("Accept".into(), "application/json".into()),
-        ],
-        ..Default::default()
-    };
-    let checkout = include_str!("checkout.json");
-    let bench_post = HttpRequest {
-        method: "POST".into(),
-        uri: "/api/cart".into(),
-        version: "HTTP/1.1".into(),
-        headers: vec![
-            ("Host".into(), "shop.example".into()),
-            ("Accept".into(), "application/json".into()),
-            ("Content-Type".into(), "application/json".into()),
-            ("Content-Length".into(), checkout.len().to_string()),
-        ],
-        body: checkout.as_bytes().to_vec(),
-        ..Default::default()
-    };
-    let bare_get = HttpRequest {
-        method: "GET".into(),
-        uri: "/".into(),
-        version: "HTTP/1.1".into(),
-        headers: vec![("Host".into(), "shop.example".into())],
-        ..Default::default()
-    };
+    let [bare_get, bench_get, bench_post] = waf_rules::harness::bench_requests();
     // Memo off unless asked for: see the top of this file.
     let memo = std::env::var("CRS_LATENCY_MEMO").as_deref() == Ok("1");
     rs.set_memo(memo);

@@ -7,6 +7,44 @@ use crate::engine::Verdict;
 use crate::input::HttpRequest;
 use serde::Deserialize;
 
+/// The requests the benchmarks time beside `bench/proxy`'s load: (bare `GET /`, the GET with
+/// a query string and the JSON POST of a 2 KiB checkout document that `bench/proxy` sends).
+/// `crs_latency` times them natively, `wasm-probe`'s `bench.mjs` in V8.
+pub fn bench_requests() -> [HttpRequest; 3] {
+    let get = |uri: &str, headers: &[(&str, &str)]| HttpRequest {
+        method: "GET".into(),
+        uri: uri.into(),
+        version: "HTTP/1.1".into(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..Default::default()
+    };
+    let checkout = include_str!("../../examples/checkout.json");
+    let post = HttpRequest {
+        method: "POST".into(),
+        uri: "/api/cart".into(),
+        version: "HTTP/1.1".into(),
+        headers: vec![
+            ("Host".into(), "shop.example".into()),
+            ("Accept".into(), "application/json".into()),
+            ("Content-Type".into(), "application/json".into()),
+            ("Content-Length".into(), checkout.len().to_string()),
+        ],
+        body: checkout.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    [
+        get("/", &[("Host", "shop.example")]),
+        get(
+            "/api/products/2?ref=flash-sale&page=3&sort=price",
+            &[("Host", "shop.example"), ("Accept", "application/json")],
+        ),
+        post,
+    ]
+}
+
 /// One request of a corpus file.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CorpusEntry {

@@ -49,58 +49,28 @@ mod bench {
         static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
     }
 
-    fn get(uri: &str, headers: &[(&str, &str)]) -> HttpRequest {
-        HttpRequest {
-            method: "GET".into(),
-            uri: uri.into(),
-            version: "HTTP/1.1".into(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            ..Default::default()
-        }
-    }
-
     fn requests() -> Vec<HttpRequest> {
-        let checkout = include_str!("../../examples/checkout.json");
-        let post = HttpRequest {
-            method: "POST".into(),
-            uri: "/api/cart".into(),
+        let mut all = waf_rules::harness::bench_requests().to_vec();
+        // What `bench/edge/run` sends the worker as its benign GET.
+        let header = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        all.push(HttpRequest {
+            method: "GET".into(),
+            uri: "/api/products/2?ref=newsletter&utm_source=mail".into(),
             version: "HTTP/1.1".into(),
             headers: vec![
-                ("Host".into(), "shop.example".into()),
-                ("Accept".into(), "application/json".into()),
-                ("Content-Type".into(), "application/json".into()),
-                ("Content-Length".into(), checkout.len().to_string()),
+                header("Host", "shop.example.com"),
+                header(
+                    "User-Agent",
+                    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+                ),
+                header(
+                    "Accept",
+                    "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+                ),
+                header("Accept-Language", "en-US,en;q=0.9"),
             ],
-            body: checkout.as_bytes().to_vec(),
             ..Default::default()
-        };
-        let mut all = vec![
-            get("/", &[("Host", "shop.example")]),
-            get(
-                "/api/products/2?ref=flash-sale&page=3&sort=price",
-                &[("Host", "shop.example"), ("Accept", "application/json")],
-            ),
-            post,
-            // What `bench/edge/run` sends the worker as its benign GET.
-            get(
-                "/api/products/2?ref=newsletter&utm_source=mail",
-                &[
-                    ("Host", "shop.example.com"),
-                    (
-                        "User-Agent",
-                        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
-                    ),
-                    (
-                        "Accept",
-                        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-                    ),
-                    ("Accept-Language", "en-US,en;q=0.9"),
-                ],
-            ),
-        ];
+        });
         let legit: Vec<CorpusEntry> = parse_jsonl(embedded::LEGIT).unwrap_or_default();
         all.extend(legit.iter().map(CorpusEntry::to_request));
         all
