@@ -164,7 +164,22 @@ fn main() {
             std::hint::black_box(rs.evaluate(r));
         }
         rs.set_memo(mode.as_deref() == Ok("stream"));
+        // `CRS_LATENCY_THRASH=MiB`: before each request, write over that much memory outside
+        // the count, as a proxy's or worker's own work between two evaluations does, so that
+        // each evaluation starts with cold CPU caches (for `valgrind --cache-sim=yes`).
+        let mut thrash = vec![
+            0u8;
+            std::env::var("CRS_LATENCY_THRASH")
+                .ok()
+                .and_then(|m| m.parse::<usize>().ok())
+                .unwrap_or(0)
+                << 20
+        ];
         for r in &reqs {
+            for (i, b) in thrash.iter_mut().enumerate().step_by(64) {
+                *b = b.wrapping_add(i as u8);
+            }
+            std::hint::black_box(&thrash);
             // `novel`: the memo on but empty for every request (a new rule set id each time),
             // as when no value repeats: its lookups and notes with nothing to gain.
             if mode.as_deref() == Ok("novel") {

@@ -1500,6 +1500,16 @@ impl Ev<'_> {
         let items = &rs.phases[p];
         let mut i = start;
         while i < items.len() && i < limit && !self.st.stop {
+            // Most rules are ruled out by the prefilter: decided from the dense gate array,
+            // without loading the rule (a removed rule is skipped either way).
+            if let Some(&Some(g)) = rs.gates[p].get(i) {
+                if !self.may_match(g.filter, g.slot, g.unmarked)
+                    || (g.also != super::NO_ALSO && !self.may_match(g.filter, g.also, false))
+                {
+                    i += 1;
+                    continue;
+                }
+            }
             let Item::Rule(r) = &items[i] else {
                 i += 1;
                 continue;
