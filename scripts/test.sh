@@ -15,6 +15,10 @@ cargo clippy --quiet --workspace --all-targets -- -D warnings
 log "wasm32 builds: the edge worker (worker-build, release) and its pure crates"
 bash scripts/build-worker.sh >/dev/null
 cargo build --quiet --target wasm32-unknown-unknown --lib -p edge-signature
+# The engine's wasm probe (its own workspace): the size probe and the V8 timing (`bench.mjs`).
+cargo fmt --manifest-path waf-rules/wasm-probe/Cargo.toml -- --check
+cargo check --quiet --target wasm32-unknown-unknown --features bench \
+  --manifest-path waf-rules/wasm-probe/Cargo.toml
 
 log "binaries the end-to-end tests start"
 cargo build --quiet -p demo-shop -p origin-proxy -p static-sync -p waf-rules
