@@ -387,10 +387,9 @@ pub fn byte_flags(input: &[u8]) -> u32 {
     f
 }
 
-/// `input` without the bytes `drop` picks, in one allocation of the input's size (collecting a
-/// filter would start small and grow, several reallocations for a long cookie).
-/// `input` without the bytes `drop` selects, copied a run at a time (a value seldom holds
-/// many: a byte-at-a-time filter cost removeWhitespace 2 % of a legit-dev request).
+/// `input` without the bytes `drop` selects, in one allocation of the input's size, copied a
+/// run at a time (a value seldom holds many: a byte-at-a-time filter cost removeWhitespace 2 %
+/// of a legit-dev request).
 fn without(input: &[u8], drop: impl Fn(u8) -> bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut rest = input;

@@ -1346,19 +1346,13 @@ fn new_ev<'r>(
     prefix: Option<&'r Prefix>,
 ) -> Ev<'r> {
     let limits = &rs.config.limits;
-    let mut bufs = Buffers::take();
-    let st = match prefix {
+    let bufs = Buffers::take();
+    let mut st = match prefix {
         Some(p) => St {
             mode: cfg.mode,
             tx: Tx::from_parts(&rs.tx_names, &p.tx),
             matched_var: p.matched_var.clone(),
             matched_var_name: p.matched_var_name.clone(),
-            matched_vars: {
-                let mut m = std::mem::take(&mut bufs.matched_vars);
-                m.copy_from(&p.matched_vars);
-                m
-            },
-            spare_matched_vars: std::mem::take(&mut bufs.spare_matched_vars),
             rule_id: p.rule_id,
             rule_msg: p.rule_msg.clone(),
             ..Default::default()
@@ -1380,12 +1374,15 @@ fn new_ev<'r>(
             St {
                 mode: cfg.mode,
                 tx,
-                matched_vars: std::mem::take(&mut bufs.matched_vars),
-                spare_matched_vars: std::mem::take(&mut bufs.spare_matched_vars),
                 ..Default::default()
             }
         }
     };
+    st.matched_vars = bufs.matched_vars;
+    st.spare_matched_vars = bufs.spare_matched_vars;
+    if let Some(p) = prefix {
+        st.matched_vars.copy_from(&p.matched_vars);
+    }
     Ev {
         rs,
         cfg,
@@ -1501,15 +1498,18 @@ impl Ev<'_> {
         let mut i = start;
         while i < items.len() && i < limit && !self.st.stop {
             // Most rules are ruled out by the prefilter: decided from the dense gate array,
-            // without loading the rule (a removed rule is skipped either way).
-            if let Some(&Some(g)) = rs.gates[p].get(i) {
-                if !self.may_match(g.filter, g.slot, g.unmarked)
-                    || (g.also != super::NO_ALSO && !self.may_match(g.filter, g.also, false))
-                {
-                    i += 1;
-                    continue;
+            // without loading the rule (a removed rule is skipped either way). A rule that
+            // passes its gate runs without `run_link`'s check of the same slots.
+            let gated = match rs.gates[p].get(i) {
+                Some(&Some(g)) => {
+                    if !self.literals_may_occur(g.filter, g.slot, g.also, g.unmarked) {
+                        i += 1;
+                        continue;
+                    }
+                    true
                 }
-            }
+                _ => false,
+            };
             let Item::Rule(r) = &items[i] else {
                 i += 1;
                 continue;
@@ -1551,6 +1551,7 @@ impl Ev<'_> {
                     }
                     true
                 }
+                _ if gated => self.run_rule(r, r),
                 _ => self.run_link(r, r),
             };
             if !matched {
@@ -1961,14 +1962,25 @@ impl Ev<'_> {
         cache.union_says(fi, slot, unmarked_only).unwrap_or(true)
     }
 
+    /// Whether some value filter `fi` covers may hold a literal of slot `slot` (and one of
+    /// second slot `also`): else a rule with those slots cannot match (see `may_match`).
+    #[inline]
+    fn literals_may_occur(
+        &mut self,
+        fi: u32,
+        slot: u32,
+        also: Option<u32>,
+        unmarked: bool,
+    ) -> bool {
+        self.may_match(fi, slot, unmarked) && also.is_none_or(|s| self.may_match(fi, s, false))
+    }
+
     /// Runs one rule link (and the chain after it) unless the prefilter rules it out: most
     /// links stop here, so this small part is inlined. Returns whether the chain matched.
     #[inline(always)]
     fn run_link(&mut self, head: &Rule, r: &Rule) -> bool {
         if let (Some((fi, slot)), true) = (r.pf, r.pf_skip) {
-            if !self.may_match(fi, slot, r.pf_unmarked)
-                || r.pf_also.is_some_and(|s| !self.may_match(fi, s, false))
-            {
+            if !self.literals_may_occur(fi, slot, r.pf_also, r.pf_unmarked) {
                 // No value the rule could read contains a literal its regex needs (of each
                 // set it needs one of).
                 return false;

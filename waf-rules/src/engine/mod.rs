@@ -964,8 +964,7 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
             }
         }
     }
-    // group → (filter index, first global slot)
-    let mut index_of: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
+    // Each group becomes the filter of the same index.
     let mut filters = Vec::new();
     // Distinct literal (lower-cased) → the global slots of the rules it serves.
     let mut by_lit: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
@@ -981,7 +980,6 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
     ) in groups.list
     {
         let base = (word * 64) as u32;
-        index_of.insert(filters.len() as u32, (filters.len() as u32, base));
         // The shortest literal bounds every slot; a slot without literals (none is made
         // today: a rule without any is not prefiltered) would leave no bound.
         let mut min_len = lits
@@ -1016,28 +1014,28 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
     }
     let lits: Vec<(Vec<u8>, Vec<u32>)> = by_lit.into_iter().collect();
     let scan = lits::LitScan::new(&lits);
-    fn fix(r: &mut Rule, index_of: Option<&BTreeMap<u32, (u32, u32)>>) {
-        let also_base = r.pf.and_then(|(node, _)| Some(index_of?.get(&node)?.1));
-        r.pf_also = r.pf_also.zip(also_base).map(|(s, base)| base + s);
-        if let Some((node, slot)) = r.pf {
-            r.pf = index_of
-                .and_then(|m| m.get(&node))
-                .map(|&(i, base)| (i, base + slot));
+    /// A rule's (group, slot in the group) pairs made (filter, global slot): the slot offset
+    /// by its filter's first word. Without a scanner (`filters` None), no rule is prefiltered.
+    fn fix(r: &mut Rule, filters: Option<&[NodeFilter]>) {
+        let global = |(fi, slot): (u32, u32)| {
+            let base = filters?[fi as usize].base_word as u32 * 64;
+            Some((fi, base + slot))
+        };
+        r.pf_also =
+            r.pf.zip(r.pf_also)
+                .and_then(|((fi, _), s)| global((fi, s)))
+                .map(|(_, s)| s);
+        if let Some(p) = r.pf {
+            r.pf = global(p);
             r.pf_skip &= r.pf.is_some();
         }
         let steps = std::mem::take(&mut r.pf_steps);
-        r.pf_steps = steps
-            .into_iter()
-            .filter_map(|(node, slot)| {
-                let &(i, base) = index_of?.get(&node)?;
-                Some((i, base + slot))
-            })
-            .collect();
+        r.pf_steps = steps.into_iter().filter_map(global).collect();
         if let Some(c) = r.chain.as_deref_mut() {
-            fix(c, index_of);
+            fix(c, filters);
         }
     }
-    let index = scan.as_ref().map(|_| &index_of);
+    let index = scan.as_ref().map(|_| filters.as_slice());
     for items in phases.iter_mut() {
         for it in items.iter_mut() {
             if let Item::Rule(r) = it {
@@ -1079,12 +1077,9 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
 pub(crate) struct Gate {
     pub(crate) filter: u32,
     pub(crate) slot: u32,
-    /// The second literal set's slot, or `NO_ALSO`.
-    pub(crate) also: u32,
+    pub(crate) also: Option<u32>,
     pub(crate) unmarked: bool,
 }
-
-pub(crate) const NO_ALSO: u32 = u32::MAX;
 
 fn gates_of(items: &[Item]) -> Vec<Option<Gate>> {
     items
@@ -1093,7 +1088,7 @@ fn gates_of(items: &[Item]) -> Vec<Option<Gate>> {
             Item::Rule(r) if r.pf_skip => r.pf.map(|(filter, slot)| Gate {
                 filter,
                 slot,
-                also: r.pf_also.unwrap_or(NO_ALSO),
+                also: r.pf_also,
                 unmarked: r.pf_unmarked,
             }),
             _ => None,
