@@ -152,18 +152,29 @@ fn main() {
     let memo = std::env::var("CRS_LATENCY_MEMO").as_deref() == Ok("1");
     rs.set_memo(memo);
     let mode = std::env::var("CRS_LATENCY_LOOP");
-    if matches!(mode.as_deref(), Ok("legit") | Ok("stream") | Ok("novel")) {
+    if matches!(
+        mode.as_deref(),
+        Ok("legit") | Ok("stream") | Ok("novel") | Ok("warm")
+    ) {
         // For profilers: each of the N legit-dev requests once, in `count_loop` (a count of
         // instructions over it, divided by N, is the mean per request).
         // Once each outside the count, memo off: the first evaluation runs the rule set's
         // prefix, and the regexes' lazy automata fill in (a long-running process has them
         // warm). `stream` then counts with the memo on, starting empty; `novel` with the memo
-        // on and empty for each request.
-        rs.set_memo(false);
-        for r in &reqs {
-            std::hint::black_box(rs.evaluate(r));
+        // on and empty for each request. `warm` turns the memo on before those first passes
+        // and counts the next: the steady state of a stream whose values repeat.
+        let warm = mode.as_deref() == Ok("warm");
+        rs.set_memo(warm);
+        // (Twice when warm: an entry is checked for what matches it the second time it is
+        // seen, and remembered from then on.)
+        for _ in 0..1 + usize::from(warm) {
+            for r in &reqs {
+                std::hint::black_box(rs.evaluate(r));
+            }
         }
-        rs.set_memo(mode.as_deref() == Ok("stream"));
+        if !warm {
+            rs.set_memo(mode.as_deref() == Ok("stream"));
+        }
         // `CRS_LATENCY_THRASH=MiB`: before each request, write over that much memory outside
         // the count, as a proxy's or worker's own work between two evaluations does, so that
         // each evaluation starts with cold CPU caches (for `valgrind --cache-sim=yes`).

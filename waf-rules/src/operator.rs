@@ -569,6 +569,14 @@ impl Operator {
         }
     }
 
+    /// Whether the outcome on a value depends on that value alone, never on the transaction's
+    /// state: every operator but those whose parameter expands a variable (`@within
+    /// %{tx.allowed_methods}`). The evaluation remembers collection entries that no such
+    /// operator of the rule set matches (see `engine::eval::clean`).
+    pub fn pure(&self) -> bool {
+        self.param_macro().is_none_or(|m| m.literal().is_some())
+    }
+
     /// The byte classes ([`crate::transform::flags`]) of which a value needs one for the
     /// operator to match it, for the operators that can only match values holding certain
     /// bytes: `@validateByteRange` (a byte outside the range; CRS's PL1 `1-255` needs a NUL),

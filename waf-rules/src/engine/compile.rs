@@ -878,6 +878,7 @@ impl Rule {
             pf_min_len: 0,
             pf_also: None,
             pf_steps: Vec::new(),
+            link: 0,
         }
     }
 }

@@ -1,5 +1,18 @@
 //! Evaluation of a compiled rule set against one request.
 
+mod clean;
+
+pub(super) use clean::Plan as CleanPlan;
+
+/// Which links of `rs` read which entries under its own configuration, after its prefix
+/// `prefix` (see `clean`); `None` when entries cannot be remembered as clean.
+pub(super) fn clean_plan(rs: &RuleSet, prefix: Option<&Prefix>) -> Option<CleanPlan> {
+    match prefix {
+        Some(p) => clean::plan(rs, p.resume, &p.fixed),
+        None => clean::plan(rs, 0, &[Vec::new(), Vec::new()]),
+    }
+}
+
 use super::memo;
 use super::tx::{Tx, TxRef};
 use super::*;
@@ -297,6 +310,13 @@ impl Cache {
         })
     }
 
+    /// Drops every filter's union and every variable's groups: they are made again when next
+    /// asked for.
+    fn forget_unions(&mut self) {
+        self.union_phase.fill(0);
+        self.var_groups.iter_mut().for_each(|g| g.at = 0);
+    }
+
     /// The arena index of content row `r`'s raw content (its node 0).
     #[inline]
     fn raw_of(&self, r: u32) -> u32 {
@@ -389,7 +409,15 @@ impl<'a> EntrySlice<'a> {
 impl Cache {
     /// The range in `groups` of variable `v`'s groups (its entries `s`) in phase `phase`,
     /// made on first use.
-    fn var_groups(&mut self, nodes: &[Node], v: Var, phase: u64, s: EntrySlice) -> (usize, usize) {
+    /// Entries that `skip` (entry states, see `clean`) says are clean are left out.
+    fn var_groups(
+        &mut self,
+        nodes: &[Node],
+        v: Var,
+        phase: u64,
+        s: EntrySlice,
+        skip: Option<&[clean::State]>,
+    ) -> (usize, usize) {
         let vi = v as usize;
         if self.var_groups.len() <= vi {
             self.var_groups.resize(vi + 1, VarGroups::default());
@@ -406,6 +434,9 @@ impl Cache {
         self.scratch.stamp += 1;
         let stamp = self.scratch.stamp;
         for i in 0..s.es.len() {
+            if skip.is_some_and(|st| clean::is_clean(st, s.off + i, s.names)) {
+                continue;
+            }
             let (raw, key) = s.raw(i);
             let r = row_of_key(self, nodes, key, raw);
             let seen = &mut self.scratch.row_stamp;
@@ -577,6 +608,7 @@ struct Buffers {
     spare_matched_vars: MatchList,
     chain_buf: Vec<u32>,
     cand_buf: Vec<u32>,
+    clean: clean::Clean,
 }
 
 /// Match lists longer than this, or holding a name or value longer than this many bytes, are
@@ -612,6 +644,7 @@ impl Buffers {
             || self.pool.iter().any(|v| v.capacity() > SPARE_MAX_MATCHES)
             || self.cand_buf.capacity() > SPARE_MAX_MATCHES
             || self.chain_buf.capacity() > SPARE_MAX_MATCHES
+            || self.clean.large()
         {
             return;
         }
@@ -622,8 +655,10 @@ impl Buffers {
             spare_matched_vars,
             chain_buf,
             cand_buf,
+            clean,
         } = &mut self;
         pool.iter_mut().for_each(Vec::clear);
+        clean.clear();
         matched_vars.clear();
         spare_matched_vars.clear();
         chain_buf.clear();
@@ -1119,6 +1154,9 @@ struct Ev<'r> {
     cand_buf: Vec<u32>,
     /// The rule set's prefix this evaluation started from (its fixed outcomes apply).
     prefix: Option<&'r Prefix>,
+    /// The prefix's readers, for entries remembered as clean (`clean`).
+    plan: Option<&'r clean::Plan>,
+    clean: clean::Clean,
 }
 
 /// The state after phase 1's leading rules that read and write nothing but TX (CRS's
@@ -1394,6 +1432,8 @@ fn new_ev<'r>(
         chain_buf: bufs.chain_buf,
         cand_buf: bufs.cand_buf,
         prefix,
+        plan: None,
+        clean: bufs.clean,
     }
 }
 
@@ -1402,6 +1442,7 @@ pub(super) fn evaluate(
     http: &crate::HttpRequest,
     cfg: &WafConfig,
     prefix: Option<&Prefix>,
+    plan: Option<&CleanPlan>,
 ) -> Verdict {
     if cfg.mode == Mode::Off {
         return Verdict {
@@ -1412,6 +1453,9 @@ pub(super) fn evaluate(
     }
     let limits = &rs.config.limits;
     let mut ev = new_ev(rs, http, cfg, prefix);
+    ev.plan = plan;
+    ev.clean.on = rs.memo && plan.is_some();
+    ev.clean_look_up(false);
     ev.run_phase_from(0, prefix.map_or(0, |p| p.resume), usize::MAX);
     if !ev.st.stop {
         let proc_override = ev.st.body_proc.clone();
@@ -1421,6 +1465,7 @@ pub(super) fn evaluate(
             ev.cache.union_from = 2;
         }
         ev.req.process_body(proc_override.as_deref(), limits);
+        ev.clean_look_up(true);
         // A body's arguments (names and values) each go through a few dozen chains: size the
         // step memo for them once rather than rehash it as it grows.
         let body_args = ev.req.args.len() - ev.req.args_get_len;
@@ -1447,6 +1492,7 @@ pub(super) fn evaluate(
             ev.run_phase(1);
         }
     }
+    ev.clean_verify();
     std::mem::take(&mut ev.cache).recycle();
     Buffers {
         pool: std::mem::take(&mut ev.pool),
@@ -1454,6 +1500,7 @@ pub(super) fn evaluate(
         spare_matched_vars: std::mem::take(&mut ev.st.spare_matched_vars),
         chain_buf: std::mem::take(&mut ev.chain_buf),
         cand_buf: std::mem::take(&mut ev.cand_buf),
+        clean: std::mem::take(&mut ev.clean),
     }
     .recycle();
     ev.verdict()
@@ -1649,13 +1696,20 @@ impl Ev<'_> {
 
     fn ctl(&mut self, c: &Ctl) {
         match c {
-            Ctl::RemoveById(r) => self.st.removed_ids.extend(r.iter().copied()),
-            Ctl::RemoveByTag(t) => self.st.removed_tags.push(t.clone()),
+            Ctl::RemoveById(r) => {
+                self.st.removed_ids.extend(r.iter().copied());
+                self.clean_after_removal(false);
+            }
+            Ctl::RemoveByTag(t) => {
+                self.st.removed_tags.push(t.clone());
+                self.clean_after_removal(false);
+            }
             Ctl::RemoveTarget(sel, ts) => {
                 for t in ts {
                     self.st.removed_targets.push((sel.clone(), t.clone()));
                     self.st.removed_vars |= t.var.bit();
                 }
+                self.clean_after_removal(ts.iter().any(|t| t.var == Var::Tx));
             }
             Ctl::BodyProcessor(p) => self.st.body_proc = Some(p.clone()),
             Ctl::ForceBodyVariable(on) => self.st.force_body = *on,
@@ -1707,6 +1761,7 @@ impl Ev<'_> {
         // 942100 and 941100 read every argument and name) drops those entries here.
         let gated =
             !(r.negated || r.multi_match) && literal_check.is_none() && r.op.can_skip_values();
+        let skip_clean = self.skips_clean(r);
         let (req, st) = (&self.req, &self.st);
         for t in &r.targets {
             if t.count {
@@ -1793,7 +1848,12 @@ impl Ev<'_> {
                         // The collection's table of results through the chain, looked at
                         // directly: most entries' results are there, scanned already.
                         let table = dense_table(entry_key(base, off, names)).map(|(t, _)| t);
+                        // Entries no reader matches, when this link is one (`clean`).
+                        let states = skip_clean.then(|| self.clean.states(base)).flatten();
                         for (idx, (k, val)) in es.iter().enumerate() {
+                            if states.is_some_and(|s| clean::skips(s, off + idx, names, r.link)) {
+                                continue;
+                            }
                             // Values without the rule's literals are dropped here, before the
                             // name checks (most values of most prefiltered rules).
                             if let Some((pf, slot)) = literal_check {
@@ -1890,6 +1950,7 @@ impl Ev<'_> {
             st,
             cache,
             phase,
+            clean,
             ..
         } = self;
         // (A recycled cache may come from another rule set: size by this one's filter.)
@@ -1907,7 +1968,8 @@ impl Ev<'_> {
             if let Some(s) = EntrySlice::of(req, v) {
                 // A group the chain keeps (but for case, which the scan folds) adds its raw
                 // union at once; the others, entry by entry through the chain.
-                let (gs, ge) = cache.var_groups(nodes, v, *phase, s);
+                let skip = clean.states(s.base);
+                let (gs, ge) = cache.var_groups(nodes, v, *phase, s, skip);
                 for g in gs..ge {
                     let gr = cache.groups[g];
                     if node.scans_as_raw(gr.flags) {
@@ -2015,207 +2077,13 @@ impl Ev<'_> {
         }
         let mut vals = self.pool.pop().unwrap_or_default();
         self.collect(head, r, &mut vals);
-        let nodes = &self.rs.nodes;
-        let prefilter = self.rs.prefilter.as_ref();
         // This link's matches go into a spare list (MATCHED_VARS keeps the previous link's
         // values until this one's replace them); captures by match index.
         let mut mv = std::mem::take(&mut self.st.spare_matched_vars);
         mv.clear();
         let mut hit_caps: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
-        let rs_ro: &RuleSet = self.rs;
         for v in vals.iter() {
-            let Ev {
-                req,
-                st,
-                cache,
-                phase,
-                chain_buf,
-                cand_buf,
-                ..
-            } = self;
-            let (raw, key): (Cow<[u8]>, Option<u64>) = match &v.src {
-                Src::Entry(base, idx, names) => {
-                    let es = entries(req, *base).map(|e| e.0).unwrap_or(&[]);
-                    let Some((k, val)) = es.get(*idx) else {
-                        continue;
-                    };
-                    let b: &[u8] = if *names { k.as_bytes() } else { val };
-                    (Cow::Borrowed(b), Some(entry_key(*base, *idx, *names)))
-                }
-                Src::Scalar(s) => {
-                    let cacheable = !matches!(s, Var::MatchedVar | Var::MatchedVarName);
-                    (
-                        scalar(req, st, *s),
-                        cacheable.then_some(scalar_key(*s, *phase)),
-                    )
-                }
-                Src::Owned(o) => (Cow::Borrowed(o.1.as_slice()), None),
-                Src::Count(n) => (count_bytes(*n), None),
-                Src::Tx(s) => (Cow::Borrowed(st.tx.get_slot(*s).unwrap_or_default()), None),
-            };
-            let pfr = prefilter.zip(r.pf.map(|p| p.1));
-            // The value through the rule's chain: an arena index when it can be cached.
-            let (tv_idx, owned): (Option<u32>, Option<Vec<u8>>) = match key {
-                Some(k) if r.tnode != 0 || pfr.is_some() => {
-                    (Some(cached(cache, nodes, k, r.tnode, &raw)), None)
-                }
-                _ if r.tnode == 0 => (None, None),
-                _ => (None, Some(chain_apply(nodes, r.tnode, &raw))),
-            };
-            let mut run_final = true;
-            // (`collect` already kept only the entries that may hold a literal, but for
-            // multiMatch rules.)
-            let checked = !r.multi_match && matches!(v.src, Src::Entry(..));
-            if let (Some(i), Some((pf, slot)), false) = (tv_idx, pfr, checked) {
-                // An unmarked-only rule runs on a marked value whatever its literals.
-                let may = cache.may_hold(pf, i, slot, r);
-                if !may {
-                    // None of the literals any match needs is in the value.
-                    if !r.multi_match {
-                        continue;
-                    }
-                    run_final = false;
-                }
-            }
-            // multiMatch: the operator also runs on the raw value and after every step that
-            // changes it. With a cache key those are the chain's ancestors in the trie, each
-            // interned once; the prefilter drops the ones holding none of the literals.
-            let candidates = &mut *cand_buf;
-            candidates.clear();
-            if let (true, Some(k), Some(ti)) = (r.multi_match && r.tnode != 0, key, tv_idx) {
-                let chain = &mut *chain_buf;
-                chain.clear();
-                let mut n = r.tnode;
-                while n != 0 {
-                    n = nodes[n as usize].parent;
-                    chain.push(n);
-                }
-                let mut prev = None;
-                for &a in chain.iter().rev() {
-                    let i = cached(cache, nodes, k, a, &raw);
-                    if Some(i) != prev
-                        && i != ti
-                        && !candidates.contains(&i)
-                        && pfr.is_none_or(|(pf, slot)| cache.may_hold(pf, i, slot, r))
-                    {
-                        candidates.push(i);
-                    }
-                    prev = Some(i);
-                }
-            }
-            let tv: &[u8] = match (tv_idx, &owned) {
-                (Some(i), _) => &cache.arena[i as usize],
-                (None, Some(o)) => o,
-                (None, None) => &raw,
-            };
-            let st_ro: &St = st;
-            let req_ro: &Request = req;
-            let res = |n: &str, k: Option<&str>| resolve(req_ro, st_ro, n, k);
-            // A parameter that is one TX value (CRS's lists of allowed and restricted names) is
-            // read in place.
-            let expand = |m: &Macro| -> Cow<[u8]> {
-                match single_tx_key(m) {
-                    Some(k) => Cow::Borrowed(st_ro.tx.get(k).unwrap_or_default()),
-                    None => Cow::Owned(m.expand(&res)),
-                }
-            };
-            // Misses of operators that read nothing but the value are remembered across
-            // requests (`memo`).
-            let remember = rs_ro.memo
-                && match r.op.value_only() {
-                    Some(costly) => costly || tv.len() >= memo::MIN_LEN,
-                    None => false,
-                };
-            let op_key = [rs_ro.id, std::ptr::from_ref(r) as u64];
-            let vh = match (remember, tv_idx) {
-                (false, _) => 0,
-                (true, Some(i)) => cache.hashes[i as usize],
-                (true, None) => memo::value_hash(tv),
-            };
-            let run = |tv: &[u8]| -> Option<Found> {
-                if !remember {
-                    return r.op.run(tv, r.capture, &expand);
-                }
-                let Err(at) = memo::known_miss(op_key, tv, vh) else {
-                    return None;
-                };
-                let f = r.op.run(tv, r.capture, &expand);
-                if f.is_none() {
-                    memo::note_miss(at, op_key, tv);
-                }
-                f
-            };
-            let mut found = match (run_final, tv_idx) {
-                (false, _) => None,
-                (true, Some(i)) if r.op.worth_memoizing() => {
-                    let k = (std::ptr::from_ref(r) as usize, i);
-                    match cache.ops.get(&k) {
-                        Some(f) => f.clone(),
-                        None => {
-                            let f = run(tv);
-                            cache.ops.insert(k, f.clone());
-                            f
-                        }
-                    }
-                }
-                (true, _) => run(tv),
-            };
-            let mut hit = found.is_some() != r.negated;
-            let mut multi_hit: Option<Vec<u8>> = None;
-            if !hit && r.multi_match && r.tnode != 0 {
-                if tv_idx.is_some() && key.is_some() {
-                    for &c in candidates.iter() {
-                        let c = &cache.arena[c as usize];
-                        let f = r.op.run(c, r.capture, &expand);
-                        if f.is_some() != r.negated {
-                            found = f;
-                            hit = true;
-                            multi_hit = Some(c.to_vec());
-                            break;
-                        }
-                    }
-                } else {
-                    // An uncached value (TX, matched vars): apply the steps here.
-                    let mut steps = Vec::new();
-                    let mut n = r.tnode;
-                    while n != 0 {
-                        let Node { parent, step, .. } = nodes[n as usize];
-                        steps.push(step);
-                        n = parent;
-                    }
-                    let mut cur = raw.to_vec();
-                    let mut cands: Vec<Vec<u8>> = Vec::new();
-                    if cur.as_slice() != tv {
-                        cands.push(cur.clone());
-                    }
-                    for t in steps.iter().rev() {
-                        let next = t.apply(&cur);
-                        if next != cur && next.as_slice() != tv {
-                            cands.push(next.clone());
-                        }
-                        cur = next;
-                    }
-                    for c in cands {
-                        let f = r.op.run(&c, r.capture, &expand);
-                        if f.is_some() != r.negated {
-                            found = f;
-                            hit = true;
-                            multi_hit = Some(c);
-                            break;
-                        }
-                    }
-                }
-            }
-            if hit {
-                if r.capture {
-                    if let Some(c) = found.map(|f| f.captures).filter(|c| !c.is_empty()) {
-                        hit_caps.push((mv.len, c));
-                    }
-                }
-                let e = mv.push_empty();
-                e.1.extend_from_slice(multi_hit.as_deref().unwrap_or(tv));
-                val_name_into(req_ro, &st_ro.tx, v, &mut e.0);
-            }
+            self.run_on(r, v, &mut mv, &mut hit_caps, true);
         }
         if mv.len == 0 {
             self.st.spare_matched_vars = mv;
@@ -2252,5 +2120,215 @@ impl Ev<'_> {
             Some(next) => self.run_link(head, next),
             None => true,
         }
+    }
+
+    /// Runs link `r`'s operator on value `v` (through the link's chain; for multiMatch, also on
+    /// each step's value). On a hit, appends the value to `mv` (and its captures, by their
+    /// index in `mv`, to `hit_caps`). Returns whether it hit. With `prechecked`, a collection
+    /// entry is known to hold the link's literals (`collect` kept only those).
+    fn run_on(
+        &mut self,
+        r: &Rule,
+        v: &Val,
+        mv: &mut MatchList,
+        hit_caps: &mut Vec<(usize, Vec<Vec<u8>>)>,
+        prechecked: bool,
+    ) -> bool {
+        let rs_ro: &RuleSet = self.rs;
+        let nodes = &rs_ro.nodes;
+        let prefilter = rs_ro.prefilter.as_ref();
+        let Ev {
+            req,
+            st,
+            cache,
+            phase,
+            chain_buf,
+            cand_buf,
+            ..
+        } = self;
+        let (raw, key): (Cow<[u8]>, Option<u64>) = match &v.src {
+            Src::Entry(base, idx, names) => {
+                let es = entries(req, *base).map(|e| e.0).unwrap_or(&[]);
+                let Some((k, val)) = es.get(*idx) else {
+                    return false;
+                };
+                let b: &[u8] = if *names { k.as_bytes() } else { val };
+                (Cow::Borrowed(b), Some(entry_key(*base, *idx, *names)))
+            }
+            Src::Scalar(s) => {
+                let cacheable = !matches!(s, Var::MatchedVar | Var::MatchedVarName);
+                (
+                    scalar(req, st, *s),
+                    cacheable.then_some(scalar_key(*s, *phase)),
+                )
+            }
+            Src::Owned(o) => (Cow::Borrowed(o.1.as_slice()), None),
+            Src::Count(n) => (count_bytes(*n), None),
+            Src::Tx(s) => (Cow::Borrowed(st.tx.get_slot(*s).unwrap_or_default()), None),
+        };
+        let pfr = prefilter.zip(r.pf.map(|p| p.1));
+        // The value through the rule's chain: an arena index when it can be cached.
+        let (tv_idx, owned): (Option<u32>, Option<Vec<u8>>) = match key {
+            Some(k) if r.tnode != 0 || pfr.is_some() => {
+                (Some(cached(cache, nodes, k, r.tnode, &raw)), None)
+            }
+            _ if r.tnode == 0 => (None, None),
+            _ => (None, Some(chain_apply(nodes, r.tnode, &raw))),
+        };
+        let mut run_final = true;
+        // (`collect` already kept only the entries that may hold a literal, but for
+        // multiMatch rules.)
+        let checked = prechecked && !r.multi_match && matches!(v.src, Src::Entry(..));
+        if let (Some(i), Some((pf, slot)), false) = (tv_idx, pfr, checked) {
+            // An unmarked-only rule runs on a marked value whatever its literals.
+            let may = cache.may_hold(pf, i, slot, r);
+            if !may {
+                // None of the literals any match needs is in the value.
+                if !r.multi_match {
+                    return false;
+                }
+                run_final = false;
+            }
+        }
+        // multiMatch: the operator also runs on the raw value and after every step that
+        // changes it. With a cache key those are the chain's ancestors in the trie, each
+        // interned once; the prefilter drops the ones holding none of the literals.
+        let candidates = &mut *cand_buf;
+        candidates.clear();
+        if let (true, Some(k), Some(ti)) = (r.multi_match && r.tnode != 0, key, tv_idx) {
+            let chain = &mut *chain_buf;
+            chain.clear();
+            let mut n = r.tnode;
+            while n != 0 {
+                n = nodes[n as usize].parent;
+                chain.push(n);
+            }
+            let mut prev = None;
+            for &a in chain.iter().rev() {
+                let i = cached(cache, nodes, k, a, &raw);
+                if Some(i) != prev
+                    && i != ti
+                    && !candidates.contains(&i)
+                    && pfr.is_none_or(|(pf, slot)| cache.may_hold(pf, i, slot, r))
+                {
+                    candidates.push(i);
+                }
+                prev = Some(i);
+            }
+        }
+        let tv: &[u8] = match (tv_idx, &owned) {
+            (Some(i), _) => &cache.arena[i as usize],
+            (None, Some(o)) => o,
+            (None, None) => &raw,
+        };
+        let st_ro: &St = st;
+        let req_ro: &Request = req;
+        let res = |n: &str, k: Option<&str>| resolve(req_ro, st_ro, n, k);
+        // A parameter that is one TX value (CRS's lists of allowed and restricted names) is
+        // read in place.
+        let expand = |m: &Macro| -> Cow<[u8]> {
+            match single_tx_key(m) {
+                Some(k) => Cow::Borrowed(st_ro.tx.get(k).unwrap_or_default()),
+                None => Cow::Owned(m.expand(&res)),
+            }
+        };
+        // Misses of operators that read nothing but the value are remembered across
+        // requests (`memo`).
+        let remember = rs_ro.memo
+            && match r.op.value_only() {
+                Some(costly) => costly || tv.len() >= memo::MIN_LEN,
+                None => false,
+            };
+        let op_key = [rs_ro.id, std::ptr::from_ref(r) as u64];
+        let vh = match (remember, tv_idx) {
+            (false, _) => 0,
+            (true, Some(i)) => cache.hashes[i as usize],
+            (true, None) => memo::value_hash(tv),
+        };
+        let run = |tv: &[u8]| -> Option<Found> {
+            if !remember {
+                return r.op.run(tv, r.capture, &expand);
+            }
+            let Err(at) = memo::known_miss(op_key, tv, vh) else {
+                return None;
+            };
+            let f = r.op.run(tv, r.capture, &expand);
+            if f.is_none() {
+                memo::note_miss(at, op_key, tv);
+            }
+            f
+        };
+        let mut found = match (run_final, tv_idx) {
+            (false, _) => None,
+            (true, Some(i)) if r.op.worth_memoizing() => {
+                let k = (std::ptr::from_ref(r) as usize, i);
+                match cache.ops.get(&k) {
+                    Some(f) => f.clone(),
+                    None => {
+                        let f = run(tv);
+                        cache.ops.insert(k, f.clone());
+                        f
+                    }
+                }
+            }
+            (true, _) => run(tv),
+        };
+        let mut hit = found.is_some() != r.negated;
+        let mut multi_hit: Option<Vec<u8>> = None;
+        if !hit && r.multi_match && r.tnode != 0 {
+            if tv_idx.is_some() && key.is_some() {
+                for &c in candidates.iter() {
+                    let c = &cache.arena[c as usize];
+                    let f = r.op.run(c, r.capture, &expand);
+                    if f.is_some() != r.negated {
+                        found = f;
+                        hit = true;
+                        multi_hit = Some(c.to_vec());
+                        break;
+                    }
+                }
+            } else {
+                // An uncached value (TX, matched vars): apply the steps here.
+                let mut steps = Vec::new();
+                let mut n = r.tnode;
+                while n != 0 {
+                    let Node { parent, step, .. } = nodes[n as usize];
+                    steps.push(step);
+                    n = parent;
+                }
+                let mut cur = raw.to_vec();
+                let mut cands: Vec<Vec<u8>> = Vec::new();
+                if cur.as_slice() != tv {
+                    cands.push(cur.clone());
+                }
+                for t in steps.iter().rev() {
+                    let next = t.apply(&cur);
+                    if next != cur && next.as_slice() != tv {
+                        cands.push(next.clone());
+                    }
+                    cur = next;
+                }
+                for c in cands {
+                    let f = r.op.run(&c, r.capture, &expand);
+                    if f.is_some() != r.negated {
+                        found = f;
+                        hit = true;
+                        multi_hit = Some(c);
+                        break;
+                    }
+                }
+            }
+        }
+        if hit {
+            if r.capture {
+                if let Some(c) = found.map(|f| f.captures).filter(|c| !c.is_empty()) {
+                    hit_caps.push((mv.len, c));
+                }
+            }
+            let e = mv.push_empty();
+            e.1.extend_from_slice(multi_hit.as_deref().unwrap_or(tv));
+            val_name_into(req_ro, &st_ro.tx, v, &mut e.0);
+        }
+        hit
     }
 }

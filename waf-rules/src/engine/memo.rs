@@ -11,6 +11,9 @@
 //! A miss is stored the second time it is noted (a bit per hash says it was noted once), so
 //! that values that never repeat cost a lookup and a bit, not an allocation.
 //!
+//! A second store of the same kind keeps, with a payload, what rules match request entries
+//! (see `eval::clean`).
+//!
 //! Bounds: at most [`MAX_ENTRIES`] entries and [`MAX_BYTES`] bytes of values per generation, and
 //! two generations per thread (when the current one fills, it becomes the old one and the old one
 //! is dropped; a hit in the old one moves to the current); the noted-once filter is 64 KiB. Values shorter than
@@ -39,7 +42,8 @@ const SEEN_BITS: usize = 1 << 19;
 /// An operator: the rule set's id (unique in the process) and the rule link's address in it.
 pub(crate) type Op = [u64; 2];
 
-type Buckets = HashMap<u64, Vec<(Op, Box<[u8]>)>, BuildHasherDefault<IntHasher>>;
+/// Per hash: the (operator, value, payload) entries that share it.
+type Buckets = HashMap<u64, Vec<(Op, Box<[u8]>, u64)>, BuildHasherDefault<IntHasher>>;
 
 #[derive(Default)]
 struct Generation {
@@ -49,10 +53,13 @@ struct Generation {
 }
 
 impl Generation {
-    fn holds(&self, h: u64, op: Op, v: &[u8]) -> bool {
+    /// The payload stored for `op` and `v` (hash `h`), if they are stored.
+    fn get(&self, h: u64, op: Op, v: &[u8]) -> Option<u64> {
         self.buckets
-            .get(&h)
-            .is_some_and(|b| b.iter().any(|(o, x)| *o == op && **x == *v))
+            .get(&h)?
+            .iter()
+            .find(|(o, x, _)| *o == op && **x == *v)
+            .map(|e| e.2)
     }
 }
 
@@ -79,6 +86,24 @@ impl Memo {
 
 thread_local! {
     static MEMO: RefCell<Memo> = RefCell::new(Memo::new());
+    static ENTRIES: RefCell<Memo> = RefCell::new(Memo::new());
+}
+
+/// Which of a thread's two stores (each with the bounds above): operators' misses, or the
+/// request entries no rule matches (`eval::clean`). Apart, so that the many misses of values
+/// seen once do not push out the entries every request repeats.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Store {
+    Misses,
+    Entries,
+}
+
+fn with<R>(store: Store, f: impl FnOnce(&mut Memo) -> R) -> R {
+    let key = match store {
+        Store::Misses => &MEMO,
+        Store::Entries => &ENTRIES,
+    };
+    key.with(|m| f(&mut m.borrow_mut()))
 }
 
 /// A per-thread seed, so that which values share a hash differs between processes.
@@ -125,16 +150,21 @@ pub(crate) struct Unknown(u64);
 /// Whether operator `op` is known not to match `v`, whose [`value_hash`] is `vh` (`Err`: not
 /// known).
 pub(crate) fn known_miss(op: Op, v: &[u8], vh: u64) -> Result<(), Unknown> {
-    MEMO.with(|m| {
-        let mut m = m.borrow_mut();
+    known(Store::Misses, op, v, vh).map(|_| ())
+}
+
+/// The payload remembered for key `op` and value `v` (whose [`value_hash`] is `vh`); `Err`:
+/// nothing is remembered.
+pub(crate) fn known(store: Store, op: Op, v: &[u8], vh: u64) -> Result<u64, Unknown> {
+    with(store, |m| {
         let h = hash(m.seed, op, vh);
         if v.len() <= MAX_LEN {
-            if m.current.holds(h, op, v) {
-                return Ok(());
+            if let Some(p) = m.current.get(h, op, v) {
+                return Ok(p);
             }
-            if m.old.holds(h, op, v) {
-                insert(&mut m, h, op, v);
-                return Ok(());
+            if let Some(p) = m.old.get(h, op, v) {
+                insert(m, h, op, v, p);
+                return Ok(p);
             }
         }
         Err(Unknown(h))
@@ -143,31 +173,42 @@ pub(crate) fn known_miss(op: Op, v: &[u8], vh: u64) -> Result<(), Unknown> {
 
 /// Notes that operator `op` did not match `v`; the second time, the miss is remembered.
 pub(crate) fn note_miss(at: Unknown, op: Op, v: &[u8]) {
+    if seen_before(Store::Misses, at) {
+        remember(Store::Misses, at, op, v, 0);
+    }
+}
+
+/// Marks the hash of a lookup that found nothing as seen; whether it had been seen already
+/// (since the current generation began).
+pub(crate) fn seen_before(store: Store, at: Unknown) -> bool {
+    with(store, |m| {
+        let bit = (at.0 % SEEN_BITS as u64) as usize;
+        let word = &mut m.seen[bit / 64];
+        let seen = *word & (1 << (bit % 64)) != 0;
+        *word |= 1 << (bit % 64);
+        seen
+    })
+}
+
+/// Remembers `payload` for key `op` and value `v` (found by a lookup that returned `at`);
+/// an operator's miss has payload 0.
+pub(crate) fn remember(store: Store, at: Unknown, op: Op, v: &[u8], payload: u64) {
     if v.len() > MAX_LEN {
         return;
     }
-    MEMO.with(|m| {
-        let mut m = m.borrow_mut();
-        let bit = (at.0 % SEEN_BITS as u64) as usize;
-        let word = &mut m.seen[bit / 64];
-        if *word & (1 << (bit % 64)) == 0 {
-            *word |= 1 << (bit % 64);
-            return;
-        }
-        insert(&mut m, at.0, op, v);
-    });
+    with(store, |m| insert(m, at.0, op, v, payload));
 }
 
-fn insert(m: &mut Memo, h: u64, op: Op, v: &[u8]) {
+fn insert(m: &mut Memo, h: u64, op: Op, v: &[u8], payload: u64) {
     if m.current.entries >= MAX_ENTRIES || m.current.bytes + v.len() > MAX_BYTES {
         m.old = std::mem::take(&mut m.current);
         m.seen.fill(0);
     }
     let bucket = m.current.buckets.entry(h).or_default();
-    if bucket.len() >= BUCKET || bucket.iter().any(|(o, x)| *o == op && **x == *v) {
+    if bucket.len() >= BUCKET || bucket.iter().any(|(o, x, _)| *o == op && **x == *v) {
         return;
     }
-    bucket.push((op, v.into()));
+    bucket.push((op, v.into(), payload));
     m.current.entries += 1;
     m.current.bytes += v.len();
 }
@@ -176,6 +217,7 @@ fn insert(m: &mut Memo, h: u64, op: Op, v: &[u8]) {
 #[cfg(test)]
 pub(crate) fn clear() {
     MEMO.with(|m| *m.borrow_mut() = Memo::new());
+    ENTRIES.with(|m| *m.borrow_mut() = Memo::new());
 }
 
 #[cfg(test)]
@@ -226,7 +268,7 @@ mod tests {
         MEMO.with(|m| {
             let mut m = m.borrow_mut();
             for i in 0..n {
-                insert(&mut m, i, [tag, i], b"x");
+                insert(&mut m, i, [tag, i], b"x", 0);
             }
         });
     }
@@ -258,7 +300,7 @@ mod tests {
     fn a_full_bucket_takes_no_more_values() {
         let mut m = Memo::new();
         for i in 0..10u8 {
-            insert(&mut m, 42, [1, 1], &[i]);
+            insert(&mut m, 42, [1, 1], &[i], 0);
         }
         assert_eq!(m.current.buckets[&42].len(), BUCKET);
         assert_eq!(m.current.entries, BUCKET);

@@ -372,6 +372,9 @@ pub(crate) struct Rule {
     /// value's included: the operator runs on each step's value, so the rule can be skipped
     /// as a whole only when none of those unions holds a literal. Empty for other rules.
     pf_steps: Vec<(u32, u32)>,
+    /// This link's index among every rule link of the rule set (heads and chained links, in
+    /// order): per-link tables of an evaluation index by it.
+    link: u32,
 }
 
 /// The rules whose values pass through one transformation chain, as the prefilter sees them
@@ -516,9 +519,14 @@ pub struct RuleSet {
     /// they leave under this rule set's configuration (computed at the first evaluation).
     prefix_class: Vec<u8>,
     prefix: std::sync::OnceLock<Option<eval::Prefix>>,
+    /// Which links read which request entries under this configuration, for entries
+    /// remembered as clean across requests (computed with the prefix).
+    clean: std::sync::OnceLock<Option<eval::CleanPlan>>,
     config: WafConfig,
     file_engine: Option<Mode>,
     rule_count: usize,
+    /// How many rule links there are (`Rule::link` is below it).
+    links: usize,
     /// Unique in the process: names this rule set's operators in the cross-request memo.
     id: u64,
     /// Whether operator misses are remembered across requests ([`memo`]).
@@ -588,6 +596,7 @@ impl RuleSet {
         let skip_to = [resolve_skips(&phases[0]), resolve_skips(&phases[1])];
         let prefilter = build_prefilter(&mut phases, &b.nodes);
         mark_excluded_vars(&mut phases);
+        let links = number_links(&mut phases);
         let gates = [gates_of(&phases[0]), gates_of(&phases[1])];
         let tx_names = assign_tx_slots(&mut phases, config);
         let prefix_class = prefix_classes(&phases[0]);
@@ -609,9 +618,11 @@ impl RuleSet {
             tx_names,
             prefix_class,
             prefix: std::sync::OnceLock::new(),
+            clean: std::sync::OnceLock::new(),
             config,
             file_engine: b.engine,
             rule_count,
+            links,
             id: new_id(),
             memo: true,
         })
@@ -664,24 +675,24 @@ impl RuleSet {
 
     /// Evaluates one request. Never panics; cost grows with the request size.
     pub fn evaluate(&self, req: &crate::HttpRequest) -> Verdict {
-        eval::evaluate(self, req, &self.config, self.prefix())
+        eval::evaluate(self, req, &self.config, self.prefix(), self.clean_plan())
     }
 
     /// Evaluates with another configuration's mode, paranoia and TX overrides (same rules).
     pub fn evaluate_with(&self, req: &crate::HttpRequest, config: &WafConfig) -> Verdict {
-        let prefix = if eval::prefix_key(config) == eval::prefix_key(&self.config) {
-            self.prefix()
+        let (prefix, plan) = if eval::prefix_key(config) == eval::prefix_key(&self.config) {
+            (self.prefix(), self.clean_plan())
         } else {
-            None
+            (None, None)
         };
-        eval::evaluate(self, req, config, prefix)
+        eval::evaluate(self, req, config, prefix, plan)
     }
 
     /// [`RuleSet::evaluate_with`] running every rule, including the leading TX-only ones whose
     /// outcome the rule set otherwise keeps (for tests that compare the two).
     #[doc(hidden)]
     pub fn evaluate_every_rule(&self, req: &crate::HttpRequest, config: &WafConfig) -> Verdict {
-        eval::evaluate(self, req, config, None)
+        eval::evaluate(self, req, config, None, None)
     }
 
     /// Drops the literal prefilter: every rule then runs on every value it reads. For tests
@@ -713,6 +724,12 @@ impl RuleSet {
     #[cfg(test)]
     pub(crate) fn fixed_rules(&self) -> usize {
         self.prefix().map_or(0, eval::Prefix::fixed_rules)
+    }
+
+    pub(in crate::engine) fn clean_plan(&self) -> Option<&eval::CleanPlan> {
+        self.clean
+            .get_or_init(|| eval::clean_plan(self, self.prefix()))
+            .as_ref()
     }
 
     fn prefix(&self) -> Option<&eval::Prefix> {
@@ -861,6 +878,23 @@ fn mark_excluded_vars(phases: &mut [Vec<Item>; 2]) {
             mark(r);
         }
     }
+}
+
+/// Numbers every rule link (`Rule::link`), heads and chained links in order; returns the count.
+fn number_links(phases: &mut [Vec<Item>; 2]) -> usize {
+    let mut n = 0u32;
+    for it in phases.iter_mut().flatten() {
+        let mut link = match it {
+            Item::Rule(r) => Some(&mut **r),
+            Item::Marker(_) => None,
+        };
+        while let Some(r) = link {
+            r.link = n;
+            n += 1;
+            link = r.chain.as_deref_mut();
+        }
+    }
+    n as usize
 }
 
 /// The longest literal prefix the prefilter's automaton holds (see `build_prefilter`). At 12

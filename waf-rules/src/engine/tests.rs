@@ -686,3 +686,115 @@ fn a_rule_with_two_literal_sets_runs_only_where_a_value_holds_both() {
     assert_eq!(v.action, Action::Block);
     assert_eq!(v.matches[0].variable, "ARGS:b");
 }
+
+/// A GET of `/` with `headers` (and `Host`).
+fn get_with(headers: &[(&str, &str)]) -> HttpRequest {
+    let mut r = get("/");
+    r.headers
+        .extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    r
+}
+
+#[test]
+fn entries_remembered_clean_never_hide_a_match() {
+    let r = rs(
+        r#"SecRule REQUEST_HEADERS|REQUEST_COOKIES "@rx (?i)evil" "id:1,phase:1,deny,t:none,t:urlDecodeUni"
+SecRule REQUEST_COOKIES "@detectSQLi" "id:2,phase:1,deny""#,
+    );
+    let plan = r.clean_plan().expect("a plan for rules of pure operators");
+    assert_eq!(plan.readers(), 2, "both rules read with pure operators");
+    let benign = [
+        (
+            "User-Agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Firefox/132.0",
+        ),
+        ("Cookie", "session=a1b2c3d4e5; consent=yes"),
+    ];
+    // Seen once, checked the second time, remembered from the third.
+    for _ in 0..4 {
+        let v = r.evaluate(&get_with(&benign));
+        assert_eq!(v.action, Action::Allow);
+        assert_eq!(
+            v,
+            r.evaluate_every_rule(&get_with(&benign), &r.config),
+            "the same verdict as with nothing remembered"
+        );
+    }
+    // The same names with other values, and the remembered values beside new ones.
+    let v = r.evaluate(&get_with(&[("User-Agent", "EVIL/1.0")]));
+    assert_eq!((v.action, v.matches[0].id), (Action::Block, 1));
+    let mut both = benign.to_vec();
+    both.push(("X-Extra", "%45vil"));
+    let v = r.evaluate(&get_with(&both));
+    assert_eq!(v.matches[0].variable, "REQUEST_HEADERS:X-Extra");
+    let v = r.evaluate(&get_with(&[("Cookie", "session=1' or '1'='1")]));
+    assert_eq!((v.action, v.matches[0].id), (Action::Block, 2));
+    // A value remembered under one name is not clean under another a rule reads apart.
+    let named = rs(r#"SecRule REQUEST_HEADERS:Referer "@rx evil" "id:3,phase:1,deny""#);
+    for _ in 0..3 {
+        assert_eq!(
+            named.evaluate(&get_with(&[("X-Note", "evil")])).action,
+            Action::Allow
+        );
+    }
+    assert_eq!(
+        named.evaluate(&get_with(&[("Referer", "evil")])).action,
+        Action::Block
+    );
+}
+
+#[test]
+fn a_link_that_matches_a_remembered_entry_still_reads_it() {
+    // CRS 943110's shape: a rule whose first link matches every Referer that is a URL. The
+    // entry is remembered with that link as one that matches it: the link goes on matching
+    // (and logging) on every request, while the other rules leave the value out.
+    let r = rs(
+        r#"SecRule REQUEST_HEADERS:Referer "@rx ^https?://" "id:10,phase:1,pass,log,msg:'referer'"
+SecRule REQUEST_HEADERS "@rx evil" "id:11,phase:1,deny""#,
+    );
+    let req = get_with(&[("Referer", "https://shop.example/cart")]);
+    for i in 0..5 {
+        let v = r.evaluate(&req);
+        assert_eq!(v.action, Action::Allow, "request {i}");
+        assert_eq!(v.matches.iter().map(|m| m.id).collect::<Vec<_>>(), [10]);
+    }
+    let v = r.evaluate(&get_with(&[("Referer", "https://evil.example/")]));
+    assert_eq!(v.action, Action::Block);
+}
+
+#[test]
+fn removing_a_paranoia_gate_lets_the_rules_behind_it_read_remembered_entries() {
+    // A fixed gate (it reads only TX nothing writes) jumps over rule 902: 902 is no reader,
+    // so `X-Data: evil` is remembered as clean. A request that removes the gate by `ctl` must
+    // then run 902 on every value, remembered ones included (its union among them).
+    let r = rs(r#"SecAction "id:900,phase:1,pass,nolog,setvar:tx.pl=1"
+SecRule REQUEST_HEADERS:X-Remove "@streq yes" "id:5,phase:1,pass,nolog,ctl:ruleRemoveById=901"
+SecRule TX:pl "@lt 2" "id:901,phase:1,pass,nolog,skipAfter:END"
+SecRule REQUEST_HEADERS "@rx evil" "id:902,phase:1,deny,t:none,t:lowercase"
+SecMarker END"#);
+    assert_eq!(r.fixed_rules(), 1, "the gate is fixed");
+    let req = get_with(&[("X-Data", "EVIL")]);
+    for _ in 0..4 {
+        assert_eq!(r.evaluate(&req).action, Action::Allow);
+    }
+    let v = r.evaluate(&get_with(&[("X-Data", "EVIL"), ("X-Remove", "yes")]));
+    assert_eq!((v.action, v.matches[0].id), (Action::Block, 902));
+    assert_eq!(v.matches[0].variable, "REQUEST_HEADERS:X-Data");
+}
+
+#[test]
+fn rules_whose_operator_reads_state_keep_every_entry() {
+    // `@within %{tx.allowed}` depends on TX, which a rule may change per request: such a link
+    // is no reader and reads remembered entries too.
+    let r = rs(
+        r#"SecAction "id:1,phase:1,pass,nolog,setvar:tx.allowed=a b c"
+SecRule REQUEST_HEADERS:X-Mode "@streq wide" "id:2,phase:1,pass,nolog,setvar:tx.allowed=a b c zz"
+SecRule REQUEST_HEADERS:X-Tag "!@within %{tx.allowed}" "id:3,phase:1,deny""#,
+    );
+    let req = get_with(&[("X-Tag", "zz"), ("X-Mode", "wide")]);
+    for _ in 0..4 {
+        assert_eq!(r.evaluate(&req).action, Action::Allow);
+    }
+    let v = r.evaluate(&get_with(&[("X-Tag", "zz")]));
+    assert_eq!((v.action, v.matches[0].id), (Action::Block, 3));
+}
