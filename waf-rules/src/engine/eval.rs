@@ -310,6 +310,32 @@ impl Cache {
         })
     }
 
+    /// ORs content row `r`'s slots through filter `f`'s chain into the filter's union (unless
+    /// `length_check` finds its result too short for any of the filter's literals); whether
+    /// that result holds a marked byte.
+    fn union_row(
+        &mut self,
+        nodes: &[Node],
+        pf: &Prefilter,
+        f: &NodeFilter,
+        length_check: bool,
+        r: u32,
+    ) -> bool {
+        if length_check && too_short(self, nodes, f, r) {
+            // Its result through the chain holds none of the literals.
+            return false;
+        }
+        let ti = row_node(self, nodes, r, f.node);
+        let marked = self.is_marked(ti);
+        let o = self.content_bits(pf, ti);
+        let range = f.base_word..f.base_word + f.words;
+        or_into(
+            &mut self.union[range.clone()],
+            &self.bits[o + range.start..],
+        );
+        marked
+    }
+
     /// Drops every filter's union and every variable's groups: they are made again when next
     /// asked for.
     fn forget_unions(&mut self) {
@@ -409,7 +435,8 @@ impl<'a> EntrySlice<'a> {
 impl Cache {
     /// The range in `groups` of variable `v`'s groups (its entries `s`) in phase `phase`,
     /// made on first use.
-    /// Entries that `skip` (entry states, see `clean`) says are clean are left out.
+    /// Entries whose state `skip` knows (see `clean`) are left out: clean ones, and those only
+    /// some readers match (`Clean::partial` adds them to the unions that need them).
     fn var_groups(
         &mut self,
         nodes: &[Node],
@@ -434,7 +461,7 @@ impl Cache {
         self.scratch.stamp += 1;
         let stamp = self.scratch.stamp;
         for i in 0..s.es.len() {
-            if skip.is_some_and(|st| clean::is_clean(st, s.off + i, s.names)) {
+            if skip.is_some_and(|st| clean::is_known(st, s.off + i, s.names)) {
                 continue;
             }
             let (raw, key) = s.raw(i);
@@ -1983,18 +2010,21 @@ impl Ev<'_> {
                     }
                     for m in gr.members.0..gr.members.1 {
                         let r = cache.members[m as usize];
-                        if length_check && too_short(cache, nodes, f, r) {
-                            // Its result through the chain holds none of the literals.
-                            continue;
-                        }
-                        let ti = row_node(cache, nodes, r, f.node);
-                        marked = marked || cache.is_marked(ti);
-                        let o = cache.content_bits(pf, ti);
-                        or_into(
-                            &mut cache.union[range.clone()],
-                            &cache.bits[o + range.start..],
-                        );
+                        marked |= cache.union_row(nodes, pf, f, length_check, r);
                     }
+                }
+                // Entries that only some readers match (left out of the groups) count for
+                // the filters those readers use.
+                for &(fj, idx) in clean.partial(s.base, s.names) {
+                    let Some(i) = (idx as usize).checked_sub(s.off) else {
+                        continue;
+                    };
+                    if fj != fi || i >= s.es.len() {
+                        continue;
+                    }
+                    let (raw, key) = s.raw(i);
+                    let r = row_of_key(cache, nodes, key, raw);
+                    marked |= cache.union_row(nodes, pf, f, length_check, r);
                 }
             } else if v == Var::Xml {
                 if req.xml_text.is_empty() && req.xml_attrs.is_empty() {

@@ -798,3 +798,26 @@ SecRule REQUEST_HEADERS:X-Tag "!@within %{tx.allowed}" "id:3,phase:1,deny""#,
     let v = r.evaluate(&get_with(&[("X-Tag", "zz")]));
     assert_eq!((v.action, v.matches[0].id), (Action::Block, 3));
 }
+
+#[test]
+fn a_remembered_body_argument_still_counts_for_the_rules_that_match_it() {
+    // The body's arguments come after the query's in one list: a body value that one rule
+    // matches is remembered with it, and that rule's union (shared with the other rule of
+    // the same chain) still holds its literal on every request.
+    let r = rs(
+        r#"SecRule ARGS_POST "@rx select" "id:20,phase:2,pass,log,msg:'s'"
+SecRule ARGS "@rx union" "id:21,phase:2,deny""#,
+    );
+    let req = post_json("/search?page=2&sort=price", r#"{"q":"select shoes"}"#);
+    for i in 0..5 {
+        let v = r.evaluate(&req);
+        assert_eq!(v.action, Action::Allow, "request {i}");
+        assert_eq!(v.matches.iter().map(|m| m.id).collect::<Vec<_>>(), [20]);
+        assert_eq!(v.matches[0].variable, "ARGS_POST:json.q");
+    }
+    let v = r.evaluate(&post_json(
+        "/search?page=2&sort=price",
+        r#"{"q":"select shoes","n":"union"}"#,
+    ));
+    assert_eq!(v.action, Action::Block);
+}

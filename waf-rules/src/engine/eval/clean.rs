@@ -105,6 +105,8 @@ pub(in crate::engine) struct Plan {
     reader: Vec<bool>,
     /// Per entry kind: the readers whose targets read that kind.
     readers_of: [Vec<Reader>; KINDS],
+    /// Per rule link: the prefilter filters whose unions it reads (`Rule::pf`, `pf_steps`).
+    filters: Vec<Vec<u32>>,
     /// The fixed rules whose match changes which items run (a jump): removing one by `ctl`
     /// turns clean entries off for the request.
     flow: Vec<(u8, u32)>,
@@ -155,6 +157,7 @@ pub(super) fn plan(rs: &RuleSet, resume: usize, fixed: &[Vec<Fixed>; 2]) -> Opti
     let mut plan = Plan {
         reader: vec![false; rs.links],
         readers_of: Default::default(),
+        filters: vec![Vec::new(); rs.links],
         flow: Vec::new(),
     };
     for (p, (items, fixed)) in rs.phases.iter().zip(fixed).enumerate() {
@@ -196,6 +199,11 @@ pub(super) fn plan(rs: &RuleSet, resume: usize, fixed: &[Vec<Fixed>; 2]) -> Opti
                         }
                     } else {
                         plan.reader[r.link as usize] = true;
+                        let fs = &mut plan.filters[r.link as usize];
+                        fs.extend(r.pf.map(|p| p.0));
+                        fs.extend(r.pf_steps.iter().map(|p| p.0));
+                        fs.sort_unstable();
+                        fs.dedup();
                         for (ti, t) in r.targets.iter().enumerate() {
                             if t.count {
                                 continue;
@@ -237,11 +245,13 @@ pub(super) fn skips(states: &[State], i: usize, names: bool, link: u32) -> bool 
         .is_some_and(|s| s[0] != DIRTY && s[0] != link && s[1] != link)
 }
 
-/// Whether no reader matches entry `i` (its name with `names`): the prefilter's unions leave
-/// it out.
+/// Whether the state of entry `i` (its name with `names`) is known: the prefilter's unions
+/// leave it out, but for the filters of the readers that match it (`Clean::partial`).
 #[inline]
-pub(super) fn is_clean(states: &[State], i: usize, names: bool) -> bool {
-    states.get(2 * i + usize::from(names)) == Some(&CLEAN)
+pub(super) fn is_known(states: &[State], i: usize, names: bool) -> bool {
+    states
+        .get(2 * i + usize::from(names))
+        .is_some_and(|s| s[0] != DIRTY)
 }
 
 /// An evaluation's entry states, and the entries to check when it ends. Kept with its buffers
@@ -252,6 +262,9 @@ pub(super) struct Clean {
     pub(super) on: bool,
     /// Per collection (`slot_of`): entry `i`'s value's state at `2 i`, its name's at `2 i + 1`.
     states: [Vec<State>; 3],
+    /// Per entry kind: (filter, entry index) for each entry that only some readers match and
+    /// each filter those readers use.
+    partial: [Vec<(u32, u32)>; KINDS],
     /// Entries seen before whose state is not remembered: (kind, entry index, the lookup).
     verify: Vec<(u8, u32, memo::Unknown)>,
     /// The memo key being built.
@@ -263,6 +276,7 @@ impl Clean {
     pub(super) fn clear(&mut self) {
         self.on = false;
         self.states.iter_mut().for_each(Vec::clear);
+        self.partial.iter_mut().for_each(Vec::clear);
         self.verify.clear();
         self.key.clear();
     }
@@ -270,8 +284,24 @@ impl Clean {
     /// Whether it holds more than a request's worth of entries (then it is not kept).
     pub(super) fn large(&self) -> bool {
         self.states.iter().any(|b| b.capacity() > 4096)
+            || self.partial.iter().any(|p| p.capacity() > 4096)
             || self.verify.capacity() > 4096
             || self.key.capacity() > memo::MAX_LEN * 2
+    }
+
+    /// The (filter, entry index) pairs of collection `base`'s values or names (`names`) that
+    /// only some readers match, when entry states are used.
+    #[inline]
+    pub(super) fn partial(&self, base: Var, names: bool) -> &[(u32, u32)] {
+        let kind = match (self.on, base) {
+            (false, _) => return &[],
+            (true, Var::Headers) => HEADER_VALUE,
+            (true, Var::Cookies) => COOKIE_VALUE,
+            // Query and body arguments: the index tells them apart.
+            (true, Var::Args) => GET_VALUE,
+            _ => return &[],
+        };
+        &self.partial[usize::from(kind + u8::from(names))]
     }
 
     /// The entry states of collection `base`, when they are used.
@@ -314,6 +344,7 @@ impl Ev<'_> {
             return;
         }
         let id = self.rs.id;
+        let plan = self.plan;
         let req = &self.req;
         let c = &mut self.clean;
         let g = req.args_get_len.min(req.args.len());
@@ -342,7 +373,20 @@ impl Ev<'_> {
                     }
                     let op = [id, MEMO_TAG + u64::from(kind)];
                     match memo::known(memo::Store::Entries, op, &c.key, memo::value_hash(&c.key)) {
-                        Ok(p) => states[2 * (off + i) + usize::from(names)] = unpack(p),
+                        Ok(p) => {
+                            let st = unpack(p);
+                            states[2 * (off + i) + usize::from(names)] = st;
+                            // Query and body arguments share one list (by index).
+                            let list = usize::from(match kind {
+                                POST_VALUE | POST_NAME => kind - 2,
+                                _ => kind,
+                            });
+                            for l in st.into_iter().filter(|&l| l != NONE && l != DIRTY) {
+                                for &f in plan.map_or(&[][..], |p| &p.filters[l as usize]) {
+                                    c.partial[list].push((f, (off + i) as u32));
+                                }
+                            }
+                        }
                         Err(at) => {
                             if memo::seen_before(memo::Store::Entries, at) {
                                 c.verify.push((kind, (off + i) as u32, at));
