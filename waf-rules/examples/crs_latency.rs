@@ -9,8 +9,9 @@
 //! of the 2 KiB checkout document in `checkout.json`), so engine time and proxy throughput
 //! can be read side by side.
 //!
-//! The engine remembers operator misses across requests (`waf_rules` engine, `memo`), and
-//! repeating one request makes every later run a hit. So the figures come in two kinds: with
+//! The engine remembers operator misses, and the request entries no rule matches, across
+//! requests (`waf_rules` engine, `memo` and `eval::clean`), and repeating one request makes
+//! every later run a hit. So the figures come in two kinds: with
 //! the memo off (every value as if new: the engine's whole work per request), and, for
 //! legit-dev, as a stream: each request once, in the corpus's order, the memo holding what the
 //! requests before it left (real traffic repeats its header and cookie values).
