@@ -86,6 +86,21 @@ impl Macro {
         }
     }
 
+    /// Appends the expanded template to `out`, with a resolver that appends a reference's
+    /// value to the buffer it is given.
+    pub fn expand_into(
+        &self,
+        out: &mut Vec<u8>,
+        resolve: &dyn Fn(&str, Option<&str>, &mut Vec<u8>),
+    ) {
+        for p in &self.parts {
+            match p {
+                Part::Lit(s) => out.extend_from_slice(s.as_bytes()),
+                Part::Var(n, k) => resolve(n, k.as_deref(), out),
+            }
+        }
+    }
+
     /// Expands the template with a resolver for references.
     pub fn expand(&self, resolve: &dyn Fn(&str, Option<&str>) -> Vec<u8>) -> Vec<u8> {
         if let Some(l) = self.literal() {
@@ -121,5 +136,11 @@ mod tests {
         assert_eq!(m.parts.len(), 5);
         let out = m.expand(&|n, k| format!("<{n}:{}>", k.unwrap_or("")).into_bytes());
         assert_eq!(out, b"score <TX:a>/<MATCHED_VAR:>%{x");
+        // Into a buffer, after what it holds, the same bytes.
+        let mut buf = b"kept ".to_vec();
+        m.expand_into(&mut buf, &|n, k, out| {
+            out.extend(format!("<{n}:{}>", k.unwrap_or("")).bytes())
+        });
+        assert_eq!(buf, b"kept score <TX:a>/<MATCHED_VAR:>%{x");
     }
 }

@@ -876,6 +876,16 @@ fn first_value(req: &Request, st: &St, var: Var, key: Option<&str>) -> Vec<u8> {
     scalar(req, st, var).into_owned()
 }
 
+/// [`resolve`], appending the value to `out` (a TX value without a copy of its own).
+fn resolve_into(req: &Request, st: &St, name: &str, key: Option<&str>, out: &mut Vec<u8>) {
+    match (name, key) {
+        ("TX", Some(k)) if !k.bytes().any(|b| b.is_ascii_uppercase()) => {
+            out.extend_from_slice(st.tx.get(k).unwrap_or_default());
+        }
+        _ => out.extend(resolve(req, st, name, key)),
+    }
+}
+
 fn resolve(req: &Request, st: &St, name: &str, key: Option<&str>) -> Vec<u8> {
     if name == "TX" {
         return first_value(req, st, Var::Tx, key);
@@ -1181,6 +1191,8 @@ struct Ev<'r> {
     cand_buf: Vec<u32>,
     /// The rule set's prefix this evaluation started from (its fixed outcomes apply).
     prefix: Option<&'r Prefix>,
+    /// Buffers for the made names and values of `setvar`s.
+    setvar_bufs: (Vec<u8>, Vec<u8>),
     /// The prefix's readers, for entries remembered as clean (`clean`).
     plan: Option<&'r clean::Plan>,
     clean: clean::Clean,
@@ -1461,6 +1473,7 @@ fn new_ev<'r>(
         prefix,
         plan: None,
         clean: bufs.clean,
+        setvar_bufs: Default::default(),
     }
 }
 
@@ -1684,13 +1697,28 @@ impl Ev<'_> {
     }
 
     fn setvar(&mut self, sv: &SetVar) {
+        // Made names and values are expanded into buffers kept for the evaluation (CRS 920450
+        // sets `tx.header_name_920450_%{tx.0}` for every header name of every request).
+        let (mut name_buf, mut val_buf) = std::mem::take(&mut self.setvar_bufs);
+        self.setvar_with(sv, &mut name_buf, &mut val_buf);
+        self.setvar_bufs = (name_buf, val_buf);
+    }
+
+    fn setvar_with(&mut self, sv: &SetVar, name_buf: &mut Vec<u8>, val_buf: &mut Vec<u8>) {
         let (req, st) = (&self.req, &self.st);
         let res = |n: &str, k: Option<&str>| resolve(req, st, n, k);
+        let res_into =
+            |n: &str, k: Option<&str>, out: &mut Vec<u8>| resolve_into(req, st, n, k, out);
         // A literal name was lower-cased at load and given a slot; most of CRS's are literal.
         let name: Cow<str> = match sv.name.literal() {
             Some(_) if sv.slot != NO_SLOT => Cow::Borrowed(""),
             Some(l) => String::from_utf8_lossy(l),
-            None => Cow::Owned(String::from_utf8_lossy(&sv.name.expand(&res)).to_ascii_lowercase()),
+            None => {
+                name_buf.clear();
+                sv.name.expand_into(name_buf, &res_into);
+                name_buf.make_ascii_lowercase();
+                String::from_utf8_lossy(name_buf)
+            }
         };
         let int = |m: &Macro| match (m.literal(), single_tx_key(m)) {
             (Some(l), _) => crate::operator::to_int(l),
@@ -1712,7 +1740,11 @@ impl Ev<'_> {
             }
             SetOp::Set(m) => match m.literal() {
                 Some(l) => Cow::Borrowed(l),
-                None => Cow::Owned(m.expand(&res)),
+                None => {
+                    val_buf.clear();
+                    m.expand_into(val_buf, &res_into);
+                    Cow::Borrowed(val_buf.as_slice())
+                }
             },
             SetOp::Add(m) => Cow::Borrowed(int_text(cur().saturating_add(int(m)), &mut num)),
             SetOp::Sub(m) => Cow::Borrowed(int_text(cur().saturating_sub(int(m)), &mut num)),
@@ -2010,12 +2042,26 @@ impl Ev<'_> {
                     }
                     for m in gr.members.0..gr.members.1 {
                         let r = cache.members[m as usize];
-                        marked |= cache.union_row(nodes, pf, f, length_check, r);
+                        if length_check && too_short(cache, nodes, f, r) {
+                            // Its result through the chain holds none of the literals.
+                            continue;
+                        }
+                        let ti = row_node(cache, nodes, r, f.node);
+                        marked = marked || cache.is_marked(ti);
+                        let o = cache.content_bits(pf, ti);
+                        or_into(
+                            &mut cache.union[range.clone()],
+                            &cache.bits[o + range.start..],
+                        );
                     }
                 }
                 // Entries that only some readers match (left out of the groups) count for
                 // the filters those readers use.
-                for &(fj, idx) in clean.partial(s.base, s.names) {
+                let partial = match clean.any_partial {
+                    true => clean.partial(s.base, s.names),
+                    false => &[],
+                };
+                for &(fj, idx) in partial {
                     let Some(i) = (idx as usize).checked_sub(s.off) else {
                         continue;
                     };
