@@ -16,6 +16,9 @@ pub struct Macro {
     pub parts: Vec<Part>,
 }
 
+/// A resolver that appends the value of a reference (variable name, key) to a buffer.
+pub type ResolveInto<'a> = dyn Fn(&str, Option<&str>, &mut Vec<u8>) + 'a;
+
 impl Macro {
     /// Parses `text`, splitting out `%{...}` references.
     pub fn parse(text: &str) -> Macro {
@@ -88,11 +91,7 @@ impl Macro {
 
     /// Appends the expanded template to `out`, with a resolver that appends a reference's
     /// value to the buffer it is given.
-    pub fn expand_into(
-        &self,
-        out: &mut Vec<u8>,
-        resolve: &dyn Fn(&str, Option<&str>, &mut Vec<u8>),
-    ) {
+    pub fn expand_into(&self, out: &mut Vec<u8>, resolve: &ResolveInto) {
         for p in &self.parts {
             match p {
                 Part::Lit(s) => out.extend_from_slice(s.as_bytes()),
