@@ -578,6 +578,9 @@ enum Src {
     /// A TX variable by slot, read when the rule runs (TX does not change while a rule reads
     /// its values).
     Tx(u32),
+    /// A run-time TX variable by its index in key order (`Tx::extra_at`), read when the rule
+    /// runs, as `Tx` (CRS 920450's chained rule reads one per request header).
+    TxExtra(u32),
 }
 
 /// The (name, value) pairs of a rule link's matches. Cleared lists keep their buffers: most
@@ -1164,6 +1167,7 @@ fn val_name_into(req: &Request, tx: &Tx<'_>, v: &Val, out: &mut String) {
         Src::Owned(o) => Some(o.0.as_str()).filter(|k| !k.is_empty()),
         Src::Count(_) => None,
         Src::Tx(s) => Some(tx.names().name(*s)),
+        Src::TxExtra(i) => tx.extra_at(*i as usize).map(|e| e.0),
     };
     out.push_str(v.shown.name());
     if let Some(k) = key {
@@ -1872,10 +1876,7 @@ impl Ev<'_> {
                                 shown: Var::Tx,
                                 src: match tr {
                                     TxRef::Slot(s) => Src::Tx(s),
-                                    TxRef::Extra(k) => Src::Owned(Box::new((
-                                        k.to_string(),
-                                        st.tx.value(tr).to_vec(),
-                                    ))),
+                                    TxRef::Extra(i, _) => Src::TxExtra(i as u32),
                                 },
                             });
                         }
@@ -2241,6 +2242,10 @@ impl Ev<'_> {
             Src::Owned(o) => (Cow::Borrowed(o.1.as_slice()), None),
             Src::Count(n) => (count_bytes(*n), None),
             Src::Tx(s) => (Cow::Borrowed(st.tx.get_slot(*s).unwrap_or_default()), None),
+            Src::TxExtra(i) => (
+                Cow::Borrowed(st.tx.extra_at(*i as usize).map(|e| e.1).unwrap_or_default()),
+                None,
+            ),
         };
         let pfr = prefilter.zip(r.pf.map(|p| p.1));
         // The value through the rule's chain: an arena index when it can be cached.

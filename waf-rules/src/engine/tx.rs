@@ -141,7 +141,8 @@ impl Default for Tx<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TxRef<'a> {
     Slot(u32),
-    Extra(&'a str),
+    /// A run-time key: its index in key order, and the key.
+    Extra(usize, &'a str),
 }
 
 impl<'n> Tx<'n> {
@@ -241,15 +242,24 @@ impl<'n> Tx<'n> {
     pub(crate) fn key<'a>(&'a self, r: TxRef<'a>) -> &'a str {
         match r {
             TxRef::Slot(s) => self.names.name(s),
-            TxRef::Extra(k) => k,
+            TxRef::Extra(_, k) => k,
         }
     }
 
+    /// The run-time key `i` (in key order) and its value.
+    pub(crate) fn extra_at(&self, i: usize) -> Option<(&str, &[u8])> {
+        self.extra
+            .iter()
+            .nth(i)
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
     /// The value a reference names (empty if it was removed since).
+    #[cfg(test)]
     pub(crate) fn value(&self, r: TxRef<'_>) -> &[u8] {
         match r {
             TxRef::Slot(s) => self.get_slot(s),
-            TxRef::Extra(k) => self.extra.get(k).map(Vec::as_slice),
+            TxRef::Extra(_, k) => self.extra.get(k).map(Vec::as_slice),
         }
         .unwrap_or_default()
     }
@@ -271,18 +281,19 @@ impl<'n> Tx<'n> {
             .extra
             .keys()
             .map(String::as_str)
-            .filter(move |k| extra_ok(k))
+            .enumerate()
+            .filter(move |(_, k)| extra_ok(k))
             .peekable();
         std::iter::from_fn(move || match (slots.peek(), extra.peek()) {
-            (Some(&s), Some(&e)) => {
+            (Some(&s), Some(&(_, e))) => {
                 if names[s as usize].as_str() < e {
                     slots.next().map(TxRef::Slot)
                 } else {
-                    extra.next().map(TxRef::Extra)
+                    extra.next().map(|(i, k)| TxRef::Extra(i, k))
                 }
             }
             (Some(_), None) => slots.next().map(TxRef::Slot),
-            (None, Some(_)) => extra.next().map(TxRef::Extra),
+            (None, Some(_)) => extra.next().map(|(i, k)| TxRef::Extra(i, k)),
             (None, None) => None,
         })
     }
