@@ -639,6 +639,7 @@ struct Buffers {
     chain_buf: Vec<u32>,
     cand_buf: Vec<u32>,
     clean: clean::Clean,
+    setvar_bufs: (Vec<u8>, Vec<u8>),
 }
 
 /// Match lists longer than this, or holding a name or value longer than this many bytes, are
@@ -675,6 +676,8 @@ impl Buffers {
             || self.cand_buf.capacity() > SPARE_MAX_MATCHES
             || self.chain_buf.capacity() > SPARE_MAX_MATCHES
             || self.clean.large()
+            || self.setvar_bufs.0.capacity() > SPARE_MAX_MATCH_BYTES
+            || self.setvar_bufs.1.capacity() > SPARE_MAX_MATCH_BYTES
         {
             return;
         }
@@ -686,6 +689,8 @@ impl Buffers {
             chain_buf,
             cand_buf,
             clean,
+            // Cleared by each use.
+            setvar_bufs: _,
         } = &mut self;
         pool.iter_mut().for_each(Vec::clear);
         clean.clear();
@@ -1477,7 +1482,7 @@ fn new_ev<'r>(
         prefix,
         plan: None,
         clean: bufs.clean,
-        setvar_bufs: Default::default(),
+        setvar_bufs: bufs.setvar_bufs,
     }
 }
 
@@ -1545,6 +1550,7 @@ pub(super) fn evaluate(
         chain_buf: std::mem::take(&mut ev.chain_buf),
         cand_buf: std::mem::take(&mut ev.cand_buf),
         clean: std::mem::take(&mut ev.clean),
+        setvar_bufs: std::mem::take(&mut ev.setvar_bufs),
     }
     .recycle();
     ev.verdict()

@@ -825,12 +825,18 @@ SecRule ARGS "@rx union" "id:21,phase:2,deny""#,
 #[test]
 fn run_time_tx_names_read_by_a_key_regex_are_named_and_matched() {
     // CRS 920450's shape: a name made per header, read back by a chained key regex.
-    let r = rs(r#"SecAction "id:1,phase:1,pass,nolog,setvar:'tx.restricted=/proxy/ /lock-token/'"
+    let r = rs(
+        r#"SecAction "id:1,phase:1,pass,nolog,setvar:'tx.restricted=/proxy/ /lock-token/'"
 SecRule REQUEST_HEADERS_NAMES "@rx ^.*$" "id:2,phase:1,deny,capture,t:none,t:lowercase,setvar:'tx.hn_%{tx.0}=/%{tx.0}/',chain"
-    SecRule TX:/^hn_/ "@within %{tx.restricted}" "setvar:'tx.hits=+1'""#);
+    SecRule TX:/^hn_/ "@within %{tx.restricted}" "setvar:'tx.hits=+1'""#,
+    );
     let v = r.evaluate(&get_with(&[("Accept", "*/*"), ("User-Agent", "x")]));
     assert_eq!(v.action, Action::Allow);
-    let v = r.evaluate(&get_with(&[("Accept", "*/*"), ("Proxy", "evil"), ("Zeta", "1")]));
+    let v = r.evaluate(&get_with(&[
+        ("Accept", "*/*"),
+        ("Proxy", "evil"),
+        ("Zeta", "1"),
+    ]));
     assert_eq!(v.action, Action::Block);
     assert_eq!(v.matches[0].variable, "TX:hn_proxy");
     assert_eq!(v.matches[0].value_excerpt, "/proxy/");

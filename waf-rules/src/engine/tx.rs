@@ -188,10 +188,11 @@ impl<'n> Tx<'n> {
 
     /// `slot`, or when it is `NO_SLOT` the slot of `key` if it has one.
     fn slot_of(&self, slot: u32, key: &str) -> Option<u32> {
-        if slot == NO_SLOT {
-            self.names.slot(key)
-        } else {
-            Some(slot)
+        match (slot, key.as_bytes()) {
+            // A capture group (`%{tx.0}` in CRS's made names), without hashing its name.
+            (NO_SLOT, &[d @ b'0'..=b'9']) => Some(self.names.digits[usize::from(d - b'0')]),
+            (NO_SLOT, _) => self.names.slot(key),
+            _ => Some(slot),
         }
     }
 
