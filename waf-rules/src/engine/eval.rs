@@ -1034,9 +1034,11 @@ fn row_of_key_slow(cache: &mut Cache, nodes: &[Node], key: u64, raw: &[u8]) -> u
     r
 }
 
-/// The row of content `raw`, made when the content is new: interned as node 0, with every
-/// node whose chain leaves it as it is filled in at once (most of them: a chain's steps
-/// change only values with certain bytes), so that those lookups never walk the chain.
+/// The row of content `raw`, made when the content is new: interned as node 0, the other
+/// nodes filled in when first asked for (`row_node_slow`, which tells the chains that leave
+/// the content as it is from its byte classes without walking them). Filling every node that
+/// keeps it at once cost a pass over the whole trie per content, most of it never read: a
+/// header name only CRS 920450 reads went through every node of the trie.
 fn content_row(cache: &mut Cache, nodes: &[Node], raw: &[u8]) -> u32 {
     let ri = cache.intern(raw);
     let i = ri as usize;
@@ -1046,19 +1048,12 @@ fn content_row(cache: &mut Cache, nodes: &[Node], raw: &[u8]) -> u32 {
     if cache.row_of[i] != u32::MAX {
         return cache.row_of[i];
     }
-    let flags = cache.flags(ri);
     let n = cache.n_nodes;
     debug_assert_eq!(n, nodes.len());
     let start = cache.rows.len();
     let r = (start / n) as u32;
     cache.rows.resize(start + n, u32::MAX);
-    let row = &mut cache.rows[start..];
-    row[0] = ri;
-    for (k, nd) in nodes.iter().enumerate().skip(1) {
-        if nd.keeps(flags) {
-            row[k] = ri;
-        }
-    }
+    cache.rows[start] = ri;
     cache.row_of[i] = r;
     r
 }
@@ -1092,6 +1087,12 @@ fn scan_idx(cache: &mut Cache, nodes: &[Node], key: u64, node: u32, raw: &[u8]) 
 
 #[inline(never)]
 fn row_node_slow(cache: &mut Cache, nodes: &[Node], r: u32, node: u32) -> u32 {
+    // Most chains leave most contents as they are: told by the raw content's byte classes.
+    let ri = cache.raw_of(r);
+    if nodes[node as usize].keeps(cache.flags(ri)) {
+        cache.rows[r as usize * cache.n_nodes + node as usize] = ri;
+        return ri;
+    }
     let Node {
         parent, step: t, ..
     } = nodes[node as usize];
