@@ -2210,6 +2210,7 @@ impl Ev<'_> {
     /// each step's value). On a hit, appends the value to `mv` (and its captures, by their
     /// index in `mv`, to `hit_caps`). Returns whether it hit. With `prechecked`, a collection
     /// entry is known to hold the link's literals (`collect` kept only those).
+    #[inline(always)]
     fn run_on(
         &mut self,
         r: &Rule,
