@@ -459,6 +459,7 @@ impl Ev<'_> {
                 src: Src::Entry(base, idx, names),
             };
             mv.clear();
+            caps.clear();
             if state.contains(&r.link) {
                 continue;
             }
