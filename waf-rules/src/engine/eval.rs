@@ -166,6 +166,9 @@ const SPARE_MAX_ARENA: usize = 4096;
 /// The arena's bytes kept for the next request at most (a request inspects at most a few MiB).
 const SPARE_MAX_ARENA_BYTES: usize = 1 << 20;
 const SPARE_MAX_WORDS: usize = 1 << 18;
+/// The step memo's capacity kept for the next request at most (a GET's values take a few
+/// hundred steps).
+const SPARE_STEPS: usize = 1024;
 
 thread_local! {
     /// The last evaluation's cache, emptied, for the next one on this thread: its maps and
@@ -245,7 +248,13 @@ impl Cache {
         map.clear();
         arena.clear();
         hashes.clear();
-        steps.clear();
+        // (A body's arguments reserve room for their steps; a table that large, cleared for
+        // every later request, costs more than growing it again when a large body comes.)
+        if steps.capacity() > SPARE_STEPS {
+            *steps = FastMap::with_capacity_and_hasher(SPARE_STEPS, Default::default());
+        } else {
+            steps.clear();
+        }
         byte_flags.clear();
         by_content.clear();
         scan_at.clear();
