@@ -587,9 +587,9 @@ enum Src {
     /// A TX variable by slot, read when the rule runs (TX does not change while a rule reads
     /// its values).
     Tx(u32),
-    /// A run-time TX variable by its index in key order (`Tx::extra_at`), read when the rule
-    /// runs, as `Tx` (CRS 920450's chained rule reads one per request header).
-    TxExtra(u32),
+    /// A run-time TX variable by its key, its value read when the rule runs, as `Tx` (CRS
+    /// 920450's chained rule reads one per request header: the key alone is copied).
+    TxExtra(Box<str>),
 }
 
 /// The (name, value) pairs of a rule link's matches. Cleared lists keep their buffers: most
@@ -1182,7 +1182,7 @@ fn val_name_into(req: &Request, tx: &Tx<'_>, v: &Val, out: &mut String) {
         Src::Owned(o) => Some(o.0.as_str()).filter(|k| !k.is_empty()),
         Src::Count(_) => None,
         Src::Tx(s) => Some(tx.names().name(*s)),
-        Src::TxExtra(i) => tx.extra_at(*i as usize).map(|e| e.0),
+        Src::TxExtra(k) => Some(&**k),
     };
     out.push_str(v.shown.name());
     if let Some(k) = key {
@@ -1892,7 +1892,7 @@ impl Ev<'_> {
                                 shown: Var::Tx,
                                 src: match tr {
                                     TxRef::Slot(s) => Src::Tx(s),
-                                    TxRef::Extra(i, _) => Src::TxExtra(i as u32),
+                                    TxRef::Extra(k) => Src::TxExtra(k.into()),
                                 },
                             });
                         }
@@ -2259,8 +2259,8 @@ impl Ev<'_> {
             Src::Owned(o) => (Cow::Borrowed(o.1.as_slice()), None),
             Src::Count(n) => (count_bytes(*n), None),
             Src::Tx(s) => (Cow::Borrowed(st.tx.get_slot(*s).unwrap_or_default()), None),
-            Src::TxExtra(i) => (
-                Cow::Borrowed(st.tx.extra_at(*i as usize).map(|e| e.1).unwrap_or_default()),
+            Src::TxExtra(k) => (
+                Cow::Borrowed(st.tx.extra_value(k).unwrap_or_default()),
                 None,
             ),
         };

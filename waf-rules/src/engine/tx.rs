@@ -141,8 +141,7 @@ impl Default for Tx<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TxRef<'a> {
     Slot(u32),
-    /// A run-time key: its index in key order, and the key.
-    Extra(usize, &'a str),
+    Extra(&'a str),
 }
 
 impl<'n> Tx<'n> {
@@ -243,16 +242,13 @@ impl<'n> Tx<'n> {
     pub(crate) fn key<'a>(&'a self, r: TxRef<'a>) -> &'a str {
         match r {
             TxRef::Slot(s) => self.names.name(s),
-            TxRef::Extra(_, k) => k,
+            TxRef::Extra(k) => k,
         }
     }
 
-    /// The run-time key `i` (in key order) and its value.
-    pub(crate) fn extra_at(&self, i: usize) -> Option<(&str, &[u8])> {
-        self.extra
-            .iter()
-            .nth(i)
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
+    /// The value of run-time key `key` (one a `TxRef::Extra` named).
+    pub(crate) fn extra_value(&self, key: &str) -> Option<&[u8]> {
+        self.extra.get(key).map(Vec::as_slice)
     }
 
     /// The value a reference names (empty if it was removed since).
@@ -260,7 +256,7 @@ impl<'n> Tx<'n> {
     pub(crate) fn value(&self, r: TxRef<'_>) -> &[u8] {
         match r {
             TxRef::Slot(s) => self.get_slot(s),
-            TxRef::Extra(_, k) => self.extra.get(k).map(Vec::as_slice),
+            TxRef::Extra(k) => self.extra.get(k).map(Vec::as_slice),
         }
         .unwrap_or_default()
     }
@@ -282,19 +278,18 @@ impl<'n> Tx<'n> {
             .extra
             .keys()
             .map(String::as_str)
-            .enumerate()
-            .filter(move |(_, k)| extra_ok(k))
+            .filter(move |k| extra_ok(k))
             .peekable();
         std::iter::from_fn(move || match (slots.peek(), extra.peek()) {
-            (Some(&s), Some(&(_, e))) => {
+            (Some(&s), Some(&e)) => {
                 if names[s as usize].as_str() < e {
                     slots.next().map(TxRef::Slot)
                 } else {
-                    extra.next().map(|(i, k)| TxRef::Extra(i, k))
+                    extra.next().map(TxRef::Extra)
                 }
             }
             (Some(_), None) => slots.next().map(TxRef::Slot),
-            (None, Some(_)) => extra.next().map(|(i, k)| TxRef::Extra(i, k)),
+            (None, Some(_)) => extra.next().map(TxRef::Extra),
             (None, None) => None,
         })
     }
