@@ -265,8 +265,6 @@ pub(super) struct Clean {
     /// Per entry kind: (filter, entry index) for each entry that only some readers match and
     /// each filter those readers use.
     partial: [Vec<(u32, u32)>; KINDS],
-    /// Whether any list of `partial` holds an entry.
-    pub(super) any_partial: bool,
     /// Entries seen before whose state is not remembered: (kind, entry index, the lookup).
     verify: Vec<(u8, u32, memo::Unknown)>,
     /// The memo key being built.
@@ -279,7 +277,6 @@ impl Clean {
         self.on = false;
         self.states.iter_mut().for_each(Vec::clear);
         self.partial.iter_mut().for_each(Vec::clear);
-        self.any_partial = false;
         self.verify.clear();
         self.key.clear();
     }
@@ -387,7 +384,6 @@ impl Ev<'_> {
                             for l in st.into_iter().filter(|&l| l != NONE && l != DIRTY) {
                                 for &f in plan.map_or(&[][..], |p| &p.filters[l as usize]) {
                                     c.partial[list].push((f, (off + i) as u32));
-                                    c.any_partial = true;
                                 }
                             }
                         }
