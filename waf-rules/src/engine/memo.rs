@@ -173,7 +173,8 @@ pub(crate) fn known(store: Store, op: Op, v: &[u8], vh: u64) -> Result<u64, Unkn
 
 /// Notes that operator `op` did not match `v`; the second time, the miss is remembered.
 pub(crate) fn note_miss(at: Unknown, op: Op, v: &[u8]) {
-    if seen_before(Store::Misses, at) {
+    // (A value too long to keep does not mark the seen-once filter either.)
+    if v.len() <= MAX_LEN && seen_before(Store::Misses, at) {
         remember(Store::Misses, at, op, v, 0);
     }
 }

@@ -4,10 +4,12 @@
 //! lines (70 % of their bytes) are one seen earlier, the same browsers sending the same
 //! `User-Agent`, `Accept` and session cookies request after request. A header's value decides
 //! nothing new the second time: the operators that read it depend on the value alone. So once
-//! every rule link that may read an entry has been seen not to match it, the entry is
-//! remembered as clean (keyed by the rule set, the entry's collection and its name and value,
-//! compared in full), and later requests leave it out: the links skip it, and the prefilter's
-//! unions do not scan it, so most rules are ruled out without looking at those values at all.
+//! every rule link that may read an entry has been run on it, the entry is remembered with the
+//! links that matched it (its `State`: none for most, at most two, else it is not used; keyed
+//! by the rule set, the entry's kind and its name and value, compared in full), and later
+//! requests leave it out: the other links skip it, and the prefilter's unions do not scan it
+//! but for the filters of the links that matched it (`Clean::partial`), so most rules are
+//! ruled out without looking at those values at all.
 //!
 //! What makes this sound:
 //! - **Readers.** At the first evaluation the rule set works out, under its configuration,
@@ -29,8 +31,8 @@
 //! - **When it is used.** With the memo on (`RuleSet::set_memo`, the default) and the rule
 //!   set's own configuration (its prefix); an entry is checked the second time it is seen, at
 //!   the end of that request's evaluation (reusing what the evaluation transformed and
-//!   scanned), and remembered in the memo's store, whose bounds it shares (entries up to
-//!   `memo::MAX_LEN` bytes of name and value), in a store of its own (`memo::Store::Entries`).
+//!   scanned), and remembered in a store of its own (`memo::Store::Entries`) with the memo's
+//!   bounds (entries up to `memo::MAX_LEN` bytes of name and value).
 //!
 //! Headers, cookies and arguments (query and body) are remembered, names and values apart.
 
