@@ -587,9 +587,9 @@ enum Src {
     /// A TX variable by slot, read when the rule runs (TX does not change while a rule reads
     /// its values).
     Tx(u32),
-    /// A run-time TX variable by its key, its value read when the rule runs, as `Tx` (CRS
-    /// 920450's chained rule reads one per request header: the key alone is copied).
-    TxExtra(Box<str>),
+    /// A run-time TX variable by its index among them, read when the rule runs, as `Tx` (CRS
+    /// 920450's chained rule reads one per request header).
+    TxExtra(u32),
 }
 
 /// The (name, value) pairs of a rule link's matches. Cleared lists keep their buffers: most
@@ -649,6 +649,8 @@ struct Buffers {
     cand_buf: Vec<u32>,
     clean: clean::Clean,
     setvar_bufs: (Vec<u8>, Vec<u8>),
+    /// The run-time TX names' buffers (capped by [`Tx::into_spare`]).
+    tx_spare: Vec<(String, Vec<u8>)>,
 }
 
 /// Match lists longer than this, or holding a name or value longer than this many bytes, are
@@ -700,6 +702,7 @@ impl Buffers {
             clean,
             // Cleared by each use.
             setvar_bufs: _,
+            tx_spare: _,
         } = &mut self;
         pool.iter_mut().for_each(Vec::clear);
         clean.clear();
@@ -842,7 +845,7 @@ fn key_matches(sel: &KeySel, key: &str) -> bool {
 
 /// The TX entries a target picks, in key order: its load-time slots that are set, and the
 /// run-time names its key selects.
-fn tx_keyed<'a>(tx: &'a Tx<'_>, t: &'a Target) -> impl Iterator<Item = TxRef<'a>> + 'a {
+fn tx_keyed<'a>(tx: &'a Tx<'_>, t: &'a Target) -> impl Iterator<Item = TxRef> + 'a {
     let sel = t.key.as_ref();
     tx.select(&t.tx_slots, move |k| sel.is_none_or(|s| key_matches(s, k)))
 }
@@ -1182,7 +1185,7 @@ fn val_name_into(req: &Request, tx: &Tx<'_>, v: &Val, out: &mut String) {
         Src::Owned(o) => Some(o.0.as_str()).filter(|k| !k.is_empty()),
         Src::Count(_) => None,
         Src::Tx(s) => Some(tx.names().name(*s)),
-        Src::TxExtra(k) => Some(&**k),
+        Src::TxExtra(i) => tx.extra_at(*i).map(|(k, _)| k),
     };
     out.push_str(v.shown.name());
     if let Some(k) = key {
@@ -1446,7 +1449,7 @@ fn new_ev<'r>(
     let mut st = match prefix {
         Some(p) => St {
             mode: cfg.mode,
-            tx: Tx::from_parts(&rs.tx_names, &p.tx),
+            tx: Tx::from_parts_reusing(&rs.tx_names, &p.tx, bufs.tx_spare),
             matched_var: p.matched_var.clone(),
             matched_var_name: p.matched_var_name.clone(),
             rule_id: p.rule_id,
@@ -1552,6 +1555,7 @@ pub(super) fn evaluate(
         }
     }
     ev.clean_verify();
+    let verdict = ev.verdict();
     std::mem::take(&mut ev.cache).recycle();
     Buffers {
         pool: std::mem::take(&mut ev.pool),
@@ -1561,13 +1565,14 @@ pub(super) fn evaluate(
         cand_buf: std::mem::take(&mut ev.cand_buf),
         clean: std::mem::take(&mut ev.clean),
         setvar_bufs: std::mem::take(&mut ev.setvar_bufs),
+        tx_spare: std::mem::take(&mut ev.st.tx).into_spare(),
     }
     .recycle();
-    ev.verdict()
+    verdict
 }
 
 impl Ev<'_> {
-    fn verdict(self) -> Verdict {
+    fn verdict(&mut self) -> Verdict {
         let tx = &self.st.tx;
         let num = |k: &str| tx.get(k).map(crate::operator::to_int);
         let score = num("blocking_inbound_anomaly_score").unwrap_or_else(|| {
@@ -1580,7 +1585,7 @@ impl Ev<'_> {
         Verdict {
             action: if block { Action::Block } else { Action::Allow },
             score,
-            matches: self.st.matches,
+            matches: std::mem::take(&mut self.st.matches),
         }
     }
 
@@ -1892,7 +1897,7 @@ impl Ev<'_> {
                                 shown: Var::Tx,
                                 src: match tr {
                                     TxRef::Slot(s) => Src::Tx(s),
-                                    TxRef::Extra(k) => Src::TxExtra(k.into()),
+                                    TxRef::Extra(i) => Src::TxExtra(i),
                                 },
                             });
                         }
@@ -2257,8 +2262,8 @@ impl Ev<'_> {
             Src::Owned(o) => (Cow::Borrowed(o.1.as_slice()), None),
             Src::Count(n) => (count_bytes(*n), None),
             Src::Tx(s) => (Cow::Borrowed(st.tx.get_slot(*s).unwrap_or_default()), None),
-            Src::TxExtra(k) => (
-                Cow::Borrowed(st.tx.extra_value(k).unwrap_or_default()),
+            Src::TxExtra(i) => (
+                Cow::Borrowed(st.tx.extra_at(*i).map(|(_, v)| v).unwrap_or_default()),
                 None,
             ),
         };

@@ -3,11 +3,11 @@
 //! CRS reads and writes TX on nearly every rule (`&TX:x "@eq 0"` initialisations, paranoia
 //! checks, score additions). Every TX name a rule set spells out literally gets a slot at
 //! load, in key order, and compiled rules carry their slot: reading or setting such a variable
-//! is an index, not a string search. Names made at run time (`tx.%{...}`) live in a map beside
-//! the slots; the two are merged in key order where a rule reads TX by regex.
+//! is an index, not a string search. Names made at run time (`tx.%{...}`) live in a sorted
+//! list beside the slots; the two are merged in key order where a rule reads TX by regex.
 
 use super::{IntHasher, NO_SLOT};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::LazyLock;
 
@@ -60,7 +60,99 @@ impl TxNames {
 #[derive(Debug, Clone)]
 pub(crate) struct TxParts {
     slots: Vec<Val<'static>>,
-    extra: BTreeMap<String, Vec<u8>>,
+    extra: Extra,
+}
+
+/// The run-time names and their values, sorted by name. CRS makes one per request header
+/// (920450) and a few more: a sorted list beats a tree at that size, and the pairs it drops
+/// are kept (`spare`), with their buffers, for the names set after.
+#[derive(Debug, Default)]
+pub(crate) struct Extra {
+    pairs: Vec<(String, Vec<u8>)>,
+    spare: Vec<(String, Vec<u8>)>,
+}
+
+/// Spare pairs above this many, or with a name or value above this many bytes, are not kept.
+const SPARE_PAIRS: usize = 256;
+const SPARE_PAIR_BYTES: usize = 4096;
+
+impl Clone for Extra {
+    fn clone(&self) -> Extra {
+        Extra {
+            pairs: self.pairs.clone(),
+            spare: Vec::new(),
+        }
+    }
+}
+
+impl Extra {
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.pairs.binary_search_by(|(k, _)| k.as_str().cmp(key))
+    }
+
+    fn get(&self, key: &str) -> Option<&[u8]> {
+        self.find(key).ok().map(|i| self.pairs[i].1.as_slice())
+    }
+
+    fn set(&mut self, key: &str, value: &[u8]) {
+        match self.find(key) {
+            Ok(i) => {
+                let v = &mut self.pairs[i].1;
+                v.clear();
+                v.extend_from_slice(value);
+            }
+            Err(i) => {
+                let (mut k, mut v) = self.spare.pop().unwrap_or_default();
+                k.clear();
+                k.push_str(key);
+                v.clear();
+                v.extend_from_slice(value);
+                self.pairs.insert(i, (k, v));
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Ok(i) = self.find(key) {
+            let pair = self.pairs.remove(i);
+            self.keep(pair);
+        }
+    }
+
+    fn keep(&mut self, pair: (String, Vec<u8>)) {
+        if self.spare.len() < SPARE_PAIRS
+            && pair.0.capacity() <= SPARE_PAIR_BYTES
+            && pair.1.capacity() <= SPARE_PAIR_BYTES
+        {
+            self.spare.push(pair);
+        }
+    }
+
+    /// A copy of `self`'s pairs, made from `spare`'s buffers where it has them.
+    fn copy_with(&self, spare: Vec<(String, Vec<u8>)>) -> Extra {
+        let mut e = Extra {
+            pairs: Vec::with_capacity(self.pairs.len()),
+            spare,
+        };
+        for (k, v) in &self.pairs {
+            let (mut k2, mut v2) = e.spare.pop().unwrap_or_default();
+            k2.clear();
+            k2.push_str(k);
+            v2.clear();
+            v2.extend_from_slice(v);
+            e.pairs.push((k2, v2));
+        }
+        e
+    }
+
+    /// Every pair's buffers, for the next request's [`Tx::from_parts_reusing`].
+    fn into_spare(mut self) -> Vec<(String, Vec<u8>)> {
+        let pairs = std::mem::take(&mut self.pairs);
+        for pair in pairs {
+            self.keep(pair);
+        }
+        self.spare
+    }
 }
 
 static NO_NAMES: LazyLock<TxNames> = LazyLock::new(TxNames::default);
@@ -128,7 +220,7 @@ impl<'a> Val<'a> {
 pub(crate) struct Tx<'n> {
     names: &'n TxNames,
     slots: Vec<Val<'n>>,
-    extra: BTreeMap<String, Vec<u8>>,
+    extra: Extra,
 }
 
 impl Default for Tx<'_> {
@@ -139,9 +231,10 @@ impl Default for Tx<'_> {
 
 /// Where a TX value lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TxRef<'a> {
+pub(crate) enum TxRef {
     Slot(u32),
-    Extra(&'a str),
+    /// A run-time name's index in the sorted list (see [`Tx::extra_at`]).
+    Extra(u32),
 }
 
 impl<'n> Tx<'n> {
@@ -149,7 +242,7 @@ impl<'n> Tx<'n> {
         Tx {
             names,
             slots: vec![Val::Unset; names.names.len()],
-            extra: BTreeMap::new(),
+            extra: Extra::default(),
         }
     }
 
@@ -163,12 +256,29 @@ impl<'n> Tx<'n> {
 
     /// Values saved by [`Tx::to_parts`] from a `Tx` over the same names; long values are
     /// borrowed from `parts` until they are set.
+    #[cfg(test)]
     pub(crate) fn from_parts(names: &'n TxNames, parts: &'n TxParts) -> Tx<'n> {
+        Tx::from_parts_reusing(names, parts, Vec::new())
+    }
+
+    /// As [`Tx::from_parts`], run-time names going into the buffers of `spare` (from
+    /// [`Tx::into_spare`]).
+    pub(crate) fn from_parts_reusing(
+        names: &'n TxNames,
+        parts: &'n TxParts,
+        spare: Vec<(String, Vec<u8>)>,
+    ) -> Tx<'n> {
         Tx {
             names,
             slots: parts.slots.iter().map(Val::share).collect(),
-            extra: parts.extra.clone(),
+            extra: parts.extra.copy_with(spare),
         }
+    }
+
+    /// The buffers of the run-time names (at most 256 pairs, each name and value up to 4 KiB),
+    /// for the next request.
+    pub(crate) fn into_spare(self) -> Vec<(String, Vec<u8>)> {
+        self.extra.into_spare()
     }
 
     pub(crate) fn names(&self) -> &'n TxNames {
@@ -199,7 +309,7 @@ impl<'n> Tx<'n> {
     pub(crate) fn get_at(&self, slot: u32, key: &str) -> Option<&[u8]> {
         match self.slot_of(slot, key) {
             Some(s) => self.get_slot(s),
-            None => self.extra.get(key).map(Vec::as_slice),
+            None => self.extra.get(key),
         }
     }
 
@@ -207,15 +317,7 @@ impl<'n> Tx<'n> {
     pub(crate) fn set_at(&mut self, slot: u32, key: &str, value: &[u8]) {
         match self.slot_of(slot, key) {
             Some(s) => self.slots[s as usize].set(value),
-            None => match self.extra.get_mut(key) {
-                Some(v) => {
-                    v.clear();
-                    v.extend_from_slice(value);
-                }
-                None => {
-                    self.extra.insert(key.to_string(), value.to_vec());
-                }
-            },
+            None => self.extra.set(key, value),
         }
     }
 
@@ -232,31 +334,34 @@ impl<'n> Tx<'n> {
     pub(crate) fn remove_at(&mut self, slot: u32, key: &str) {
         match self.slot_of(slot, key) {
             Some(s) => self.slots[s as usize] = Val::Unset,
-            None => {
-                self.extra.remove(key);
-            }
+            None => self.extra.remove(key),
         }
     }
 
     /// The key a reference names.
-    pub(crate) fn key<'a>(&'a self, r: TxRef<'a>) -> &'a str {
+    pub(crate) fn key(&self, r: TxRef) -> &str {
         match r {
             TxRef::Slot(s) => self.names.name(s),
-            TxRef::Extra(k) => k,
+            TxRef::Extra(i) => &self.extra.pairs[i as usize].0,
         }
     }
 
-    /// The value of run-time key `key` (one a `TxRef::Extra` named).
-    pub(crate) fn extra_value(&self, key: &str) -> Option<&[u8]> {
-        self.extra.get(key).map(Vec::as_slice)
+    /// The run-time name and value at `i` (from a `TxRef::Extra`), if it is still set: TX
+    /// does not change while one rule link reads its values, so an index taken by
+    /// [`Tx::select`] names the same variable until the link's actions run.
+    pub(crate) fn extra_at(&self, i: u32) -> Option<(&str, &[u8])> {
+        self.extra
+            .pairs
+            .get(i as usize)
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
     }
 
     /// The value a reference names (empty if it was removed since).
     #[cfg(test)]
-    pub(crate) fn value(&self, r: TxRef<'_>) -> &[u8] {
+    pub(crate) fn value(&self, r: TxRef) -> &[u8] {
         match r {
             TxRef::Slot(s) => self.get_slot(s),
-            TxRef::Extra(k) => self.extra.get(k).map(Vec::as_slice),
+            TxRef::Extra(i) => self.extra_at(i).map(|(_, v)| v),
         }
         .unwrap_or_default()
     }
@@ -267,7 +372,7 @@ impl<'n> Tx<'n> {
         &'a self,
         slots: &'a [u32],
         extra_ok: impl Fn(&str) -> bool + 'a,
-    ) -> impl Iterator<Item = TxRef<'a>> + 'a {
+    ) -> impl Iterator<Item = TxRef> + 'a {
         let names = &self.names.names;
         let mut slots = slots
             .iter()
@@ -276,20 +381,22 @@ impl<'n> Tx<'n> {
             .peekable();
         let mut extra = self
             .extra
-            .keys()
-            .map(String::as_str)
-            .filter(move |k| extra_ok(k))
+            .pairs
+            .iter()
+            .enumerate()
+            .filter(move |(_, (k, _))| extra_ok(k))
+            .map(|(i, (k, _))| (i as u32, k.as_str()))
             .peekable();
         std::iter::from_fn(move || match (slots.peek(), extra.peek()) {
-            (Some(&s), Some(&e)) => {
+            (Some(&s), Some(&(_, e))) => {
                 if names[s as usize].as_str() < e {
                     slots.next().map(TxRef::Slot)
                 } else {
-                    extra.next().map(TxRef::Extra)
+                    extra.next().map(|(i, _)| TxRef::Extra(i))
                 }
             }
             (Some(_), None) => slots.next().map(TxRef::Slot),
-            (None, Some(_)) => extra.next().map(TxRef::Extra),
+            (None, Some(_)) => extra.next().map(|(i, _)| TxRef::Extra(i)),
             (None, None) => None,
         })
     }
@@ -335,6 +442,55 @@ mod tests {
         );
         tx.set("c", b"short");
         assert_eq!(tx.get("c"), Some(&b"short"[..]));
+    }
+
+    #[test]
+    fn a_tx_made_from_spare_buffers_holds_nothing_of_the_last_request() {
+        let names = TxNames::new(vec!["slot".into()]);
+        let mut setup = Tx::new(&names);
+        setup.set("from_setup", b"kept");
+        let parts = setup.to_parts();
+        let mut first = Tx::from_parts(&names, &parts);
+        for h in ["host", "accept", "user-agent", "cookie"] {
+            first.set(
+                &format!("header_name_920450_{h}"),
+                format!("/{h}/").as_bytes(),
+            );
+        }
+        first.remove_at(NO_SLOT, "header_name_920450_accept");
+        first.set("from_setup", b"changed by the first request");
+        let spare = first.into_spare();
+        // Every pair it held, the removed one and the copy of the setup's included.
+        assert_eq!(spare.len(), 5);
+        let mut second = Tx::from_parts_reusing(&names, &parts, spare);
+        let all = names.slots_where(|_| true);
+        let keys = |tx: &Tx| -> Vec<String> {
+            tx.select(&all, |_| true)
+                .map(|r| tx.key(r).to_string())
+                .collect()
+        };
+        assert_eq!(keys(&second), vec!["from_setup".to_string()]);
+        assert_eq!(second.get("from_setup"), Some(&b"kept"[..]));
+        second.set("b", b"2");
+        second.set("a", b"1");
+        second.set("c", b"3");
+        assert_eq!(keys(&second), ["a", "b", "c", "from_setup"]);
+        let refs: Vec<TxRef> = second.select(&all, |k| k != "b").collect();
+        let got: Vec<(&str, &[u8])> = refs
+            .iter()
+            .map(|&r| match r {
+                TxRef::Extra(i) => second.extra_at(i).expect("set"),
+                TxRef::Slot(_) => unreachable!("no slot is set"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", &b"1"[..]),
+                ("c", &b"3"[..]),
+                ("from_setup", &b"kept"[..])
+            ]
+        );
     }
 
     #[test]
