@@ -69,7 +69,16 @@ pub struct Request {
     pub remote_addr: Vec<u8>,
     /// Arguments dropped past the limit.
     pub args_truncated: bool,
+    /// Entries of the request this one was refilled from, emptied, their buffers reused for
+    /// this one's entries (see [`Request::refill`]).
+    spare: Vec<Entry>,
 }
+
+/// A refilled request keeps at most this many spare entries, and byte buffers and entries of
+/// at most this capacity: a large request does not pin its memory for the thread's next one.
+const SPARE_ENTRIES: usize = 256;
+const SPARE_BYTES: usize = 4096;
+const SPARE_BODY_BYTES: usize = 64 * 1024;
 
 fn hexval(b: u8) -> Option<u8> {
     match b {
@@ -83,6 +92,13 @@ fn hexval(b: u8) -> Option<u8> {
 /// `application/x-www-form-urlencoded` decoding: `%XX` and `+`; invalid escapes kept.
 pub fn form_decode(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
+    form_decode_into(input, &mut out);
+    out
+}
+
+/// [`form_decode`], appending to `out`.
+fn form_decode_into(input: &[u8], out: &mut Vec<u8>) {
+    out.reserve(input.len());
     let mut i = 0;
     while i < input.len() {
         match input[i] {
@@ -102,12 +118,18 @@ pub fn form_decode(input: &[u8]) -> Vec<u8> {
         }
         i += 1;
     }
-    out
 }
 
 /// `%XX` decoding without `+` → space (paths); invalid escapes kept.
 pub fn percent_decode(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
+    percent_decode_into(input, &mut out);
+    out
+}
+
+/// [`percent_decode`], appending to `out`.
+fn percent_decode_into(input: &[u8], out: &mut Vec<u8>) {
+    out.reserve(input.len());
     let mut i = 0;
     while i < input.len() {
         if input[i] == b'%' {
@@ -123,14 +145,44 @@ pub fn percent_decode(input: &[u8]) -> Vec<u8> {
         out.push(input[i]);
         i += 1;
     }
-    out
 }
 
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn parse_urlencoded(input: &[u8], out: &mut Vec<Entry>, max: usize) -> bool {
+/// Appends `b` to `out`, invalid UTF-8 replaced as `String::from_utf8_lossy` does.
+fn push_lossy(out: &mut String, b: &[u8]) {
+    match std::str::from_utf8(b) {
+        Ok(t) => out.push_str(t),
+        Err(_) => out.push_str(&String::from_utf8_lossy(b)),
+    }
+}
+
+/// An empty entry, from `spare`'s buffers when it has one.
+fn new_entry(spare: &mut Vec<Entry>) -> Entry {
+    let mut e = spare.pop().unwrap_or_default();
+    e.0.clear();
+    e.1.clear();
+    e
+}
+
+/// An emptied byte buffer, unless it grew past `max` bytes.
+fn reuse(mut v: Vec<u8>, max: usize) -> Vec<u8> {
+    if v.capacity() > max {
+        return Vec::new();
+    }
+    v.clear();
+    v
+}
+
+fn parse_urlencoded(
+    input: &[u8],
+    out: &mut Vec<Entry>,
+    max: usize,
+    spare: &mut Vec<Entry>,
+) -> bool {
+    let mut scratch = Vec::new();
     for pair in input.split(|&b| b == b'&') {
         if pair.is_empty() {
             continue;
@@ -142,7 +194,12 @@ fn parse_urlencoded(input: &[u8], out: &mut Vec<Entry>, max: usize) -> bool {
             Some(p) => (&pair[..p], &pair[p + 1..]),
             None => (pair, &b""[..]),
         };
-        out.push((lossy(&form_decode(n)), form_decode(v)));
+        let mut e = new_entry(spare);
+        scratch.clear();
+        form_decode_into(n, &mut scratch);
+        push_lossy(&mut e.0, &scratch);
+        form_decode_into(v, &mut e.1);
+        out.push(e);
     }
     true
 }
@@ -173,13 +230,89 @@ pub fn processor_for(content_type: &str) -> &'static str {
 impl Request {
     /// Builds the phase-1 view of a request. The body is kept for [`Request::process_body`].
     pub fn new(req: &HttpRequest, limits: &Limits) -> Request {
-        let mut r = Request {
-            method: req.method.as_bytes().to_vec(),
-            uri_raw: req.uri.as_bytes().to_vec(),
-            protocol: req.version.as_bytes().to_vec(),
-            ..Default::default()
+        let mut r = Request::default();
+        r.refill(req, limits);
+        r
+    }
+
+    /// Empties `self`, keeping its buffers (up to the `SPARE_*` sizes) for [`Request::refill`].
+    pub fn clear(&mut self) {
+        let old = std::mem::take(self);
+        let mut spare = old.spare;
+        // An entry list emptied into `spare`, the list kept unless it grew long.
+        let mut empty = |mut list: Vec<Entry>| {
+            for (mut n, mut v) in list.drain(..) {
+                if spare.len() < SPARE_ENTRIES
+                    && n.capacity() <= SPARE_BYTES
+                    && v.capacity() <= SPARE_BYTES
+                {
+                    n.clear();
+                    v.clear();
+                    spare.push((n, v));
+                }
+            }
+            if list.capacity() > SPARE_ENTRIES {
+                return Vec::new();
+            }
+            list
         };
-        r.request_line = format!("{} {} {}", req.method, req.uri, req.version).into_bytes();
+        let (headers, cookies, args) = (empty(old.headers), empty(old.cookies), empty(old.args));
+        let (files, files_sizes) = (empty(old.files), empty(old.files_sizes));
+        let multipart_part_headers = empty(old.multipart_part_headers);
+        let (xml_text, xml_attrs) = (empty(old.xml_text), empty(old.xml_attrs));
+        // Every field named, so that a new one is not left holding the previous request.
+        *self = Request {
+            method: reuse(old.method, SPARE_BYTES),
+            uri_raw: reuse(old.uri_raw, SPARE_BYTES),
+            uri: reuse(old.uri, SPARE_BYTES),
+            filename: reuse(old.filename, SPARE_BYTES),
+            basename: reuse(old.basename, SPARE_BYTES),
+            query: reuse(old.query, SPARE_BYTES),
+            protocol: reuse(old.protocol, SPARE_BYTES),
+            request_line: reuse(old.request_line, SPARE_BYTES),
+            headers,
+            cookies,
+            args,
+            args_get_len: 0,
+            files,
+            files_sizes,
+            multipart_part_headers,
+            xml_text,
+            xml_attrs,
+            body: reuse(old.body, SPARE_BODY_BYTES),
+            body_length: 0,
+            raw_body: reuse(old.raw_body, SPARE_BODY_BYTES),
+            body_processor: String::new(),
+            body_error: false,
+            body_error_msg: String::new(),
+            inbound_data_error: false,
+            multipart_error: false,
+            remote_addr: reuse(old.remote_addr, SPARE_BYTES),
+            args_truncated: false,
+            spare,
+        };
+    }
+
+    /// Makes `self` the phase-1 view of `req`, as [`Request::new`] does, reusing the buffers
+    /// `self` holds (an evaluation keeps its request's for the thread's next one): a request
+    /// is otherwise some forty allocations. Nothing of the previous request is kept but
+    /// emptied buffers, and only those up to the `SPARE_*` sizes.
+    pub fn refill(&mut self, req: &HttpRequest, limits: &Limits) {
+        self.clear();
+        let mut spare = std::mem::take(&mut self.spare);
+        let r = self;
+        r.method.extend_from_slice(req.method.as_bytes());
+        r.uri_raw.extend_from_slice(req.uri.as_bytes());
+        r.protocol.extend_from_slice(req.version.as_bytes());
+        for part in [
+            req.method.as_bytes(),
+            b" ",
+            req.uri.as_bytes(),
+            b" ",
+            req.version.as_bytes(),
+        ] {
+            r.request_line.extend_from_slice(part);
+        }
         // Strip scheme and authority from an absolute-form target.
         let mut target = req.uri.as_str();
         if let Some(p) = target.find("://") {
@@ -191,25 +324,29 @@ impl Request {
                 };
             }
         }
-        r.uri = target.as_bytes().to_vec();
+        r.uri.extend_from_slice(target.as_bytes());
         let (path, query) = match target.find('?') {
             Some(q) => (&target[..q], &target[q + 1..]),
             None => (target, ""),
         };
         let path = path.split('#').next().unwrap_or(path);
         // REQUEST_FILENAME is the percent-decoded path, as ModSecurity and Coraza expose it.
-        r.filename = percent_decode(path.as_bytes());
-        r.basename = match r.filename.iter().rposition(|&b| b == b'/' || b == b'\\') {
-            Some(s) => r.filename[s + 1..].to_vec(),
-            None => r.filename.clone(),
+        percent_decode_into(path.as_bytes(), &mut r.filename);
+        let base = match r.filename.iter().rposition(|&b| b == b'/' || b == b'\\') {
+            Some(s) => s + 1,
+            None => 0,
         };
-        r.query = query.as_bytes().to_vec();
-        if !parse_urlencoded(query.as_bytes(), &mut r.args, limits.max_args) {
+        r.basename.extend_from_slice(&r.filename[base..]);
+        r.query.extend_from_slice(query.as_bytes());
+        if !parse_urlencoded(query.as_bytes(), &mut r.args, limits.max_args, &mut spare) {
             r.args_truncated = true;
         }
         r.args_get_len = r.args.len();
         for (n, v) in &req.headers {
-            r.headers.push((n.clone(), v.as_bytes().to_vec()));
+            let mut e = new_entry(&mut spare);
+            e.0.push_str(n);
+            e.1.extend_from_slice(v.as_bytes());
+            r.headers.push(e);
             if n.eq_ignore_ascii_case("cookie") {
                 for c in v.split(';') {
                     let c = c.trim_start();
@@ -220,23 +357,26 @@ impl Request {
                         Some(p) => (&c[..p], &c[p + 1..]),
                         None => (c, ""),
                     };
-                    r.cookies.push((cn.to_string(), cv.as_bytes().to_vec()));
+                    let mut e = new_entry(&mut spare);
+                    e.0.push_str(cn);
+                    e.1.extend_from_slice(cv.as_bytes());
+                    r.cookies.push(e);
                 }
             }
         }
-        r.remote_addr = req
-            .client_ip
-            .map(|ip| ip.to_string().into_bytes())
-            .unwrap_or_default();
-        let mut raw = req.body.clone();
-        r.body_length = raw.len();
-        if raw.len() > limits.max_body_bytes {
-            raw.truncate(limits.max_body_bytes);
+        if let Some(ip) = req.client_ip {
+            use std::io::Write;
+            // (Writing to a Vec cannot fail.)
+            let _ = write!(r.remote_addr, "{ip}");
+        }
+        r.body_length = req.body.len();
+        let kept = req.body.len().min(limits.max_body_bytes);
+        r.raw_body.extend_from_slice(&req.body[..kept]);
+        if kept < req.body.len() {
             r.inbound_data_error = true;
         }
-        r.raw_body = raw;
         r.body_processor = processor_for(req.header("content-type").unwrap_or("")).to_string();
-        r
+        r.spare = spare;
     }
 
     /// `UNIQUE_ID`, derived from the request line (the engine has no randomness); made when a
@@ -256,19 +396,31 @@ impl Request {
             self.body_processor = p.to_ascii_uppercase();
         }
         let body = std::mem::take(&mut self.raw_body);
-        self.body = body.clone();
-        if body.is_empty() {
-            return;
+        if !body.is_empty() {
+            self.parse_body(&body, limits);
         }
+        // The body becomes REQUEST_BODY; REQUEST_BODY's emptied buffer, the raw body's.
+        self.raw_body = std::mem::replace(&mut self.body, body);
+        self.raw_body.clear();
+    }
+
+    fn parse_body(&mut self, body: &[u8], limits: &Limits) {
         let max = limits.max_args;
         match self.body_processor.as_str() {
-            "URLENCODED" if !parse_urlencoded(&body, &mut self.args, max + self.args_get_len) => {
+            "URLENCODED"
+                if !parse_urlencoded(
+                    body,
+                    &mut self.args,
+                    max + self.args_get_len,
+                    &mut self.spare,
+                ) =>
+            {
                 self.args_truncated = true;
                 self.set_error("too many arguments");
             }
-            "JSON" => self.process_json(&body, limits),
-            "MULTIPART" => self.process_multipart(&body, limits),
-            "XML" => self.process_xml(&body),
+            "JSON" => self.process_json(body, limits),
+            "MULTIPART" => self.process_multipart(body, limits),
+            "XML" => self.process_xml(body),
             _ => {}
         }
     }
@@ -702,6 +854,88 @@ mod tests {
         let mut r = Request::new(&h, &limits);
         r.process_body(None, &limits);
         r
+    }
+
+    #[test]
+    fn a_refilled_request_is_the_request_made_new() {
+        let http = |method: &str, uri: &str, headers: &[(&str, &str)], body: &[u8]| HttpRequest {
+            method: method.into(),
+            uri: uri.into(),
+            version: "HTTP/1.1".into(),
+            headers: headers
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            body: body.to_vec(),
+            client_ip: Some([192, 0, 2, 7].into()),
+            country: None,
+        };
+        let long = "v".repeat(SPARE_BYTES + 10);
+        let big_body = vec![b'x'; SPARE_BODY_BYTES + 10];
+        let requests = [
+            http(
+                "POST",
+                "/a%20b/c.php?x=1&y=%FF&z",
+                &[
+                    ("Cookie", "a=1; b=x=y; c"),
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                    ("X-Long", &long),
+                ],
+                b"p=%27or&q=2",
+            ),
+            http("GET", "/", &[("Host", "h")], b""),
+            http(
+                "POST",
+                "http://h/j",
+                &[("Content-Type", "application/json")],
+                br#"{"a":[1,{"b":"c"}]}"#,
+            ),
+            http(
+                "POST",
+                "/m",
+                &[("Content-Type", "multipart/form-data; boundary=B")],
+                b"--B\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.txt\"\r\n\r\nhi\r\n--B--\r\n",
+            ),
+            http("PUT", "/big", &[("Content-Type", "text/plain")], &big_body),
+            http("GET", "/?only=query", &[], b""),
+        ];
+        let limits = Limits {
+            max_body_bytes: SPARE_BODY_BYTES + 5,
+            ..Limits::default()
+        };
+        let shown = |r: &Request| {
+            let mut r = r.clone();
+            r.spare.clear();
+            format!("{r:?}")
+        };
+        let mut reused = Request::default();
+        // Each request after each other one (and after itself).
+        for a in &requests {
+            for b in &requests {
+                reused.refill(a, &limits);
+                reused.process_body(None, &limits);
+                reused.refill(b, &limits);
+                let mut new = Request::new(b, &limits);
+                assert_eq!(shown(&reused), shown(&new), "{} after {}", b.uri, a.uri);
+                reused.process_body(None, &limits);
+                new.process_body(None, &limits);
+                assert_eq!(shown(&reused), shown(&new), "{} after {}", b.uri, a.uri);
+                assert!(reused.spare.len() <= SPARE_ENTRIES);
+                assert!(reused
+                    .spare
+                    .iter()
+                    .all(|(n, v)| n.is_empty() && v.is_empty()));
+            }
+        }
+        reused.clear();
+        assert_eq!(shown(&reused), shown(&Request::default()));
+        // Nothing grown past the caps is kept.
+        assert!(reused
+            .spare
+            .iter()
+            .all(|(n, v)| n.capacity() <= SPARE_BYTES && v.capacity() <= SPARE_BYTES));
+        assert!(reused.body.capacity() <= SPARE_BODY_BYTES);
+        assert!(reused.raw_body.capacity() <= SPARE_BODY_BYTES);
     }
 
     #[test]

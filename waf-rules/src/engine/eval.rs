@@ -651,6 +651,8 @@ struct Buffers {
     setvar_bufs: (Vec<u8>, Vec<u8>),
     /// The run-time TX names' buffers (capped by [`Tx::into_spare`]).
     tx_spare: Vec<(String, Vec<u8>)>,
+    /// The last request's model, emptied (capped by [`Request::clear`]).
+    req: Request,
 }
 
 /// Match lists longer than this, or holding a name or value longer than this many bytes, are
@@ -703,7 +705,9 @@ impl Buffers {
             // Cleared by each use.
             setvar_bufs: _,
             tx_spare: _,
+            req,
         } = &mut self;
+        req.clear();
         pool.iter_mut().for_each(Vec::clear);
         clean.clear();
         matched_vars.clear();
@@ -1445,7 +1449,9 @@ fn new_ev<'r>(
     prefix: Option<&'r Prefix>,
 ) -> Ev<'r> {
     let limits = &rs.config.limits;
-    let bufs = Buffers::take();
+    let mut bufs = Buffers::take();
+    let mut req = std::mem::take(&mut bufs.req);
+    req.refill(http, limits);
     let mut st = match prefix {
         Some(p) => St {
             mode: cfg.mode,
@@ -1485,7 +1491,7 @@ fn new_ev<'r>(
     Ev {
         rs,
         cfg,
-        req: Request::new(http, limits),
+        req,
         st,
         cache: Cache::for_request(rs.nodes.len()),
         phase: 1,
@@ -1566,6 +1572,7 @@ pub(super) fn evaluate(
         clean: std::mem::take(&mut ev.clean),
         setvar_bufs: std::mem::take(&mut ev.setvar_bufs),
         tx_spare: std::mem::take(&mut ev.st.tx).into_spare(),
+        req: std::mem::take(&mut ev.req),
     }
     .recycle();
     verdict
