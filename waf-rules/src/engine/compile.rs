@@ -731,7 +731,7 @@ pub(super) fn compile_target(s: &TargetSpec) -> Result<Target, String> {
                     .case_insensitive(true)
                     .build()
                     .map_err(|e| format!("bad key regex /{r}/: {e}"))?;
-                Some(KeySel::Regex(re))
+                Some(KeySel::Regex(super::KeyRegex::new(r, re)))
             }
         }
     };
@@ -879,6 +879,7 @@ impl Rule {
             pf_also: None,
             pf_steps: Vec::new(),
             link: 0,
+            param_slot: super::NO_SLOT,
         }
     }
 }

@@ -929,7 +929,7 @@ fn resolve(req: &Request, st: &St, name: &str, key: Option<&str>) -> Vec<u8> {
 
 /// The key of a template that is one TX reference written in lower case
 /// (`%{tx.critical_anomaly_score}`), whose value can be read in place instead of expanded.
-fn single_tx_key(m: &Macro) -> Option<&str> {
+pub(super) fn single_tx_key(m: &Macro) -> Option<&str> {
     match m.single_var() {
         Some(("TX", Some(k))) if !k.bytes().any(|b| b.is_ascii_uppercase()) => Some(k),
         _ => None,
@@ -1749,7 +1749,11 @@ impl Ev<'_> {
                 name_buf.clear();
                 sv.name.expand_into(name_buf, &res_into);
                 name_buf.make_ascii_lowercase();
-                String::from_utf8_lossy(name_buf)
+                // (`from_utf8` first: it checks an ASCII name several bytes at a time.)
+                match std::str::from_utf8(name_buf) {
+                    Ok(n) => Cow::Borrowed(n),
+                    Err(_) => String::from_utf8_lossy(name_buf),
+                }
             }
         };
         let int = |m: &Macro| match (m.literal(), single_tx_key(m)) {
@@ -2336,7 +2340,8 @@ impl Ev<'_> {
         // read in place.
         let expand = |m: &Macro| -> Cow<[u8]> {
             match single_tx_key(m) {
-                Some(k) => Cow::Borrowed(st_ro.tx.get(k).unwrap_or_default()),
+                // (Through the slot found at load: `r.param_slot` names `k`.)
+                Some(k) => Cow::Borrowed(st_ro.tx.get_at(r.param_slot, k).unwrap_or_default()),
                 None => Cow::Owned(m.expand(&res)),
             }
         };

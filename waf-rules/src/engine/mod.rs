@@ -274,7 +274,43 @@ pub(crate) enum KeySel {
     /// A key regex (case-insensitive). On TX, the load-time names it selects are listed
     /// once (`Target::tx_slots`): TX holds hundreds of names and CRS's
     /// `TX:/^header_name_920450_/` reads a handful of them.
-    Regex(regex::bytes::Regex),
+    Regex(KeyRegex),
+}
+
+/// A key regex, and its text when it is a literal (`/__utm/`, `/^header_name_920450_/`):
+/// the regex crate takes several hundred instructions to try a short key, a literal compare
+/// a few dozen, and CRS tries such regexes on every cookie and run-time TX name.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyRegex {
+    re: regex::bytes::Regex,
+    /// The literal (ASCII letters, digits, `_` and `-`), and whether it must start the key.
+    lit: Option<(Box<[u8]>, bool)>,
+}
+
+impl KeyRegex {
+    /// `re` compiled from `pattern` (case-insensitive, ASCII case folding only).
+    pub(crate) fn new(pattern: &str, re: regex::bytes::Regex) -> KeyRegex {
+        let (anchored, body) = match pattern.strip_prefix('^') {
+            Some(b) => (true, b),
+            None => (false, pattern),
+        };
+        let literal = !body.is_empty()
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        KeyRegex {
+            re,
+            lit: literal.then(|| (body.as_bytes().into(), anchored)),
+        }
+    }
+
+    pub(crate) fn is_match(&self, key: &[u8]) -> bool {
+        match &self.lit {
+            Some((l, true)) => key.len() >= l.len() && key[..l.len()].eq_ignore_ascii_case(l),
+            Some((l, false)) => key.windows(l.len()).any(|w| w.eq_ignore_ascii_case(l)),
+            None => self.re.is_match(key),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -375,6 +411,9 @@ pub(crate) struct Rule {
     /// This link's index among every rule link of the rule set (heads and chained links, in
     /// order): per-link tables of an evaluation index by it.
     link: u32,
+    /// The TX slot of an operator parameter that is one TX value
+    /// (`@within %{tx.restricted_headers_basic}`), `NO_SLOT` otherwise.
+    param_slot: u32,
 }
 
 /// The rules whose values pass through one transformation chain, as the prefilter sees them
@@ -831,6 +870,9 @@ fn assign_tx_slots(phases: &mut [Vec<Item>; 2], config: &WafConfig) -> tx::TxNam
                 (Var::Tx, None) => t.tx_slots = names.slots_where(|_| true),
                 _ => {}
             }
+        }
+        if let Some(k) = r.op.param_macro().and_then(eval::single_tx_key) {
+            r.param_slot = names.slot(k).unwrap_or(NO_SLOT);
         }
         for sv in &mut r.setvars {
             if let Some(l) = sv.name.literal() {

@@ -841,3 +841,70 @@ SecRule REQUEST_HEADERS_NAMES "@rx ^.*$" "id:2,phase:1,deny,capture,t:none,t:low
     assert_eq!(v.matches[0].variable, "TX:hn_proxy");
     assert_eq!(v.matches[0].value_excerpt, "/proxy/");
 }
+
+mod key_regex {
+    use super::super::KeyRegex;
+    use proptest::prelude::*;
+
+    fn built(pattern: &str) -> KeyRegex {
+        let re = regex::bytes::RegexBuilder::new(pattern)
+            .unicode(false)
+            .case_insensitive(true)
+            .build()
+            .expect("compiles");
+        KeyRegex::new(pattern, re)
+    }
+
+    #[test]
+    fn literal_key_regexes_take_the_literal_path_and_others_do_not() {
+        assert!(built("^header_name_920450_").lit.is_some());
+        assert!(built("__utm").lit.is_some());
+        assert!(built("^a.b").lit.is_none());
+        assert!(built("^ab$").lit.is_none());
+        assert!(built("a|b").lit.is_none());
+        assert!(built("^").lit.is_none());
+        let r = built("^header_name_920450_");
+        assert!(r.is_match(b"header_name_920450_host"));
+        assert!(r.is_match(b"HEADER_name_920450_"));
+        assert!(!r.is_match(b"x_header_name_920450_host"));
+        assert!(!r.is_match(b"header_name_920450"));
+        let c = built("__utm");
+        assert!(c.is_match(b"__UTMz"));
+        assert!(c.is_match(b"x__utm"));
+        assert!(!c.is_match(b"_utm"));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        /// A literal key regex answers as the regex it stands for.
+        #[test]
+        fn the_literal_path_answers_as_the_regex(
+            anchored in any::<bool>(),
+            body in "[a-zA-Z0-9_-]{1,6}",
+            keys in proptest::collection::vec("[a-cA-C_\\-.\\x{e9}]{0,10}", 1..8),
+            case_flips in proptest::collection::vec(any::<bool>(), 6),
+        ) {
+            let pattern = if anchored { format!("^{body}") } else { body.clone() };
+            let fast = built(&pattern);
+            prop_assert!(fast.lit.is_some());
+            // Keys that hold the literal (case changed, at the start or inside) and others.
+            let flipped: String = body
+                .chars()
+                .zip(case_flips.iter().cycle())
+                .map(|(c, &f)| if f { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+                .collect();
+            let mut all = keys.clone();
+            for k in &keys {
+                all.push(format!("{flipped}{k}"));
+                all.push(format!("{k}{flipped}{k}"));
+            }
+            for k in &all {
+                prop_assert_eq!(
+                    fast.is_match(k.as_bytes()),
+                    fast.re.is_match(k.as_bytes()),
+                    "/{}/ on {:?}", pattern, k
+                );
+            }
+        }
+    }
+}
