@@ -9,7 +9,13 @@
 //! request. `evaluate/benign-stream/pl1` has them on, as in production, and cycles through all
 //! 9,962 requests of `legit-dev.jsonl` (a value comes back only as often as the corpus repeats
 //! it; the stores hold what their caps allow): the mean per request of a thread serving that
-//! traffic (`crs_latency` reports the distribution).
+//! traffic (`crs_latency` reports the distribution). `--features mimalloc` measures with the
+//! allocator origin-proxy runs.
+// With `--features mimalloc`: the allocator origin-proxy runs, which the engine then uses.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::path::PathBuf;
 use waf_rules::harness::{parse_jsonl, CorpusEntry};
