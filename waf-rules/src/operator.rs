@@ -548,6 +548,9 @@ fn param<'a>(
 pub struct Found {
     /// Capture groups 0..=9 (for the `capture` action).
     pub captures: Vec<Vec<u8>>,
+    /// The match is the whole value, which is group 0 (`captures` is then left empty, and
+    /// the caller takes the value it passed).
+    pub whole: bool,
 }
 
 impl Operator {
@@ -643,12 +646,10 @@ impl Operator {
         match self {
             Operator::Rx(rx) => {
                 if rx.whole {
-                    let captures = if want_captures {
-                        vec![v.to_vec()]
-                    } else {
-                        Vec::new()
-                    };
-                    return Some(Found { captures });
+                    return Some(Found {
+                        captures: Vec::new(),
+                        whole: want_captures,
+                    });
                 }
                 let re = rx.regex()?;
                 if !re.is_match(v) {
@@ -663,7 +664,10 @@ impl Operator {
                                 .unwrap_or_default()
                         })
                         .collect();
-                    Some(Found { captures })
+                    Some(Found {
+                        captures,
+                        whole: false,
+                    })
                 } else {
                     yes()
                 }
@@ -672,11 +676,15 @@ impl Operator {
                 let m = ph.automaton()?.find(v)?;
                 Some(Found {
                     captures: vec![v[m.start()..m.end()].to_vec()],
+                    whole: false,
                 })
             }
             Operator::DetectSqli if single_token(v) => None,
             Operator::DetectXss if !xss_possible(v) || single_token(v) => None,
-            Operator::DetectSqli => detect_sqli(v).map(|fp| Found { captures: vec![fp] }),
+            Operator::DetectSqli => detect_sqli(v).map(|fp| Found {
+                captures: vec![fp],
+                whole: false,
+            }),
             Operator::DetectXss => bool_found(libinjectionrs::detect_xss(v).is_injection()),
             Operator::Within(m) => {
                 let p = param(m);
@@ -808,7 +816,9 @@ mod tests {
         for v in [&b""[..], b"host", b"a\nb\r\n", b"\xff\x00z"] {
             let found = whole.run(v, true, &|_| std::borrow::Cow::Borrowed(&[]));
             let caps = re.captures(v).expect("matches");
-            assert_eq!(found.map(|f| f.captures), Some(vec![caps[0].to_vec()]));
+            let found = found.expect("matches");
+            assert!(found.whole && found.captures.is_empty());
+            assert_eq!(&caps[0], v);
         }
         let op = Operator::Rx(Rx::new("a.b", Compile::Eager, false).expect("compiles"));
         assert!(run(&op, "a\nb"));

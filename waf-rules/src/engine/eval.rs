@@ -592,6 +592,15 @@ enum Src {
     TxExtra(u32),
 }
 
+/// A match's capture groups, as a rule link's matches keep them until its actions run.
+enum Caps {
+    /// The whole matched value is group 0 (CRS 920450's `^.*$` on every header name):
+    /// nothing copied.
+    Whole,
+    /// Groups 0 to 9.
+    Groups(Vec<Vec<u8>>),
+}
+
 /// The (name, value) pairs of a rule link's matches. Cleared lists keep their buffers: most
 /// CRS rules that match (the initialisations, the score additions) match one short value.
 #[derive(Debug, Default, Clone)]
@@ -1219,6 +1228,8 @@ struct Ev<'r> {
     prefix: Option<&'r Prefix>,
     /// Buffers for the made names and values of `setvar`s.
     setvar_bufs: (Vec<u8>, Vec<u8>),
+    /// A rule link's captures by match, until its actions run (taken by `run_rule`).
+    hit_caps: Vec<(usize, Caps)>,
     /// The prefix's readers, for entries remembered as clean (`clean`).
     plan: Option<&'r clean::Plan>,
     clean: clean::Clean,
@@ -1502,6 +1513,7 @@ fn new_ev<'r>(
         plan: None,
         clean: bufs.clean,
         setvar_bufs: bufs.setvar_bufs,
+        hit_caps: Vec::new(),
     }
 }
 
@@ -2188,7 +2200,8 @@ impl Ev<'_> {
         // values until this one's replace them); captures by match index.
         let mut mv = std::mem::take(&mut self.st.spare_matched_vars);
         mv.clear();
-        let mut hit_caps: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
+        let mut hit_caps = std::mem::take(&mut self.hit_caps);
+        hit_caps.clear();
         for v in vals.iter() {
             self.run_on(r, v, &mut mv, &mut hit_caps, true);
         }
@@ -2196,6 +2209,7 @@ impl Ev<'_> {
             self.st.spare_matched_vars = mv;
             vals.clear();
             self.pool.push(vals);
+            self.hit_caps = hit_caps;
             return false;
         }
         // Non-disruptive actions run as soon as this link matches, before the next link is
@@ -2203,13 +2217,18 @@ impl Ev<'_> {
         // disruptive action wait for the whole chain. As in ModSecurity, setvars run once per
         // matched value (CRS 920450 and 921170 count headers and parameters that way).
         self.st.rule_id = head.id;
-        let mut caps = hit_caps.into_iter().peekable();
+        let mut caps = hit_caps.drain(..).peekable();
         for (k, (name, tv)) in mv.as_slice().iter().enumerate() {
-            if let Some((_, c)) = caps.next_if(|(i, _)| *i == k) {
-                // As ModSecurity: groups 0 to 9.
-                for (i, c) in c.iter().enumerate().take(10) {
-                    self.st.tx.set_capture(i, c);
+            match caps.next_if(|(i, _)| *i == k) {
+                // The whole value matched: it is group 0.
+                Some((_, Caps::Whole)) => self.st.tx.set_capture(0, tv),
+                Some((_, Caps::Groups(c))) => {
+                    // As ModSecurity: groups 0 to 9.
+                    for (i, c) in c.iter().enumerate().take(10) {
+                        self.st.tx.set_capture(i, c);
+                    }
                 }
+                None => {}
             }
             self.st.matched_var_name.clone_from(name);
             self.st.matched_var.clone_from(tv);
@@ -2217,6 +2236,8 @@ impl Ev<'_> {
                 self.setvar(sv);
             }
         }
+        drop(caps);
+        self.hit_caps = hit_caps;
         vals.clear();
         self.pool.push(vals);
         self.st.spare_matched_vars = std::mem::replace(&mut self.st.matched_vars, mv);
@@ -2239,7 +2260,7 @@ impl Ev<'_> {
         r: &Rule,
         v: &Val,
         mv: &mut MatchList,
-        hit_caps: &mut Vec<(usize, Vec<Vec<u8>>)>,
+        hit_caps: &mut Vec<(usize, Caps)>,
         prechecked: bool,
     ) -> bool {
         let rs_ro: &RuleSet = self.rs;
@@ -2434,8 +2455,12 @@ impl Ev<'_> {
         }
         if hit {
             if r.capture {
-                if let Some(c) = found.map(|f| f.captures).filter(|c| !c.is_empty()) {
-                    hit_caps.push((mv.len, c));
+                match found {
+                    Some(f) if f.whole => hit_caps.push((mv.len, Caps::Whole)),
+                    Some(f) if !f.captures.is_empty() => {
+                        hit_caps.push((mv.len, Caps::Groups(f.captures)));
+                    }
+                    _ => {}
                 }
             }
             let e = mv.push_empty();

@@ -438,7 +438,7 @@ impl Ev<'_> {
         idx: usize,
         name: &str,
         mv: &mut MatchList,
-        caps: &mut Vec<(usize, Vec<Vec<u8>>)>,
+        caps: &mut Vec<(usize, Caps)>,
     ) -> State {
         let (base, names) = base_of(kind);
         let mut state = CLEAN;
