@@ -167,15 +167,6 @@ fn new_entry(spare: &mut Vec<Entry>) -> Entry {
     e
 }
 
-/// An emptied byte buffer, unless it grew past `max` bytes.
-fn reuse(mut v: Vec<u8>, max: usize) -> Vec<u8> {
-    if v.capacity() > max {
-        return Vec::new();
-    }
-    v.clear();
-    v
-}
-
 fn parse_urlencoded(
     input: &[u8],
     out: &mut Vec<Entry>,
@@ -237,10 +228,49 @@ impl Request {
 
     /// Empties `self`, keeping its buffers (up to the `SPARE_*` sizes) for [`Request::refill`].
     pub fn clear(&mut self) {
-        let old = std::mem::take(self);
-        let mut spare = old.spare;
-        // An entry list emptied into `spare`, the list kept unless it grew long.
-        let mut empty = |mut list: Vec<Entry>| {
+        // Every field named (no `..`), so that a new one cannot be left holding the previous
+        // request. In place: moving the whole struct out and back cost a bare GET 1.7 %.
+        let Request {
+            method,
+            uri_raw,
+            uri,
+            filename,
+            basename,
+            query,
+            protocol,
+            request_line,
+            headers,
+            cookies,
+            args,
+            args_get_len,
+            files,
+            files_sizes,
+            multipart_part_headers,
+            xml_text,
+            xml_attrs,
+            body,
+            body_length,
+            raw_body,
+            body_processor,
+            body_error,
+            body_error_msg,
+            inbound_data_error,
+            multipart_error,
+            remote_addr,
+            args_truncated,
+            spare,
+        } = self;
+        for list in [
+            headers,
+            cookies,
+            args,
+            files,
+            files_sizes,
+            multipart_part_headers,
+            xml_text,
+            xml_attrs,
+        ] {
+            // Emptied into `spare`, the list kept unless it grew long.
             for (mut n, mut v) in list.drain(..) {
                 if spare.len() < SPARE_ENTRIES
                     && n.capacity() <= SPARE_BYTES
@@ -252,45 +282,35 @@ impl Request {
                 }
             }
             if list.capacity() > SPARE_ENTRIES {
-                return Vec::new();
+                *list = Vec::new();
             }
-            list
-        };
-        let (headers, cookies, args) = (empty(old.headers), empty(old.cookies), empty(old.args));
-        let (files, files_sizes) = (empty(old.files), empty(old.files_sizes));
-        let multipart_part_headers = empty(old.multipart_part_headers);
-        let (xml_text, xml_attrs) = (empty(old.xml_text), empty(old.xml_attrs));
-        // Every field named, so that a new one is not left holding the previous request.
-        *self = Request {
-            method: reuse(old.method, SPARE_BYTES),
-            uri_raw: reuse(old.uri_raw, SPARE_BYTES),
-            uri: reuse(old.uri, SPARE_BYTES),
-            filename: reuse(old.filename, SPARE_BYTES),
-            basename: reuse(old.basename, SPARE_BYTES),
-            query: reuse(old.query, SPARE_BYTES),
-            protocol: reuse(old.protocol, SPARE_BYTES),
-            request_line: reuse(old.request_line, SPARE_BYTES),
-            headers,
-            cookies,
-            args,
-            args_get_len: 0,
-            files,
-            files_sizes,
-            multipart_part_headers,
-            xml_text,
-            xml_attrs,
-            body: reuse(old.body, SPARE_BODY_BYTES),
-            body_length: 0,
-            raw_body: reuse(old.raw_body, SPARE_BODY_BYTES),
-            body_processor: String::new(),
-            body_error: false,
-            body_error_msg: String::new(),
-            inbound_data_error: false,
-            multipart_error: false,
-            remote_addr: reuse(old.remote_addr, SPARE_BYTES),
-            args_truncated: false,
-            spare,
-        };
+        }
+        for (buf, max) in [
+            (method, SPARE_BYTES),
+            (uri_raw, SPARE_BYTES),
+            (uri, SPARE_BYTES),
+            (filename, SPARE_BYTES),
+            (basename, SPARE_BYTES),
+            (query, SPARE_BYTES),
+            (protocol, SPARE_BYTES),
+            (request_line, SPARE_BYTES),
+            (remote_addr, SPARE_BYTES),
+            (body, SPARE_BODY_BYTES),
+            (raw_body, SPARE_BODY_BYTES),
+        ] {
+            if buf.capacity() > max {
+                *buf = Vec::new();
+            }
+            buf.clear();
+        }
+        *args_get_len = 0;
+        *body_length = 0;
+        body_processor.clear();
+        *body_error = false;
+        body_error_msg.clear();
+        *inbound_data_error = false;
+        *multipart_error = false;
+        *args_truncated = false;
     }
 
     /// Makes `self` the phase-1 view of `req`, as [`Request::new`] does, reusing the buffers
