@@ -658,8 +658,8 @@ struct Buffers {
     cand_buf: Vec<u32>,
     clean: clean::Clean,
     setvar_bufs: (Vec<u8>, Vec<u8>),
-    /// The run-time TX names' buffers (capped by [`Tx::into_spare`]).
-    tx_spare: Vec<(String, Vec<u8>)>,
+    /// TX's buffers (capped by [`Tx::into_spare`]).
+    tx_spare: super::tx::TxSpare,
     /// The last request's model, emptied (capped by [`Request::clear`]).
     req: Request,
 }

@@ -128,12 +128,11 @@ impl Extra {
         }
     }
 
-    /// A copy of `self`'s pairs, made from `spare`'s buffers where it has them.
-    fn copy_with(&self, spare: Vec<(String, Vec<u8>)>) -> Extra {
-        let mut e = Extra {
-            pairs: Vec::with_capacity(self.pairs.len()),
-            spare,
-        };
+    /// A copy of `self`'s pairs, made from `spare`'s buffers where it has them (and in its
+    /// emptied list, `list`).
+    fn copy_with(&self, mut list: Vec<(String, Vec<u8>)>, spare: Vec<(String, Vec<u8>)>) -> Extra {
+        list.clear();
+        let mut e = Extra { pairs: list, spare };
         for (k, v) in &self.pairs {
             let (mut k2, mut v2) = e.spare.pop().unwrap_or_default();
             k2.clear();
@@ -145,14 +144,35 @@ impl Extra {
         e
     }
 
-    /// Every pair's buffers, for the next request's [`Tx::from_parts_reusing`].
-    fn into_spare(mut self) -> Vec<(String, Vec<u8>)> {
-        let pairs = std::mem::take(&mut self.pairs);
-        for pair in pairs {
+    /// Every pair's buffers, and the emptied list, for the next request's
+    /// [`Tx::from_parts_reusing`].
+    fn into_spare(mut self) -> (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>) {
+        let mut pairs = std::mem::take(&mut self.pairs);
+        for pair in pairs.drain(..) {
             self.keep(pair);
         }
-        self.spare
+        if pairs.capacity() > SPARE_PAIRS {
+            pairs = Vec::new();
+        }
+        (pairs, self.spare)
     }
+}
+
+/// A finished request's TX buffers, emptied, for the thread's next one: its slot list and
+/// run-time names' list (reused whole), and the run-time names' pairs (at most 256, each name
+/// and value up to 4 KiB).
+#[derive(Debug, Default)]
+pub(crate) struct TxSpare {
+    slots: Vec<Val<'static>>,
+    pairs: Vec<(String, Vec<u8>)>,
+    spare: Vec<(String, Vec<u8>)>,
+}
+
+/// `v` emptied, as a list of values of another lifetime (the allocation is reused: an
+/// in-place collect of an empty list).
+fn relabel<'a, 'b>(mut v: Vec<Val<'a>>) -> Vec<Val<'b>> {
+    v.clear();
+    v.into_iter().map(|_| Val::Unset).collect()
 }
 
 static NO_NAMES: LazyLock<TxNames> = LazyLock::new(TxNames::default);
@@ -258,27 +278,32 @@ impl<'n> Tx<'n> {
     /// borrowed from `parts` until they are set.
     #[cfg(test)]
     pub(crate) fn from_parts(names: &'n TxNames, parts: &'n TxParts) -> Tx<'n> {
-        Tx::from_parts_reusing(names, parts, Vec::new())
+        Tx::from_parts_reusing(names, parts, TxSpare::default())
     }
 
-    /// As [`Tx::from_parts`], run-time names going into the buffers of `spare` (from
-    /// [`Tx::into_spare`]).
+    /// As [`Tx::from_parts`], in the buffers of `spare` (from [`Tx::into_spare`]).
     pub(crate) fn from_parts_reusing(
         names: &'n TxNames,
         parts: &'n TxParts,
-        spare: Vec<(String, Vec<u8>)>,
+        spare: TxSpare,
     ) -> Tx<'n> {
+        let mut slots = relabel(spare.slots);
+        slots.extend(parts.slots.iter().map(Val::share));
         Tx {
             names,
-            slots: parts.slots.iter().map(Val::share).collect(),
-            extra: parts.extra.copy_with(spare),
+            slots,
+            extra: parts.extra.copy_with(spare.pairs, spare.spare),
         }
     }
 
-    /// The buffers of the run-time names (at most 256 pairs, each name and value up to 4 KiB),
-    /// for the next request.
-    pub(crate) fn into_spare(self) -> Vec<(String, Vec<u8>)> {
-        self.extra.into_spare()
+    /// This request's buffers, emptied, for the next one.
+    pub(crate) fn into_spare(self) -> TxSpare {
+        let (pairs, spare) = self.extra.into_spare();
+        TxSpare {
+            slots: relabel(self.slots),
+            pairs,
+            spare,
+        }
     }
 
     pub(crate) fn names(&self) -> &'n TxNames {
@@ -461,7 +486,8 @@ mod tests {
         first.set("from_setup", b"changed by the first request");
         let spare = first.into_spare();
         // Every pair it held, the removed one and the copy of the setup's included.
-        assert_eq!(spare.len(), 5);
+        assert_eq!(spare.spare.len(), 5);
+        assert!(spare.pairs.is_empty() && spare.slots.is_empty());
         let mut second = Tx::from_parts_reusing(&names, &parts, spare);
         let all = names.slots_where(|_| true);
         let keys = |tx: &Tx| -> Vec<String> {
