@@ -72,6 +72,9 @@ pub(crate) struct Extra {
     spare: Vec<(String, Vec<u8>)>,
 }
 
+/// Run-time names and their values.
+type Pairs = Vec<(String, Vec<u8>)>;
+
 /// Spare pairs above this many, or with a name or value above this many bytes, are not kept.
 const SPARE_PAIRS: usize = 256;
 const SPARE_PAIR_BYTES: usize = 4096;
@@ -146,7 +149,7 @@ impl Extra {
 
     /// Every pair's buffers, and the emptied list, for the next request's
     /// [`Tx::from_parts_reusing`].
-    fn into_spare(mut self) -> (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>) {
+    fn into_spare(mut self) -> (Pairs, Pairs) {
         let mut pairs = std::mem::take(&mut self.pairs);
         for pair in pairs.drain(..) {
             self.keep(pair);
