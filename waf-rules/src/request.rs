@@ -858,8 +858,8 @@ impl<'de> serde::de::Visitor<'de> for KeyInto<'_> {
 mod tests {
     use super::*;
 
-    fn req(method: &str, uri: &str, headers: &[(&str, &str)], body: &str) -> Request {
-        let h = HttpRequest {
+    fn http(method: &str, uri: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpRequest {
+        HttpRequest {
             method: method.into(),
             uri: uri.into(),
             version: "HTTP/1.1".into(),
@@ -867,9 +867,13 @@ mod tests {
                 .iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
-            body: body.as_bytes().to_vec(),
+            body: body.to_vec(),
             ..Default::default()
-        };
+        }
+    }
+
+    fn req(method: &str, uri: &str, headers: &[(&str, &str)], body: &str) -> Request {
+        let h = http(method, uri, headers, body.as_bytes());
         let limits = Limits::default();
         let mut r = Request::new(&h, &limits);
         r.process_body(None, &limits);
@@ -879,16 +883,8 @@ mod tests {
     #[test]
     fn a_refilled_request_is_the_request_made_new() {
         let http = |method: &str, uri: &str, headers: &[(&str, &str)], body: &[u8]| HttpRequest {
-            method: method.into(),
-            uri: uri.into(),
-            version: "HTTP/1.1".into(),
-            headers: headers
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
-            body: body.to_vec(),
             client_ip: Some([192, 0, 2, 7].into()),
-            country: None,
+            ..http(method, uri, headers, body)
         };
         let long = "v".repeat(SPARE_BYTES + 10);
         let big_body = vec![b'x'; SPARE_BODY_BYTES + 10];
