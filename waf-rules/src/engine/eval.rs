@@ -572,7 +572,9 @@ struct St<'r> {
     blocked: bool,
     matches: Vec<RuleMatch>,
     rule_id: u32,
-    rule_msg: String,
+    /// `RULE.msg`: the last matched rule's message, borrowed from the rule set (most
+    /// requests match dozens of CRS's bookkeeping rules and never read it).
+    rule_msg: &'r str,
 }
 
 enum Src {
@@ -926,7 +928,7 @@ fn resolve(req: &Request, st: &St, name: &str, key: Option<&str>) -> Vec<u8> {
     match name {
         "RULE" => match key.map(str::to_ascii_lowercase).as_deref() {
             Some("id") => st.rule_id.to_string().into_bytes(),
-            Some("msg") => st.rule_msg.clone().into_bytes(),
+            Some("msg") => st.rule_msg.as_bytes().to_vec(),
             _ => Vec::new(),
         },
         _ => match Var::from_name(name) {
@@ -1446,7 +1448,7 @@ pub(super) fn run_prefix(rs: &RuleSet, cfg: &WafConfig) -> Option<Prefix> {
         matched_var_name: st.matched_var_name.clone(),
         matched_vars: st.matched_vars.clone(),
         rule_id: st.rule_id,
-        rule_msg: st.rule_msg.clone(),
+        rule_msg: st.rule_msg.to_string(),
         fixed,
     })
 }
@@ -1470,7 +1472,7 @@ fn new_ev<'r>(
             matched_var: p.matched_var.clone(),
             matched_var_name: p.matched_var_name.clone(),
             rule_id: p.rule_id,
-            rule_msg: p.rule_msg.clone(),
+            rule_msg: &p.rule_msg,
             ..Default::default()
         },
         None => {
@@ -1590,7 +1592,7 @@ pub(super) fn evaluate(
     verdict
 }
 
-impl Ev<'_> {
+impl<'r> Ev<'r> {
     fn verdict(&mut self) -> Verdict {
         let tx = &self.st.tx;
         let num = |k: &str| tx.get(k).map(crate::operator::to_int);
@@ -1709,9 +1711,9 @@ impl Ev<'_> {
         i
     }
 
-    fn actions(&mut self, head: &Rule) {
+    fn actions(&mut self, head: &'r Rule) {
         self.st.rule_id = head.id;
-        self.st.rule_msg.clone_from(&head.msg_raw);
+        self.st.rule_msg = &head.msg_raw;
         if head.log {
             let (req, st) = (&self.req, &self.st);
             let res = |n: &str, k: Option<&str>| resolve(req, st, n, k);

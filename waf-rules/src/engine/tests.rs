@@ -36,6 +36,25 @@ fn post_json(uri: &str, body: &str) -> HttpRequest {
 }
 
 #[test]
+fn rule_msg_names_the_last_matched_rules_message() {
+    // Rule 1 matches on every request; rule 2 copies `RULE.msg` into TX; rule 3 blocks on it.
+    let r = rs(r#"
+SecRule REQUEST_METHOD "@streq GET" "id:1,phase:1,pass,msg:'first message'"
+SecAction "id:2,phase:1,pass,nolog,setvar:'tx.m=%{rule.msg}'"
+SecRule TX:m "@streq first message" "id:3,phase:1,deny,msg:'saw it'"
+"#);
+    for _ in 0..2 {
+        let v = r.evaluate(&get("/"));
+        assert_eq!(v.action, Action::Block, "{v:?}");
+        assert!(v.matches.iter().any(|m| m.id == 3));
+    }
+    // A request rule 1 does not match leaves `RULE.msg` empty for rule 2.
+    let mut head = get("/");
+    head.method = "HEAD".into();
+    assert_eq!(r.evaluate(&head).action, Action::Allow);
+}
+
+#[test]
 fn simple_rule_blocks_and_reports() {
     let r = rs(
         r#"SecRule ARGS "@rx (?i)<script" "id:1,phase:2,deny,t:urlDecodeUni,msg:'xss %{MATCHED_VAR_NAME}'""#,
