@@ -402,6 +402,7 @@ SecAction "id:1,phase:1,pass,nolog,setvar:tx.level=1,setvar:tx.total=0"
 SecRule ARGS "@rx attack" "id:2,phase:2,pass,nolog,setvar:tx.pl1=+5"
 SecRule ARGS "@rx other" "id:3,phase:2,pass,nolog,setvar:tx.pl2=+3"
 SecRule TX:level "@ge 1" "id:4,phase:2,pass,nolog,setvar:'tx.total=+%{tx.pl1}',setvar:'tx.seen=%{matched_var_name}=%{matched_var}'"
+SecRule MATCHED_VAR_NAME "@streq TX:level" "id:41,phase:2,pass,log,msg:'after %{matched_var_name}'"
 SecRule TX:level "@ge 2" "id:5,phase:2,pass,nolog,setvar:'tx.total=+%{tx.pl2}'"
 SecRule TX:total "@ge 5" "id:6,phase:2,deny,log,msg:'total %{tx.total}, %{tx.seen}'"
 "#;
@@ -418,8 +419,11 @@ SecRule TX:total "@ge 5" "id:6,phase:2,deny,log,msg:'total %{tx.total}, %{tx.see
         let req = get(uri);
         let v = r.evaluate(&req);
         assert_eq!(v.action == Action::Block, blocked, "{uri}: {:?}", v.matches);
+        // Rule 41 reads MATCHED_VAR_NAME as fixed rule 4 left it.
+        assert_eq!(v.matches[0].id, 41, "{uri}: {:?}", v.matches);
+        assert_eq!(v.matches[0].msg, "after MATCHED_VAR_NAME");
         if blocked {
-            assert_eq!(v.matches[0].msg, "total 5, TX:level=1");
+            assert_eq!(v.matches[1].msg, "total 5, TX:level=1");
         }
         assert_eq!(v, r.evaluate_every_rule(&req, r.config()), "{uri}");
     }
