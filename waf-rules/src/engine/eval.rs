@@ -2094,6 +2094,10 @@ impl<'r> Ev<'r> {
         let length_check = f.min_len > 0 && !f.needs_marked && node.bound != LenBound::Unbounded;
         for &v in &f.vars {
             if let Some(s) = EntrySlice::of(req, v) {
+                if s.es.is_empty() {
+                    // (Most requests have no cookies, no body arguments, no files.)
+                    continue;
+                }
                 // A group the chain keeps (but for case, which the scan folds) adds its raw
                 // union at once; the others, entry by entry through the chain.
                 let skip = clean.states(s.base);
