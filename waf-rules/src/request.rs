@@ -167,6 +167,14 @@ fn new_entry(spare: &mut Vec<Entry>) -> Entry {
     e
 }
 
+/// The entry (`name`, `value`), from `spare`'s buffers when it has one.
+fn entry_of(spare: &mut Vec<Entry>, name: &str, value: &str) -> Entry {
+    let mut e = new_entry(spare);
+    e.0.push_str(name);
+    e.1.extend_from_slice(value.as_bytes());
+    e
+}
+
 fn parse_urlencoded(
     input: &[u8],
     out: &mut Vec<Entry>,
@@ -363,10 +371,7 @@ impl Request {
         }
         r.args_get_len = r.args.len();
         for (n, v) in &req.headers {
-            let mut e = new_entry(&mut spare);
-            e.0.push_str(n);
-            e.1.extend_from_slice(v.as_bytes());
-            r.headers.push(e);
+            r.headers.push(entry_of(&mut spare, n, v));
             if n.eq_ignore_ascii_case("cookie") {
                 for c in v.split(';') {
                     let c = c.trim_start();
@@ -377,10 +382,7 @@ impl Request {
                         Some(p) => (&c[..p], &c[p + 1..]),
                         None => (c, ""),
                     };
-                    let mut e = new_entry(&mut spare);
-                    e.0.push_str(cn);
-                    e.1.extend_from_slice(cv.as_bytes());
-                    r.cookies.push(e);
+                    r.cookies.push(entry_of(&mut spare, cn, cv));
                 }
             }
         }
@@ -395,7 +397,8 @@ impl Request {
         if kept < req.body.len() {
             r.inbound_data_error = true;
         }
-        r.body_processor = processor_for(req.header("content-type").unwrap_or("")).to_string();
+        r.body_processor
+            .push_str(processor_for(req.header("content-type").unwrap_or("")));
         r.spare = spare;
     }
 

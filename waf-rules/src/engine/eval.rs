@@ -2386,10 +2386,14 @@ impl<'r> Ev<'r> {
         let res = |n: &str, k: Option<&str>| resolve(req_ro, st_ro, n, k);
         // A parameter that is one TX value (CRS's lists of allowed and restricted names) is
         // read in place.
+        // (The only macro an operator expands is its parameter: when that is one TX value
+        // with a slot, the slot was found at load.)
         let expand = |m: &Macro| -> Cow<[u8]> {
+            if r.param_slot != NO_SLOT {
+                return Cow::Borrowed(st_ro.tx.get_slot(r.param_slot).unwrap_or_default());
+            }
             match single_tx_key(m) {
-                // (Through the slot found at load: `r.param_slot` names `k`.)
-                Some(k) => Cow::Borrowed(st_ro.tx.get_at(r.param_slot, k).unwrap_or_default()),
+                Some(k) => Cow::Borrowed(st_ro.tx.get(k).unwrap_or_default()),
                 None => Cow::Owned(m.expand(&res)),
             }
         };

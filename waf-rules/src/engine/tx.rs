@@ -68,8 +68,8 @@ pub(crate) struct TxParts {
 /// are kept (`spare`), with their buffers, for the names set after.
 #[derive(Debug, Default)]
 pub(crate) struct Extra {
-    pairs: Vec<(String, Vec<u8>)>,
-    spare: Vec<(String, Vec<u8>)>,
+    pairs: Pairs,
+    spare: Pairs,
 }
 
 /// Run-time names and their values.
@@ -105,12 +105,8 @@ impl Extra {
                 v.extend_from_slice(value);
             }
             Err(i) => {
-                let (mut k, mut v) = self.spare.pop().unwrap_or_default();
-                k.clear();
-                k.push_str(key);
-                v.clear();
-                v.extend_from_slice(value);
-                self.pairs.insert(i, (k, v));
+                let pair = filled(&mut self.spare, key, value);
+                self.pairs.insert(i, pair);
             }
         }
     }
@@ -133,16 +129,12 @@ impl Extra {
 
     /// A copy of `self`'s pairs, made from `spare`'s buffers where it has them (and in its
     /// emptied list, `list`).
-    fn copy_with(&self, mut list: Vec<(String, Vec<u8>)>, spare: Vec<(String, Vec<u8>)>) -> Extra {
+    fn copy_with(&self, mut list: Pairs, spare: Pairs) -> Extra {
         list.clear();
         let mut e = Extra { pairs: list, spare };
         for (k, v) in &self.pairs {
-            let (mut k2, mut v2) = e.spare.pop().unwrap_or_default();
-            k2.clear();
-            k2.push_str(k);
-            v2.clear();
-            v2.extend_from_slice(v);
-            e.pairs.push((k2, v2));
+            let pair = filled(&mut e.spare, k, v);
+            e.pairs.push(pair);
         }
         e
     }
@@ -161,14 +153,24 @@ impl Extra {
     }
 }
 
+/// A (`key`, `value`) pair in buffers from `spare` when it has one.
+fn filled(spare: &mut Pairs, key: &str, value: &[u8]) -> (String, Vec<u8>) {
+    let (mut k, mut v) = spare.pop().unwrap_or_default();
+    k.clear();
+    k.push_str(key);
+    v.clear();
+    v.extend_from_slice(value);
+    (k, v)
+}
+
 /// A finished request's TX buffers, emptied, for the thread's next one: its slot list and
 /// run-time names' list (reused whole), and the run-time names' pairs (at most 256, each name
 /// and value up to 4 KiB).
 #[derive(Debug, Default)]
 pub(crate) struct TxSpare {
     slots: Vec<Val<'static>>,
-    pairs: Vec<(String, Vec<u8>)>,
-    spare: Vec<(String, Vec<u8>)>,
+    pairs: Pairs,
+    spare: Pairs,
 }
 
 /// `v` emptied, as a list of values of another lifetime (the allocation is reused: an
