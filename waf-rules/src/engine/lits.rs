@@ -9,19 +9,21 @@
 //! one-byte literals such as `"` and `=`.)
 //!
 //! The states near the root are a dense DFA (a row of next states per state); the deeper ones
-//! keep only their own children and a failure link. On legit-dev 90 % of the scan's steps start
-//! at a state at most two bytes deep and 95 % at most three, while nine tenths of CRS's 22,170
-//! states are deeper. A dense row for every state took 8 MiB (2 M entries) of memory in every
-//! process and worker isolate, and building it took 7 of the 24 ms of the lazy load the edge
-//! worker does (native, 2026-12-07); the dense part, [`DENSE_DEPTH`] bytes deep, is 1,934 states (0.7 MiB), the sparse part 0.4 MiB.
-//! The time per request did not change measurably either way (a scan step waits on the load
-//! before it, wherever the row is).
+//! keep only their own children and a failure link. Of CRS's 22,170 states, 3,704 are at most
+//! [`DENSE_DEPTH`] bytes deep, and on legit-dev as a stream 91 % of the scan's steps start at
+//! one of them. A dense row for every state took 8 MiB (2 M entries) of memory in every process
+//! and worker isolate, and building it 7 of the 24 ms of the lazy load the edge worker does
+//! (native, 2026-12-07); now the dense part takes 1.3 MiB and the sparse part 0.35 MiB. A step
+//! into a sparse state carries a flag, as one into a match state does, so the loop over dense
+//! states tests one word per byte; the sparse steps run in a function of their own, which
+//! keeps that loop's values in registers. The time per request did not change measurably
+//! (a scan step waits on the load before it, wherever the row is).
 //!
 //! Literals are lower-case ASCII where they are letters; the class table folds ASCII capitals
 //! onto their small letters, so a value is scanned as it is.
 
 /// States at most this many bytes deep get a dense row.
-const DENSE_DEPTH: u8 = 3;
+const DENSE_DEPTH: u8 = 4;
 
 /// A compiled literal set. Dense states are numbered first, breadth first, by ids premultiplied
 /// by the number of classes (`stride`); a sparse state's id is `dense_end` plus its index in
@@ -30,13 +32,14 @@ const DENSE_DEPTH: u8 = 3;
 pub(crate) struct LitScan {
     class: [u8; 256],
     stride: u32,
-    /// (dense state id + class) → next state id, with `MATCH` set when that is a match state.
+    /// (dense state id + class) → next state id, with `MATCH` set when that is a match state
+    /// and `SPARSE` when it is a sparse one.
     trans: Vec<u32>,
     /// The first id past the dense states.
     dense_end: u32,
     /// Per sparse state: its children's range in `edges`, and its failure state's id.
     sparse: Vec<Sparse>,
-    /// Sparse states' children: (class, state id with `MATCH` as in `trans`), each state's
+    /// Sparse states' children: (class, state id with flags as in `trans`), each state's
     /// sorted by class.
     edges: Vec<(u8, u32)>,
     /// Per state (breadth-first number, see `number`): its index in `out` when it is a match
@@ -71,10 +74,14 @@ pub(crate) struct ScanScratch {
 
 /// In `LitScan::trans` and `LitScan::edges`: the next state is a match state.
 const MATCH: u32 = 1 << 31;
+/// In `LitScan::trans` and `LitScan::edges`: the next state is a sparse one.
+const SPARSE: u32 = 1 << 30;
+/// Both flags: a scan step that has neither stays in the dense loop.
+const FLAGS: u32 = MATCH | SPARSE;
 
 impl LitScan {
     /// Compiles `lits`: each literal (lower-cased) with the slots it serves. `None` when the
-    /// ids would reach `MATCH` (2^31; CRS needs 180 k).
+    /// ids would reach `SPARSE` (2^30; CRS needs 180 k).
     pub(crate) fn new(lits: &[(Vec<u8>, Vec<u32>)]) -> Option<LitScan> {
         // Byte classes: 0 for bytes no literal holds, one class per byte some literal holds
         // (at most the 230 bytes that are not capitals, so a `u8` numbers them).
@@ -173,7 +180,7 @@ impl LitScan {
             .take_while(|&&s| depth[s] <= DENSE_DEPTH)
             .count();
         let dense_end = n_dense.checked_mul(stride)?;
-        if dense_end + (n - n_dense) >= MATCH as usize {
+        if dense_end + (n - n_dense) >= SPARSE as usize {
             return None;
         }
         let mut id = vec![0u32; n];
@@ -190,7 +197,15 @@ impl LitScan {
                 ranges.push(range[s]);
             }
         }
-        let to = |t: usize| id[t] | if range[t].0 != range[t].1 { MATCH } else { 0 };
+        let to = |t: usize| {
+            let m = if range[t].0 != range[t].1 { MATCH } else { 0 };
+            let sp = if id[t] as usize >= dense_end {
+                SPARSE
+            } else {
+                0
+            };
+            id[t] | m | sp
+        };
         // Dense rows in order: a state's missing children are its failure state's moves,
         // whose row is made already (a dense state fails to a shallower one).
         let mut trans = vec![0u32; dense_end];
@@ -233,7 +248,42 @@ impl LitScan {
         })
     }
 
-    /// The next state (with `MATCH`) from sparse state `s` on class `c`: a child, else the
+    /// A scan's step into sparse state `t` (with its flags) before `v[i]`: notes a match
+    /// state, and steps through sparse states until a dense one. Returns that state and the
+    /// next byte's index (past the end when the value ended first). Kept out of the scan's
+    /// loop, which then holds all it reads in registers.
+    #[inline(never)]
+    fn flagged(
+        &self,
+        mut t: u32,
+        v: &[u8],
+        mut i: usize,
+        seen: &mut Vec<u32>,
+        seen_in: &mut [u32],
+        scan: u32,
+    ) -> (u32, usize) {
+        loop {
+            let id = t & !FLAGS;
+            if t & MATCH != 0 {
+                let m = self.match_of[self.number(id)];
+                let stamp = &mut seen_in[m as usize];
+                if *stamp != scan {
+                    *stamp = scan;
+                    seen.push(m);
+                }
+            }
+            if t & SPARSE == 0 {
+                return (id, i);
+            }
+            let Some(&b) = v.get(i) else {
+                return (0, i);
+            };
+            i += 1;
+            t = self.sparse_next(id, self.class[b as usize]);
+        }
+    }
+
+    /// The next state (with its flags) from sparse state `s` on class `c`: a child, else the
     /// failure state's move (depth shrinks at each failure, so this ends).
     #[inline(never)]
     fn sparse_next(&self, mut s: u32, c: u8) -> u32 {
@@ -274,22 +324,24 @@ impl LitScan {
         }
         *scans += 1;
         seen.clear();
-        let mut s = 0u32;
-        for &b in v {
-            let c = self.class[b as usize];
-            let t = if s < self.dense_end {
-                self.trans[(s + u32::from(c)) as usize]
-            } else {
-                self.sparse_next(s, c)
-            };
-            s = t & !MATCH;
-            if t & MATCH != 0 {
-                let m = self.match_of[self.number(s)];
+        let (trans, class) = (&self.trans[..], &self.class);
+        // The current state, a dense one, and the next byte.
+        let (mut s, mut i) = (0u32, 0usize);
+        while let Some(&b) = v.get(i) {
+            i += 1;
+            let t = trans[(s + u32::from(class[b as usize])) as usize];
+            if t & FLAGS == 0 {
+                s = t;
+            } else if t & SPARSE == 0 {
+                s = t & !MATCH;
+                let m = self.match_of[(s / self.stride) as usize];
                 let stamp = &mut seen_in[m as usize];
                 if *stamp != *scans {
                     *stamp = *scans;
                     seen.push(m);
                 }
+            } else {
+                (s, i) = self.flagged(t, v, i, seen, seen_in, *scans);
             }
         }
         let mut set = |slot: u32| {
