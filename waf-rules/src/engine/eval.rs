@@ -2399,6 +2399,7 @@ impl<'r> Ev<'r> {
         };
         // Misses of operators that read nothing but the value are remembered across
         // requests (`memo`).
+        let costly = r.op.worth_memoizing();
         let remember = rs_ro.memo
             && match r.op.value_only() {
                 Some(costly) => costly || tv.len() >= memo::MIN_LEN,
@@ -2419,7 +2420,7 @@ impl<'r> Ev<'r> {
             };
             let f = r.op.run(tv, r.capture, &expand);
             if f.is_none() {
-                memo::note_miss(at, op_key, tv);
+                memo::note_miss(at, op_key, tv, costly);
             }
             f
         };

@@ -9,7 +9,8 @@
 //! match is recomputed, with its captures, every time.
 //!
 //! A miss is stored the second time it is noted (a bit per hash says it was noted once), so
-//! that values that never repeat cost a lookup and a bit, not an allocation.
+//! that values that never repeat cost a lookup and a bit, not an allocation; a libinjection
+//! detector's miss is stored the first time (a run costs far more than the allocation).
 //!
 //! A second store of the same kind keeps, with a payload, what rules match request entries
 //! (see `eval::clean`).
@@ -171,10 +172,12 @@ pub(crate) fn known(store: Store, op: Op, v: &[u8], vh: u64) -> Result<u64, Unkn
     })
 }
 
-/// Notes that operator `op` did not match `v`; the second time, the miss is remembered.
-pub(crate) fn note_miss(at: Unknown, op: Op, v: &[u8]) {
+/// Notes that operator `op` did not match `v`; the second time, the miss is remembered, or at
+/// once for a `costly` operator (the libinjection detectors: a run costs tens of times the
+/// allocation that keeps the value).
+pub(crate) fn note_miss(at: Unknown, op: Op, v: &[u8], costly: bool) {
     // (A value too long to keep does not mark the seen-once filter either.)
-    if v.len() <= MAX_LEN && seen_before(Store::Misses, at) {
+    if v.len() <= MAX_LEN && (costly || seen_before(Store::Misses, at)) {
         remember(Store::Misses, at, op, v, 0);
     }
 }
@@ -230,7 +233,7 @@ mod tests {
         match known_miss(op, v, value_hash(v)) {
             Ok(()) => true,
             Err(at) => {
-                note_miss(at, op, v);
+                note_miss(at, op, v, false);
                 false
             }
         }
@@ -272,6 +275,16 @@ mod tests {
                 insert(&mut m, i, [tag, i], b"x", 0);
             }
         });
+    }
+
+    #[test]
+    fn a_costly_operators_miss_is_kept_at_once() {
+        clear();
+        let v = b"x";
+        let at = known_miss([1, 3], v, value_hash(v)).expect_err("not known");
+        note_miss(at, [1, 3], v, true);
+        assert!(known_miss([1, 3], v, value_hash(v)).is_ok(), "kept at once");
+        clear();
     }
 
     #[test]
