@@ -72,6 +72,16 @@ pub(crate) struct ScanScratch {
     scans: u32,
 }
 
+/// Notes that scan number `scan` entered match state `m` (an index in `LitScan::out`), once.
+#[inline(always)]
+fn note(m: u32, seen: &mut Vec<u32>, seen_in: &mut [u32], scan: u32) {
+    let stamp = &mut seen_in[m as usize];
+    if *stamp != scan {
+        *stamp = scan;
+        seen.push(m);
+    }
+}
+
 /// In `LitScan::trans` and `LitScan::edges`: the next state is a match state.
 const MATCH: u32 = 1 << 31;
 /// In `LitScan::trans` and `LitScan::edges`: the next state is a sparse one.
@@ -253,7 +263,7 @@ impl LitScan {
     /// next byte's index (past the end when the value ended first). Kept out of the scan's
     /// loop, which then holds all it reads in registers.
     #[inline(never)]
-    fn flagged(
+    fn through_sparse(
         &self,
         mut t: u32,
         v: &[u8],
@@ -265,12 +275,7 @@ impl LitScan {
         loop {
             let id = t & !FLAGS;
             if t & MATCH != 0 {
-                let m = self.match_of[self.number(id)];
-                let stamp = &mut seen_in[m as usize];
-                if *stamp != scan {
-                    *stamp = scan;
-                    seen.push(m);
-                }
+                note(self.match_of[self.number(id)], seen, seen_in, scan);
             }
             if t & SPARSE == 0 {
                 return (id, i);
@@ -334,14 +339,14 @@ impl LitScan {
                 s = t;
             } else if t & SPARSE == 0 {
                 s = t & !MATCH;
-                let m = self.match_of[(s / self.stride) as usize];
-                let stamp = &mut seen_in[m as usize];
-                if *stamp != *scans {
-                    *stamp = *scans;
-                    seen.push(m);
-                }
+                note(
+                    self.match_of[(s / self.stride) as usize],
+                    seen,
+                    seen_in,
+                    *scans,
+                );
             } else {
-                (s, i) = self.flagged(t, v, i, seen, seen_in, *scans);
+                (s, i) = self.through_sparse(t, v, i, seen, seen_in, *scans);
             }
         }
         let mut set = |slot: u32| {
