@@ -940,9 +940,10 @@ fn number_links(phases: &mut [Vec<Item>; 2]) -> usize {
 }
 
 /// The longest literal prefix the prefilter's automaton holds (see `build_prefilter`). At 12
-/// bytes, CRS 4.28.0's 5,067 distinct literals make 4,729 prefixes and 21 k states (7.6 MB,
-/// built in ~15 ms natively); the whole literals made 31 k states (12 MB, ~30 ms) for 0.4 %
-/// fewer instructions per legit-dev request.
+/// bytes, CRS 4.28.0's 5,067 distinct literals make 4,729 prefixes and 21 k states (7.6 MB
+/// when every state had a dense row, built in ~15 ms natively); the whole literals made 31 k
+/// states (12 MB, ~30 ms) for 0.4 % fewer instructions per legit-dev request. (Since
+/// 2026-12-07 only states near the root have dense rows, see `lits`: 1.7 MiB in all.)
 const MAX_LITERAL: usize = 12;
 
 /// The prefilter's groups while they are made: per transformation node, one for the rules
