@@ -39,8 +39,7 @@ pub(crate) struct LitScan {
     dense_end: u32,
     /// Per sparse state: its children's range in `edges`, and its failure state's id.
     sparse: Vec<Sparse>,
-    /// Sparse states' children: (class, state id with flags as in `trans`), each state's
-    /// sorted by class.
+    /// Sparse states' children: (class, state id with flags as in `trans`).
     edges: Vec<(u8, u32)>,
     /// Per state (breadth-first number, see `number`): its index in `out` when it is a match
     /// state.
@@ -166,7 +165,7 @@ impl LitScan {
             };
             for &(c, child) in &children[s] {
                 let child = child as usize;
-                depth[child] = depth[s] + 1;
+                depth[child] = depth[s].saturating_add(1);
                 fail[child] = if s == 0 {
                     0
                 } else {
@@ -216,28 +215,25 @@ impl LitScan {
             };
             id[t] | m | sp
         };
-        // Dense rows in order: a state's missing children are its failure state's moves,
-        // whose row is made already (a dense state fails to a shallower one).
+        // Dense rows in order: a state's row is its failure state's (made already: a dense
+        // state fails to a shallower one; the root's moves lead back to it) with its own
+        // children written over.
         let mut trans = vec![0u32; dense_end];
         for (k, &s) in order[..n_dense].iter().enumerate() {
-            for c in 0..stride {
-                trans[k * stride + c] = match child_of(s, c as u8) {
-                    Some(t) => to(t),
-                    None if s == 0 => 0,
-                    None => trans[id[fail[s]] as usize + c],
-                };
+            let row = k * stride;
+            if s != 0 {
+                let f = id[fail[s]] as usize;
+                trans.copy_within(f..f + stride, row);
+            }
+            for &(c, t) in &children[s] {
+                trans[row + c as usize] = to(t as usize);
             }
         }
         let mut sparse = Vec::with_capacity(n - n_dense);
         let mut edges = Vec::new();
         for &s in &order[n_dense..] {
             let first = edges.len() as u32;
-            let mut kids: Vec<(u8, u32)> = children[s]
-                .iter()
-                .map(|&(c, t)| (c, to(t as usize)))
-                .collect();
-            kids.sort_unstable_by_key(|e| e.0);
-            edges.extend_from_slice(&kids);
+            edges.extend(children[s].iter().map(|&(c, t)| (c, to(t as usize))));
             sparse.push(Sparse {
                 first,
                 end: edges.len() as u32,
