@@ -68,41 +68,16 @@ fn main() {
         let _ = writeln!(
             out,
             "/// `@rx` analyses recorded at build time (see `waf_rules::prefilter::RxHints`).\n\
-             pub static RX_HINTS: &[RxHint] = &["
+             pub static RX_HINTS: &[waf_rules::prefilter::RxHintRow] = &["
         );
-        for ((a, b), req) in rs.rx_hints().entries() {
-            match req {
-                None => {
-                    let _ = writeln!(out, "({a}, {b}, None),");
-                }
-                Some(r) => {
-                    let list = |ls: &[Vec<u8>]| -> String {
-                        let items: Vec<String> = ls.iter().map(|l| format!("&{l:?}")).collect();
-                        items.join(", ")
-                    };
-                    let _ = writeln!(
-                        out,
-                        "({a}, {b}, Some((&[{}], {}, &[{}]))),",
-                        list(&r.literals),
-                        r.unmarked_only,
-                        list(&r.also)
-                    );
-                }
-            }
-        }
+        rs.rx_hints().write_rows(&mut out);
         let _ = writeln!(out, "];");
     } else {
         let _ = writeln!(
             out,
-            "/// No CRS embedded.\npub static RX_HINTS: &[RxHint] = &[];"
+            "/// No CRS embedded.\npub static RX_HINTS: &[waf_rules::prefilter::RxHintRow] = &[];"
         );
     }
-    let _ = writeln!(
-        out,
-        "/// One `@rx` analysis: the pattern's key (two hashes), its literals, whether they hold\n\
-         /// only for unmarked values, and a second set (`waf_rules::prefilter::Required`).\n\
-         pub type RxHint = (u64, u64, Option<(&'static [&'static [u8]], bool, &'static [&'static [u8]])>);"
-    );
     emit(&mut out, "CRS_FILES", &files);
     emit(&mut out, "CRS_DATA", &data);
     let mut texts = Vec::new();

@@ -126,17 +126,7 @@ fn build(settings: &WafSettings) -> std::result::Result<Engine, EdgeError> {
             // build script loads the same files eagerly, so a pattern that cannot be built
             // fails the build, not a request, and hands over its analysis of every `@rx`
             // pattern so that this load does not parse them again.
-            let mut hints = waf_rules::prefilter::RxHints::default();
-            for &(a, b, req) in embedded::RX_HINTS {
-                hints.insert(
-                    (a, b),
-                    req.map(|(ls, unmarked_only, also)| waf_rules::prefilter::Required {
-                        literals: ls.iter().map(|l| l.to_vec()).collect(),
-                        unmarked_only,
-                        also: also.iter().map(|l| l.to_vec()).collect(),
-                    }),
-                );
-            }
+            let hints = waf_rules::prefilter::RxHints::from_rows(embedded::RX_HINTS);
             let rs = RuleSet::from_sources_hinted(
                 &owned(embedded::CRS_FILES),
                 &owned(embedded::CRS_DATA),

@@ -542,6 +542,15 @@ pub struct RxHints {
 /// A pattern's prefilter literals, if it has a selective set.
 pub type Literals = Option<Required>;
 
+/// One analysis as a build script embeds it ([`RxHints::write_rows`]): the pattern's key,
+/// then, if it has a selective set, its literals, whether they hold only for unmarked values,
+/// and the second set ([`Required`]).
+pub type RxHintRow = (
+    u64,
+    u64,
+    Option<(&'static [&'static [u8]], bool, &'static [&'static [u8]])>,
+);
+
 impl RxHints {
     /// The key of a pattern (as written in the rule).
     pub fn key(pattern: &str) -> (u64, u64) {
@@ -571,6 +580,46 @@ impl RxHints {
         v
     }
 
+    /// Writes every entry, sorted by key, as the items of a Rust slice of [`RxHintRow`]s, one
+    /// per line: a build script puts them between `static HINTS: &[RxHintRow] = &[` and `];`,
+    /// and the program reads them back with [`RxHints::from_rows`].
+    pub fn write_rows(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let list = |ls: &[Vec<u8>]| -> String {
+            let items: Vec<String> = ls.iter().map(|l| format!("&{l:?}")).collect();
+            items.join(", ")
+        };
+        for ((a, b), req) in self.entries() {
+            let _ = match req {
+                None => writeln!(out, "({a}, {b}, None),"),
+                Some(r) => writeln!(
+                    out,
+                    "({a}, {b}, Some((&[{}], {}, &[{}]))),",
+                    list(&r.literals),
+                    r.unmarked_only,
+                    list(&r.also)
+                ),
+            };
+        }
+    }
+
+    /// The hints a build script embedded with [`RxHints::write_rows`].
+    pub fn from_rows(rows: &[RxHintRow]) -> Self {
+        let own = |ls: &[&[u8]]| -> Vec<Vec<u8>> { ls.iter().map(|l| l.to_vec()).collect() };
+        let mut hints = Self::default();
+        for &(a, b, req) in rows {
+            hints.insert(
+                (a, b),
+                req.map(|(ls, unmarked_only, also)| Required {
+                    literals: own(ls),
+                    unmarked_only,
+                    also: own(also),
+                }),
+            );
+        }
+        hints
+    }
+
     /// How many patterns are recorded.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -585,6 +634,49 @@ impl RxHints {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hints_written_as_rows_read_back_the_same() {
+        let mut hints = RxHints::default();
+        let sel = RxHints::key("(?i)union\\s+select");
+        let none = RxHints::key("^.*$");
+        hints.insert(
+            sel,
+            Some(Required {
+                literals: vec![b"select".to_vec()],
+                unmarked_only: false,
+                also: vec![b"union".to_vec(), b"\"q".to_vec()],
+            }),
+        );
+        hints.insert(none, None);
+        let mut text = String::new();
+        hints.write_rows(&mut text);
+        // What a build script embeds: these rows, as the compiler reads them.
+        let rows: [RxHintRow; 2] = [
+            (
+                sel.0,
+                sel.1,
+                Some((&[b"select"], false, &[b"union", b"\"q"])),
+            ),
+            (none.0, none.1, None),
+        ];
+        let mut lines: Vec<String> = rows
+            .iter()
+            .map(|&(a, b, r)| match r {
+                None => format!("({a}, {b}, None),"),
+                Some(_) => format!(
+                    "({a}, {b}, Some((&[&[115, 101, 108, 101, 99, 116]], false, \
+                     &[&[117, 110, 105, 111, 110], &[34, 113]]))),"
+                ),
+            })
+            .collect();
+        lines.sort_by_key(|l| {
+            let mut it = l[1..].split(", ").map(|n| n.parse::<u64>().unwrap_or(0));
+            (it.next(), it.next())
+        });
+        assert_eq!(text, lines.join("\n") + "\n");
+        assert_eq!(RxHints::from_rows(&rows), hints);
+    }
 
     fn lits(p: &str) -> Option<Vec<String>> {
         required_literals(p).map(|v| {

@@ -4,10 +4,13 @@
 //
 //   cargo build --release --target wasm32-unknown-unknown --features bench \
 //     --manifest-path waf-rules/wasm-probe/Cargo.toml
-//   node waf-rules/wasm-probe/bench.mjs [WASM] [PL] [lazy]
+//   node waf-rules/wasm-probe/bench.mjs [WASM] [PL] [lazy] [stream]
 //
-// `lazy`: load as the edge worker does (matchers built on first use, `@rx` analyses handed
-// over); the timed runs come after three warm-up rounds either way.
+// `lazy`: load as the edge worker does (matchers built on first use, with the `@rx` analyses
+// the build script embedded); the timed runs come after three warm-up rounds either way.
+// `stream`: a fresh module's cold start instead, as an isolate's: compile and instantiate,
+// load (lazily unless `eager`), the edge bench's GET twice, then each embedded legit-dev
+// request once, in order, with the memo on (as the worker runs it), timed one by one.
 //
 // The module needs no imports (no clock inside: JS times each call).
 import { readFileSync } from "node:fs";
@@ -19,24 +22,62 @@ const wasmPath =
   process.argv[2] || join(here, "target/wasm32-unknown-unknown/release/waf_rules_wasm_probe.wasm");
 const pl = Number(process.argv[3] ?? 1);
 const lazy = process.argv[4] === "lazy";
-const { instance } = await WebAssembly.instantiate(readFileSync(wasmPath), {});
-const { bench_load, bench_eval } = instance.exports;
-if (!bench_load || !bench_eval) {
+const stream = process.argv[5] === "stream";
+
+const us = () => Number(process.hrtime.bigint()) / 1e3;
+const ms = (t) => ((us() - t) / 1e3).toFixed(1);
+let t = us();
+const module = await WebAssembly.compile(readFileSync(wasmPath));
+const compiled = ms(t);
+t = us();
+const instance = await WebAssembly.instantiate(module, {});
+const instantiated = ms(t);
+const { bench_load, bench_eval, bench_requests } = instance.exports;
+if (!bench_load || !bench_eval || !bench_requests) {
   console.error(`${wasmPath} has no bench exports: build it with --features bench`);
   process.exit(2);
 }
-
-const us = () => Number(process.hrtime.bigint()) / 1e3;
-let t = us();
-const n = bench_load(pl, 0, lazy ? 1 : 0);
+bench_requests();
+t = us();
+const n = bench_load(pl, stream ? 1 : 0, lazy ? 1 : 0);
 if (n === 0) {
   console.error("CRS did not load");
   process.exit(1);
 }
 console.log(
-  `PL${pl} load (${lazy ? "eager, then lazy with its @rx analyses" : "every matcher built"}, in wasm): ` +
-    `${((us() - t) / 1e3).toFixed(0)} ms`
+  `PL${pl} load (${lazy ? "lazy, with the embedded @rx analyses" : "every matcher built"}, in wasm): ` +
+    `${ms(t)} ms (module compile ${compiled} ms, instantiate ${instantiated} ms)`
 );
+const pct = (s, p) => s[Math.min(s.length - 1, Math.round((s.length - 1) * p))];
+const stats = (xs) => {
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const s = [...xs].sort((a, b) => a - b);
+  return (
+    `p50 ${pct(s, 0.5).toFixed(1)}  p90 ${pct(s, 0.9).toFixed(1)}  p99 ${pct(s, 0.99).toFixed(1)}  ` +
+    `max ${s[s.length - 1].toFixed(1)}  mean ${mean.toFixed(1)}`
+  );
+};
+
+if (stream) {
+  // The edge bench's GET (request 3), as `bench/edge/run`'s cold start sends it.
+  for (const which of ["first", "second"]) {
+    t = us();
+    bench_eval(3, 1);
+    console.log(`PL${pl} ${which} evaluation (bench/edge benign GET): ${ms(t)} ms`);
+  }
+  const per = [];
+  for (let i = 4; i < n; i++) {
+    const t0 = us();
+    bench_eval(i, 1);
+    per.push(us() - t0);
+  }
+  console.log(`PL${pl} legit-dev as a stream, memo on (µs per request):`);
+  for (let end = 100; end <= per.length; end *= 10) {
+    console.log(`  first ${end}: ${stats(per.slice(0, end))}`);
+  }
+  if (per.length % 10 !== 0 || per.length < 100) console.log(`  all ${per.length}: ${stats(per)}`);
+  process.exit(0);
+}
 
 function medianOf(i, runs) {
   bench_eval(i, 1);
@@ -49,10 +90,10 @@ function medianOf(i, runs) {
   times.sort((a, b) => a - b);
   return times[times.length >> 1];
 }
-const pct = (s, p) => s[Math.min(s.length - 1, Math.round((s.length - 1) * p))];
-
 // V8 tiers hot wasm functions up in the background: run everything a few times first.
-for (let round = 0; round < 3; round++) for (let i = 0; i < n; i++) bench_eval(i, 1);
+// The first 200 legit-dev requests, as `crs_latency` natively.
+const m = Math.min(n, 4 + 200);
+for (let round = 0; round < 3; round++) for (let i = 0; i < m; i++) bench_eval(i, 1);
 
 const named = [
   ["bare GET / (fixed cost)", 0],
@@ -64,10 +105,5 @@ for (const [name, i] of named) {
   console.log(`PL${pl} ${name}: median ${medianOf(i, 201).toFixed(1)} µs (score ${bench_eval(i, 1)})`);
 }
 const per = [];
-for (let i = named.length; i < n; i++) per.push(medianOf(i, 21));
-const mean = per.reduce((a, b) => a + b, 0) / per.length;
-per.sort((a, b) => a - b);
-console.log(
-  `PL${pl} over ${per.length} legit-dev requests, memo off (µs per request): p50 ${pct(per, 0.5).toFixed(1)}  ` +
-    `p90 ${pct(per, 0.9).toFixed(1)}  p99 ${pct(per, 0.99).toFixed(1)}  max ${per[per.length - 1].toFixed(1)}  mean ${mean.toFixed(1)}`
-);
+for (let i = named.length; i < m; i++) per.push(medianOf(i, 21));
+console.log(`PL${pl} over ${per.length} legit-dev requests, memo off (µs per request): ${stats(per)}`);

@@ -1,17 +1,25 @@
-//! With the `bench` feature: embeds a CRS directory and the first requests of
+//! With the `bench` feature: embeds a CRS directory, the analyses of its `@rx` patterns (as
+//! the edge worker's build script does, from an eager load here) and the first requests of
 //! `legit-dev.jsonl` for `bench.mjs` (`FLASHEDGE_SHARED`, default `../../../shared`). Without
 //! it, nothing: the size probe stays the engine alone.
+#[cfg(feature = "bench")]
 use std::fmt::Write as _;
+#[cfg(feature = "bench")]
 use std::path::PathBuf;
 
-/// legit-dev requests embedded (the same first 200 `crs_latency` times natively).
-const LEGIT_REQUESTS: usize = 200;
+/// legit-dev requests embedded: `bench.mjs` repeats the first 200 (as `crs_latency` does
+/// natively) and sends all of them once as a stream.
+#[cfg(feature = "bench")]
+const LEGIT_REQUESTS: usize = 1000;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=FLASHEDGE_SHARED");
-    if std::env::var_os("CARGO_FEATURE_BENCH").is_none() {
-        return;
-    }
+    #[cfg(feature = "bench")]
+    embed();
+}
+
+#[cfg(feature = "bench")]
+fn embed() {
     let here = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let shared = std::env::var_os("FLASHEDGE_SHARED")
         .map(PathBuf::from)
@@ -64,9 +72,29 @@ fn main() {
         .collect();
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
     std::fs::write(out.join("legit.jsonl"), first).expect("writes OUT_DIR");
+    let read = |ps: &[PathBuf]| -> Vec<(String, String)> {
+        ps.iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(p)
+                    .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+                (p.display().to_string(), text)
+            })
+            .collect()
+    };
+    let config = waf_rules::WafConfig {
+        paranoia: 4,
+        ..waf_rules::WafConfig::default()
+    };
+    let rs = waf_rules::RuleSet::from_sources(&read(&conf), &read(&data), &config)
+        .unwrap_or_else(|e| panic!("the CRS at {} does not load: {e}", crs.display()));
+    let mut hints = String::new();
+    rs.rx_hints().write_rows(&mut hints);
+    std::fs::write(out.join("hints.rs"), format!("&[\n{hints}]")).expect("writes OUT_DIR");
     let code = format!(
         "pub static CONF: &[(&str, &str)] = {};\npub static DATA: &[(&str, &str)] = {};\n\
-         pub static LEGIT: &str = include_str!(concat!(env!(\"OUT_DIR\"), \"/legit.jsonl\"));\n",
+         pub static LEGIT: &str = include_str!(concat!(env!(\"OUT_DIR\"), \"/legit.jsonl\"));\n\
+         pub static RX_HINTS: &[waf_rules::prefilter::RxHintRow] = \
+         include!(concat!(env!(\"OUT_DIR\"), \"/hints.rs\"));\n",
         list(&conf),
         list(&data)
     );
