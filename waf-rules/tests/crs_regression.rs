@@ -266,3 +266,117 @@ fn running_the_tx_prefix_once_and_remembering_entries_change_no_verdict() {
         assert!(blocked > 200, "PL{paranoia}: only {blocked} blocked");
     }
 }
+
+/// `operator::compile_rx` builds CRS's patterns without the regex crate's own prefilter and
+/// extra automata (a cold-start saving). On every `@rx` pattern of CRS, over values from its
+/// regression tests (raw and percent-decoded) and from legit-dev, it must answer as
+/// `regex::bytes::Regex` with its defaults: the same matches and the same capture groups.
+#[test]
+fn tuned_regexes_answer_as_the_regex_crate_on_every_crs_pattern() {
+    let Some(crs) = crs_dir() else { return };
+    let mut patterns = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(crs.join("rules"))
+        .expect("rules dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+        .collect();
+    files.sort();
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("rule file");
+        for d in waf_rules::seclang::lex(&f.display().to_string(), &text).expect("lexes") {
+            if d.name.eq_ignore_ascii_case("SecRule") && d.args.len() >= 2 {
+                let op = waf_rules::seclang::parse_operator(&d.args[1].text);
+                if op.name == "rx" {
+                    patterns.push(op.param);
+                }
+            }
+        }
+    }
+    patterns.sort();
+    patterns.dedup();
+    assert!(patterns.len() > 250, "{} patterns", patterns.len());
+
+    let decode = |s: &str| -> Vec<u8> {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            match (
+                b[i],
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
+                (b'%', Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                }
+                (b'+', _, _) => {
+                    out.push(b' ');
+                    i += 1;
+                }
+                (c, _, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        out
+    };
+    let mut values: Vec<Vec<u8>> = Vec::new();
+    for (file, take) in [("crs.jsonl", 400), ("legit-dev.jsonl", 100)] {
+        let path = shared_dir().join("waf-corpus").join(file);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let entries: Vec<CorpusEntry> = harness::parse_jsonl(&text).expect("corpus parses");
+        // Spread over the file: CRS's tests come grouped by rule family.
+        let step = (entries.len() / take).max(1);
+        for e in entries.iter().step_by(step).take(take) {
+            values.push(e.uri.as_bytes().to_vec());
+            values.push(decode(&e.uri));
+            if !e.body.is_empty() {
+                values.push(decode(&e.body));
+            }
+            for (_, v) in e.headers.iter().take(4) {
+                values.push(v.as_bytes().to_vec());
+            }
+        }
+    }
+
+    let mut matched = 0;
+    for p in &patterns {
+        let tuned = waf_rules::operator::compile_rx(p).expect("CRS pattern builds");
+        let reference = regex::bytes::RegexBuilder::new(&waf_rules::operator::byte_pattern(p))
+            .unicode(false)
+            .dot_matches_new_line(true)
+            .build()
+            .or_else(|_| {
+                regex::bytes::RegexBuilder::new(p)
+                    .dot_matches_new_line(true)
+                    .build()
+            })
+            .expect("CRS pattern builds");
+        let mut caps = tuned.create_captures();
+        for v in &values {
+            let want = reference.captures(v);
+            assert_eq!(
+                tuned.is_match(v),
+                want.is_some(),
+                "/{p}/ on {:?}",
+                String::from_utf8_lossy(v)
+            );
+            tuned.captures(v.as_slice(), &mut caps);
+            let Some(want) = want else { continue };
+            matched += 1;
+            let got: Vec<_> = (0..caps.group_len())
+                .map(|i| caps.get_group(i).map(|s| s.range()))
+                .collect();
+            let want: Vec<_> = (0..want.len())
+                .map(|i| want.get(i).map(|m| m.range()))
+                .collect();
+            assert_eq!(got, want, "/{p}/ on {:?}", String::from_utf8_lossy(v));
+        }
+    }
+    // The values do reach the patterns: many match.
+    assert!(matched > 500, "only {matched} matches");
+}

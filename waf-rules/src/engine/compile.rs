@@ -75,6 +75,8 @@ pub(super) struct Builder<'a> {
     pub(super) body_limit: Option<usize>,
     pub(super) args_limit: Option<usize>,
     pub(super) body_access: bool,
+    /// Key regexes built so far, by pattern: CRS names `/^pbjs-\w+$/` in nine rules.
+    key_regexes: HashMap<String, super::KeyRegex>,
 }
 
 fn perr(loc: &Location, directive: &str, message: String) -> LoadError {
@@ -113,6 +115,7 @@ impl<'a> Builder<'a> {
             body_limit: None,
             args_limit: None,
             body_access: true,
+            key_regexes: HashMap::new(),
         }
     }
 
@@ -286,7 +289,8 @@ impl<'a> Builder<'a> {
                 for s in &specs {
                     compiled.push((
                         s.exclude,
-                        compile_target(s).map_err(|m| perr(&t.location, &d.name, m))?,
+                        compile_target(s, &mut self.key_regexes)
+                            .map_err(|m| perr(&t.location, &d.name, m))?,
                     ));
                 }
                 let by_id = name == "secruleupdatetargetbyid";
@@ -427,7 +431,7 @@ impl<'a> Builder<'a> {
             let specs =
                 seclang::parse_targets(&t.text).map_err(|m| perr(&t.location, &d.name, m))?;
             for s in &specs {
-                match compile_target(s) {
+                match compile_target(s, &mut self.key_regexes) {
                     Ok(tg) if s.exclude => excludes.push(tg),
                     Ok(tg) => tlist.push(tg),
                     Err(m) => note(m),
@@ -535,7 +539,7 @@ impl<'a> Builder<'a> {
                     Ok(None) => {}
                     Err(m) => return Err(perr(&act_loc, &d.name, m)),
                 },
-                "ctl" => match parse_ctl(&v) {
+                "ctl" => match parse_ctl(&v, &mut self.key_regexes) {
                     Ok(Some(c)) => r.ctls.push(c),
                     Ok(None) => {}
                     Err(m) => note(m),
@@ -714,7 +718,11 @@ pub(super) fn parse_id_range(s: &str) -> Option<(u32, u32)> {
     }
 }
 
-pub(super) fn compile_target(s: &TargetSpec) -> Result<Target, String> {
+/// Compiles one target; `keys` holds the key regexes built so far, by pattern.
+pub(super) fn compile_target(
+    s: &TargetSpec,
+    keys: &mut HashMap<String, super::KeyRegex>,
+) -> Result<Target, String> {
     let var =
         Var::from_name(&s.name).ok_or_else(|| format!("variable {} is not supported", s.name))?;
     let key = match &s.key {
@@ -724,14 +732,15 @@ pub(super) fn compile_target(s: &TargetSpec) -> Result<Target, String> {
             if var == Var::Xml {
                 Some(KeySel::Name(format!("/{r}/")))
             } else {
-                // ASCII case folding over the key's bytes, as PCRE without UTF mode: it also
-                // compiles in a fraction of the time Unicode case classes take.
-                let re = regex::bytes::RegexBuilder::new(r)
-                    .unicode(false)
-                    .case_insensitive(true)
-                    .build()
-                    .map_err(|e| format!("bad key regex /{r}/: {e}"))?;
-                Some(KeySel::Regex(super::KeyRegex::new(r, re)))
+                let re = match keys.get(r) {
+                    Some(k) => k.clone(),
+                    None => {
+                        let k = super::KeyRegex::new(r)?;
+                        keys.insert(r.clone(), k.clone());
+                        k
+                    }
+                };
+                Some(KeySel::Regex(re))
             }
         }
     };
@@ -784,7 +793,7 @@ fn parse_setvar(v: &str) -> Result<Option<SetVar>, String> {
     }))
 }
 
-fn parse_ctl(v: &str) -> Result<Option<Ctl>, String> {
+fn parse_ctl(v: &str, keys: &mut HashMap<String, super::KeyRegex>) -> Result<Option<Ctl>, String> {
     let (k, val) = v
         .split_once('=')
         .ok_or_else(|| format!("ctl `{v}` has no value"))?;
@@ -805,7 +814,7 @@ fn parse_ctl(v: &str) -> Result<Option<Ctl>, String> {
             let specs = seclang::parse_targets(t)?;
             let mut targets = Vec::new();
             for s in &specs {
-                targets.push(compile_target(s)?);
+                targets.push(compile_target(s, keys)?);
             }
             let rs = if k.trim().eq_ignore_ascii_case("ruleremovetargetbyid") {
                 let (lo, hi) = parse_id_range(sel).ok_or_else(|| format!("bad id in `{v}`"))?;

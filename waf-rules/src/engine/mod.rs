@@ -277,19 +277,24 @@ pub(crate) enum KeySel {
     Regex(KeyRegex),
 }
 
-/// A key regex, and its text when it is a literal (`/__utm/`, `/^header_name_920450_/`):
-/// the regex crate takes several hundred instructions to try a short key, a literal compare
-/// a few dozen, and CRS tries such regexes on every cookie and run-time TX name.
+/// A key regex. A literal one (`/^_pk_ref/`, `/^header_name_920450_/`) is matched as its text
+/// and builds no regex: the regex crate takes several hundred instructions to try a short key,
+/// a literal compare a few dozen, and CRS tries such regexes on every cookie and run-time TX
+/// name. Not building them (and building each other pattern once, see `compile_target`)
+/// matters most at an edge isolate's cold start, where the rule set loads on a request.
 #[derive(Debug, Clone)]
-pub(crate) struct KeyRegex {
-    re: regex::bytes::Regex,
-    /// The literal (ASCII letters, digits, `_` and `-`), and whether it must start the key.
-    lit: Option<(Box<[u8]>, bool)>,
+pub(crate) enum KeyRegex {
+    /// `^` and a literal of ASCII letters, digits, `_` and `-`: the key starts with it.
+    Prefix(Box<[u8]>),
+    /// Such a literal without `^`: the key holds it.
+    Inside(Box<[u8]>),
+    /// Any other pattern.
+    Regex(regex::bytes::Regex),
 }
 
 impl KeyRegex {
-    /// `re` compiled from `pattern` (case-insensitive, ASCII case folding only).
-    pub(crate) fn new(pattern: &str, re: regex::bytes::Regex) -> KeyRegex {
+    /// `pattern` compiled case-insensitively, with ASCII case folding only.
+    pub(crate) fn new(pattern: &str) -> Result<KeyRegex, String> {
         let (anchored, body) = match pattern.strip_prefix('^') {
             Some(b) => (true, b),
             None => (false, pattern),
@@ -298,17 +303,29 @@ impl KeyRegex {
             && body
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        KeyRegex {
-            re,
-            lit: literal.then(|| (body.as_bytes().into(), anchored)),
-        }
+        Ok(match (literal, anchored) {
+            (true, true) => KeyRegex::Prefix(body.as_bytes().into()),
+            (true, false) => KeyRegex::Inside(body.as_bytes().into()),
+            (false, _) => KeyRegex::Regex(
+                Self::regex(pattern).map_err(|e| format!("bad key regex /{pattern}/: {e}"))?,
+            ),
+        })
+    }
+
+    /// The regex `pattern` stands for (ASCII case folding over the key's bytes, as PCRE
+    /// without UTF mode; it also compiles in a fraction of the time Unicode case classes take).
+    pub(crate) fn regex(pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
+        regex::bytes::RegexBuilder::new(pattern)
+            .unicode(false)
+            .case_insensitive(true)
+            .build()
     }
 
     pub(crate) fn is_match(&self, key: &[u8]) -> bool {
-        match &self.lit {
-            Some((l, true)) => key.len() >= l.len() && key[..l.len()].eq_ignore_ascii_case(l),
-            Some((l, false)) => key.windows(l.len()).any(|w| w.eq_ignore_ascii_case(l)),
-            None => self.re.is_match(key),
+        match self {
+            KeyRegex::Prefix(l) => key.len() >= l.len() && key[..l.len()].eq_ignore_ascii_case(l),
+            KeyRegex::Inside(l) => key.windows(l.len()).any(|w| w.eq_ignore_ascii_case(l)),
+            KeyRegex::Regex(re) => re.is_match(key),
         }
     }
 }
