@@ -46,23 +46,8 @@ fn main() {
     if !files.is_empty() {
         // The worker builds its matchers lazily; build them all here once, so a pattern that
         // cannot be built fails the build naming the rule file, not a shopper's request.
-        let read = |ps: &[PathBuf]| -> Vec<(String, String)> {
-            ps.iter()
-                .map(|p| {
-                    let text = std::fs::read_to_string(p)
-                        .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
-                    (p.display().to_string(), text)
-                })
-                .collect()
-        };
-        let config = waf_rules::WafConfig {
-            paranoia: 4,
-            ..waf_rules::WafConfig::default()
-        };
-        let rs = match waf_rules::RuleSet::from_sources(&read(&files), &read(&data), &config) {
-            Ok(rs) => rs,
-            Err(e) => panic!("the CRS at {} does not load: {e}", crs_dir.display()),
-        };
+        let rows = waf_rules::crs::rx_hint_rows(&files, &data)
+            .unwrap_or_else(|e| panic!("the CRS at {} does not load: {e}", crs_dir.display()));
         // The precompiled part: what the analysis of each `@rx` pattern found (the literals
         // the prefilter needs), so the worker's load does not parse the patterns again.
         let _ = writeln!(
@@ -70,7 +55,7 @@ fn main() {
             "/// `@rx` analyses recorded at build time (see `waf_rules::prefilter::RxHints`).\n\
              pub static RX_HINTS: &[waf_rules::prefilter::RxHintRow] = &["
         );
-        rs.rx_hints().write_rows(&mut out);
+        out.push_str(&rows);
         let _ = writeln!(out, "];");
     } else {
         let _ = writeln!(

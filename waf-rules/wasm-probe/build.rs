@@ -72,23 +72,8 @@ fn embed() {
         .collect();
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
     std::fs::write(out.join("legit.jsonl"), first).expect("writes OUT_DIR");
-    let read = |ps: &[PathBuf]| -> Vec<(String, String)> {
-        ps.iter()
-            .map(|p| {
-                let text = std::fs::read_to_string(p)
-                    .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
-                (p.display().to_string(), text)
-            })
-            .collect()
-    };
-    let config = waf_rules::WafConfig {
-        paranoia: 4,
-        ..waf_rules::WafConfig::default()
-    };
-    let rs = waf_rules::RuleSet::from_sources(&read(&conf), &read(&data), &config)
+    let hints = waf_rules::crs::rx_hint_rows(&conf, &data)
         .unwrap_or_else(|e| panic!("the CRS at {} does not load: {e}", crs.display()));
-    let mut hints = String::new();
-    rs.rx_hints().write_rows(&mut hints);
     std::fs::write(out.join("hints.rs"), format!("&[\n{hints}]")).expect("writes OUT_DIR");
     let code = format!(
         "pub static CONF: &[(&str, &str)] = {};\npub static DATA: &[(&str, &str)] = {};\n\
