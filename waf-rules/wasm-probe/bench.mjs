@@ -66,12 +66,15 @@ if (stream) {
     console.log(`PL${pl} ${which} evaluation (bench/edge benign GET): ${ms(t)} ms`);
   }
   const per = [];
+  let scores = 0n;
   for (let i = 4; i < n; i++) {
     const t0 = us();
-    bench_eval(i, 1);
+    const score = bench_eval(i, 1);
     per.push(us() - t0);
+    scores += BigInt(score);
   }
-  console.log(`PL${pl} legit-dev as a stream, memo on (µs per request):`);
+  // (The sum of the anomaly scores: two builds of the engine must agree on it.)
+  console.log(`PL${pl} legit-dev as a stream, memo on (µs per request; scores sum ${scores}):`);
   for (let end = 100; end <= per.length; end *= 10) {
     console.log(`  first ${end}: ${stats(per.slice(0, end))}`);
   }
