@@ -296,33 +296,7 @@ fn tuned_regexes_answer_as_the_regex_crate_on_every_crs_pattern() {
     patterns.dedup();
     assert!(patterns.len() > 250, "{} patterns", patterns.len());
 
-    let decode = |s: &str| -> Vec<u8> {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            match (
-                b[i],
-                b.get(i + 1).copied().and_then(hex),
-                b.get(i + 2).copied().and_then(hex),
-            ) {
-                (b'%', Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                }
-                (b'+', _, _) => {
-                    out.push(b' ');
-                    i += 1;
-                }
-                (c, _, _) => {
-                    out.push(c);
-                    i += 1;
-                }
-            }
-        }
-        out
-    };
+    let decode = |s: &str| waf_rules::transform::Transform::UrlDecode.apply(s.as_bytes());
     let mut values: Vec<Vec<u8>> = Vec::new();
     for (file, take) in [("crs.jsonl", 400), ("legit-dev.jsonl", 100)] {
         let path = shared_dir().join("waf-corpus").join(file);

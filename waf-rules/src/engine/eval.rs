@@ -2400,9 +2400,9 @@ impl<'r> Ev<'r> {
         // Misses of operators that read nothing but the value are remembered across
         // requests (`memo`).
         // (The detectors are worth it at any length, and keep a miss the first time.)
-        let costly = r.op.worth_memoizing();
-        let remember =
-            rs_ro.memo && r.op.value_only().is_some() && (costly || tv.len() >= memo::MIN_LEN);
+        let value_only = r.op.value_only();
+        let costly = value_only == Some(true);
+        let remember = rs_ro.memo && value_only.is_some() && (costly || tv.len() >= memo::MIN_LEN);
         let op_key = [rs_ro.id, std::ptr::from_ref(r) as u64];
         let vh = match (remember, tv_idx) {
             (false, _) => 0,
