@@ -293,16 +293,24 @@ pub(crate) enum KeyRegex {
 }
 
 impl KeyRegex {
-    /// `pattern` compiled case-insensitively, with ASCII case folding only.
+    /// `pattern` compiled case-insensitively, with ASCII case folding only. A tail that can
+    /// match nothing (`.*`, or a letter, digit, `_` or `-` with `*`) is dropped first: the
+    /// pattern matches where the rest does, so `MULTIPART_HEADERS_CONTENT_TYPES_*` (CRS 922110,
+    /// tried on every run-time TX name of every request) is matched as its literal too.
     pub(crate) fn new(pattern: &str) -> Result<KeyRegex, String> {
-        let (anchored, body) = match pattern.strip_prefix('^') {
+        let (anchored, mut body) = match pattern.strip_prefix('^') {
             Some(b) => (true, b),
             None => (false, pattern),
         };
-        let literal = !body.is_empty()
-            && body
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+        // A trailing `.*` or `c*` (can match nothing, and nothing follows it).
+        while let [rest @ .., c, b'*'] = body.as_bytes() {
+            if !(*c == b'.' || word(*c)) {
+                break;
+            }
+            body = &body[..rest.len()];
+        }
+        let literal = !body.is_empty() && body.bytes().all(word);
         Ok(match (literal, anchored) {
             (true, true) => KeyRegex::Prefix(body.as_bytes().into()),
             (true, false) => KeyRegex::Inside(body.as_bytes().into()),

@@ -898,6 +898,24 @@ mod key_regex {
         let x = built("^x-.*-id$");
         assert!(x.is_match(b"X-Request-ID"));
         assert!(!x.is_match(b"x-request-idz"));
+        // A tail that can match nothing leaves the literal (CRS 922110, 921180, 931131).
+        let m = built("MULTIPART_HEADERS_CONTENT_TYPES_*");
+        assert!(literal(&m));
+        assert!(m.is_match(b"multipart_headers_content_types_0"));
+        assert!(m.is_match(b"x_multipart_headers_content_types"));
+        assert!(!m.is_match(b"multipart_headers_content_type"));
+        assert!(!m.is_match(b"header_name_920450_host"));
+        assert!(literal(&built("paramcounter_.*")));
+        assert!(literal(&built("^rfi_parameter_.*")));
+        assert!(literal(&built("ab.*c*")));
+        // But not when something else is left, or nothing is.
+        assert!(!literal(&built("a|b*")));
+        assert!(!literal(&built("a\\d*")));
+        assert!(!literal(&built("a\\.*")));
+        assert!(!literal(&built("(ab)*")));
+        assert!(!literal(&built("^.*")));
+        assert!(!literal(&built("a.*$")));
+        assert!(built("a|b*").is_match(b"zzz"));
     }
 
     proptest! {
@@ -907,10 +925,11 @@ mod key_regex {
         fn the_literal_path_answers_as_the_regex(
             anchored in any::<bool>(),
             body in "[a-zA-Z0-9_-]{1,6}",
-            keys in proptest::collection::vec("[a-cA-C_\\-.\\x{e9}]{0,10}", 1..8),
+            tail in "(\\.\\*|[a-cA-C_-]\\*){0,2}",
+            keys in proptest::collection::vec("[a-cA-C_\\-.\\x{e9}\\n]{0,10}", 1..8),
             case_flips in proptest::collection::vec(any::<bool>(), 6),
         ) {
-            let pattern = if anchored { format!("^{body}") } else { body.clone() };
+            let pattern = format!("{}{body}{tail}", if anchored { "^" } else { "" });
             let fast = built(&pattern);
             prop_assert!(literal(&fast));
             let re = KeyRegex::regex(&pattern).expect("compiles");
