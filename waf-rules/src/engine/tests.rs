@@ -898,7 +898,7 @@ mod key_regex {
         let x = built("^x-.*-id$");
         assert!(x.is_match(b"X-Request-ID"));
         assert!(!x.is_match(b"x-request-idz"));
-        // A tail that can match nothing leaves the literal (CRS 922110, 921180, 931131).
+        // A tail that can match nothing leaves the literal (CRS 922110, 921180, 931130).
         let m = built("MULTIPART_HEADERS_CONTENT_TYPES_*");
         assert!(literal(&m));
         assert!(m.is_match(b"multipart_headers_content_types_0"));
