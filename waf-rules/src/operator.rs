@@ -578,15 +578,10 @@ pub struct Found {
 }
 
 impl Operator {
-    /// Whether a run is costly and its result depends on the value alone (the libinjection
-    /// detectors), so a host should reuse it for an equal value rather than run it again.
-    pub fn worth_memoizing(&self) -> bool {
-        self.value_only() == Some(true)
-    }
-
     /// Whether a run's result depends on the value alone (no parameter macro, no state), so
     /// that a miss can be remembered across requests: the detectors (`Some(true)`: costly at
-    /// any length), `@rx` and `@pm` (`Some(false)`: worth it on longer values only).
+    /// any length, so a host should reuse a result for an equal value within a request too),
+    /// `@rx` and `@pm` (`Some(false)`: worth it on longer values only).
     pub fn value_only(&self) -> Option<bool> {
         match self {
             Operator::DetectSqli | Operator::DetectXss => Some(true),

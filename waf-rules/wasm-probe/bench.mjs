@@ -11,6 +11,10 @@
 // `stream`: a fresh module's cold start instead, as an isolate's: compile and instantiate,
 // load (lazily unless `eager`), the edge bench's GET twice, then each embedded legit-dev
 // request once, in order, with the memo on (as the worker runs it), timed one by one.
+// Run `stream` under `node --single-threaded` (all of V8's compile work on the timed thread,
+// as an isolate's cold start pays it) and the repeated-request medians without it: with it,
+// V8's optimizing compiles of hot functions can wait for an idle moment a timing loop never
+// gives, and the medians depend on which functions got optimized.
 //
 // The module needs no imports (no clock inside: JS times each call).
 import { readFileSync } from "node:fs";

@@ -2424,7 +2424,7 @@ impl<'r> Ev<'r> {
         };
         let mut found = match (run_final, tv_idx) {
             (false, _) => None,
-            (true, Some(i)) if r.op.worth_memoizing() => {
+            (true, Some(i)) if costly => {
                 let k = (std::ptr::from_ref(r) as usize, i);
                 match cache.ops.get(&k) {
                     Some(f) => f.clone(),
