@@ -87,6 +87,8 @@ const MATCH: u32 = 1 << 31;
 const SPARSE: u32 = 1 << 30;
 /// Both flags: a scan step that has neither stays in the dense loop.
 const FLAGS: u32 = MATCH | SPARSE;
+/// No state (the end of a trie state's child list while the scanner is built).
+const NONE: u32 = u32::MAX;
 
 impl LitScan {
     /// Compiles `lits`: each literal (lower-cased) with the slots it serves. `None` when the
@@ -109,10 +111,21 @@ impl LitScan {
             class[b as usize] = class[b.to_ascii_lowercase() as usize];
         }
         let stride = n_classes;
-        // The trie: per state its children (class, state). `own`: the slots of the literals
-        // that end at a state.
-        let mut children: Vec<Vec<(u8, u32)>> = vec![Vec::new()];
+        // The trie: per state its first child, next sibling and the class of the byte that
+        // leads to it (lists through two arrays: a `Vec` of children per state was a third of
+        // this function's instructions, in allocations). `own`: the slots of the literals that
+        // end at a state.
+        let mut first_child: Vec<u32> = vec![NONE];
+        let mut sibling: Vec<u32> = vec![NONE];
+        let mut label: Vec<u8> = vec![0];
         let mut own: Vec<Vec<u32>> = vec![Vec::new()];
+        let child_of = |first_child: &[u32], sibling: &[u32], label: &[u8], s: usize, c: u8| {
+            let mut t = first_child[s];
+            while t != NONE && label[t as usize] != c {
+                t = sibling[t as usize];
+            }
+            (t != NONE).then_some(t as usize)
+        };
         let mut always = Vec::new();
         for (l, slots) in lits {
             if l.is_empty() {
@@ -122,12 +135,14 @@ impl LitScan {
             let mut s = 0usize;
             for &b in l {
                 let c = class[b.to_ascii_lowercase() as usize];
-                s = match children[s].iter().find(|e| e.0 == c) {
-                    Some(&(_, child)) => child as usize,
+                s = match child_of(&first_child, &sibling, &label, s, c) {
+                    Some(child) => child,
                     None => {
                         let n = own.len();
-                        children[s].push((c, n as u32));
-                        children.push(Vec::new());
+                        sibling.push(first_child[s]);
+                        first_child[s] = n as u32;
+                        first_child.push(NONE);
+                        label.push(c);
                         own.push(Vec::new());
                         n
                     }
@@ -136,8 +151,12 @@ impl LitScan {
             own[s].extend_from_slice(slots);
         }
         let n = own.len();
-        let child_of =
-            |s: usize, c: u8| children[s].iter().find(|e| e.0 == c).map(|e| e.1 as usize);
+        let children = |s: usize| {
+            std::iter::successors(Some(first_child[s]).filter(|&t| t != NONE), |&t| {
+                Some(sibling[t as usize]).filter(|&t| t != NONE)
+            })
+            .map(|t| (label[t as usize], t))
+        };
         // Breadth first: each state's depth and failure state (the longest proper suffix of
         // its path that is a path too), and its match list: its own literals and its failure
         // state's, which comes earlier in that order. A state with none of its own shares its
@@ -163,7 +182,7 @@ impl LitScan {
                 slots.extend_from_slice(&list);
                 (start, slots.len() as u32)
             };
-            for &(c, child) in &children[s] {
+            for (c, child) in children(s) {
                 let child = child as usize;
                 depth[child] = depth[s].saturating_add(1);
                 fail[child] = if s == 0 {
@@ -171,7 +190,7 @@ impl LitScan {
                 } else {
                     let mut f = f;
                     loop {
-                        if let Some(t) = child_of(f, c) {
+                        if let Some(t) = child_of(&first_child, &sibling, &label, f, c) {
                             break t;
                         }
                         if f == 0 {
@@ -225,7 +244,7 @@ impl LitScan {
                 let f = id[fail[s]] as usize;
                 trans.copy_within(f..f + stride, row);
             }
-            for &(c, t) in &children[s] {
+            for (c, t) in children(s) {
                 trans[row + c as usize] = to(t as usize);
             }
         }
@@ -233,7 +252,7 @@ impl LitScan {
         let mut edges = Vec::new();
         for &s in &order[n_dense..] {
             let first = edges.len() as u32;
-            edges.extend(children[s].iter().map(|&(c, t)| (c, to(t as usize))));
+            edges.extend(children(s).map(|(c, t)| (c, to(t as usize))));
             sparse.push(Sparse {
                 first,
                 end: edges.len() as u32,
