@@ -237,8 +237,8 @@ pub fn byte_pattern(pattern: &str) -> String {
     bytes_pattern
 }
 
-fn phrase_matcher(phrases: &[String], compile: Compile) -> Result<Operator, String> {
-    let source: Vec<String> = phrases.iter().filter(|p| !p.is_empty()).cloned().collect();
+fn phrase_matcher(mut source: Vec<String>, compile: Compile) -> Result<Operator, String> {
+    source.retain(|p| !p.is_empty());
     let ac = std::sync::OnceLock::new();
     if compile == Compile::Eager {
         let _ = ac.set(Some(build_phrases(&source)?));
@@ -247,7 +247,7 @@ fn phrase_matcher(phrases: &[String], compile: Compile) -> Result<Operator, Stri
         .iter()
         .map(|p| p.as_bytes().to_ascii_lowercase())
         .collect();
-    lower.sort();
+    lower.sort_unstable();
     lower.dedup();
     Ok(Operator::Pm(Phrases { source, lower, ac }))
 }
@@ -365,7 +365,7 @@ fn detect_sqli(v: &[u8]) -> Option<Vec<u8>> {
 /// Parses a `@pm` parameter (space-separated phrases).
 pub fn pm(param: &str, compile: Compile) -> Result<Operator, String> {
     let phrases: Vec<String> = param.split_whitespace().map(str::to_string).collect();
-    phrase_matcher(&phrases, compile)
+    phrase_matcher(phrases, compile)
 }
 
 /// Builds `@pmFromFile` from the data files' lines (`#` comments and blanks skipped).
@@ -378,7 +378,7 @@ pub fn pm_from_lines<'a>(
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(str::to_string)
         .collect();
-    phrase_matcher(&phrases, compile)
+    phrase_matcher(phrases, compile)
 }
 
 /// Parses `@ipMatch` networks.
