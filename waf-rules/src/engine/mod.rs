@@ -806,8 +806,8 @@ impl RuleSet {
 /// The prefilter's view of one transformation node while it is built.
 #[derive(Default)]
 struct Group {
-    /// (literal, rule slot) pairs.
-    lits: Vec<(Vec<u8>, u32)>,
+    /// (literal, rule slot) pairs; the literal as its range in `Groups::bytes`.
+    lits: Vec<(std::ops::Range<u32>, u32)>,
     /// The next free slot.
     slots: u32,
     /// The request variables of the rules that can be skipped as a whole.
@@ -983,10 +983,13 @@ struct Groups {
     of: std::collections::HashMap<(u32, bool), u32>,
     /// Per group: its node and what it holds so far.
     list: Vec<(u32, Group)>,
+    /// Every group's literals, lower-cased and cut to `MAX_LITERAL` bytes, one after another
+    /// (one buffer rather than a `Vec` per literal: CRS has 15 k of them, and the edge worker
+    /// builds this on an isolate's first request).
+    bytes: Vec<u8>,
 }
 
 fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefilter> {
-    use std::collections::BTreeMap;
     let mut groups = Groups::default();
     /// A slot for `literals` in a group of node `node`, the one for rules reading headers when
     /// `vars` holds some (a rule's `second` set with that flag); with `vars`, the group's
@@ -1011,7 +1014,13 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
         let slot = g.slots;
         g.slots += 1;
         for l in literals {
-            g.lits.push((l.clone(), slot));
+            // A literal's first `MAX_LITERAL` bytes stand for it (a value holding the literal
+            // holds them): the `@pmFromFile` lists' long phrases would otherwise triple the
+            // automaton's states for almost no rule skipped more.
+            let l = &l[..l.len().min(MAX_LITERAL)];
+            let start = groups.bytes.len() as u32;
+            groups.bytes.extend(l.iter().map(u8::to_ascii_lowercase));
+            g.lits.push((start..groups.bytes.len() as u32, slot));
         }
         for t in vars.unwrap_or_default() {
             if !g.vars.contains(&t.var) {
@@ -1068,8 +1077,10 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
     }
     // Each group becomes the filter of the same index.
     let mut filters = Vec::new();
-    // Distinct literal (lower-cased) → the global slots of the rules it serves.
-    let mut by_lit: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
+    // (literal, global slot) pairs of every group.
+    let mut pairs: Vec<(std::ops::Range<u32>, u32)> = Vec::new();
+    let bytes = std::mem::take(&mut groups.bytes);
+    let text = |r: &std::ops::Range<u32>| &bytes[r.start as usize..r.end as usize];
     let mut word = 0usize;
     for (
         node,
@@ -1087,22 +1098,13 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
         let mut min_len = lits
             .iter()
             .filter(|(_, s)| !second.contains(s))
-            .map(|(l, _)| l.len().min(MAX_LITERAL))
+            .map(|(l, _)| l.len())
             .min()
             .unwrap_or(0);
         if (0..slots).any(|s| !second.contains(&s) && !lits.iter().any(|&(_, ls)| ls == s)) {
             min_len = 0;
         }
-        for (l, s) in lits {
-            // A literal's first `MAX_LITERAL` bytes stand for it (a value holding the literal
-            // holds them): the `@pmFromFile` lists' long phrases would otherwise triple the
-            // automaton's states for almost no rule skipped more.
-            let l = &l[..l.len().min(MAX_LITERAL)];
-            let v = by_lit.entry(l.to_ascii_lowercase()).or_default();
-            if !v.contains(&(base + s)) {
-                v.push(base + s);
-            }
-        }
+        pairs.extend(lits.into_iter().map(|(l, s)| (l, base + s)));
         let words = (slots as usize).div_ceil(64);
         filters.push(NodeFilter {
             min_len,
@@ -1114,7 +1116,19 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
         });
         word += words;
     }
-    let lits: Vec<(Vec<u8>, Vec<u32>)> = by_lit.into_iter().collect();
+    // Distinct literal → the global slots of the rules it serves, in the literals' order.
+    pairs.sort_unstable_by(|a, b| text(&a.0).cmp(text(&b.0)).then(a.1.cmp(&b.1)));
+    let mut lits: Vec<(Vec<u8>, Vec<u32>)> = Vec::new();
+    for (l, slot) in &pairs {
+        match lits.last_mut() {
+            Some((last, slots)) if last.as_slice() == text(l) => {
+                if slots.last() != Some(slot) {
+                    slots.push(*slot);
+                }
+            }
+            _ => lits.push((text(l).to_vec(), vec![*slot])),
+        }
+    }
     let scan = lits::LitScan::new(&lits);
     /// A rule's (group, slot in the group) pairs made (filter, global slot): the slot offset
     /// by its filter's first word. Without a scanner (`filters` None), no rule is prefiltered.
