@@ -247,7 +247,7 @@ fn phrase_matcher(mut source: Vec<String>, compile: Compile) -> Result<Operator,
         .iter()
         .map(|p| p.as_bytes().to_ascii_lowercase())
         .collect();
-    lower.sort_unstable();
+    lower.sort();
     lower.dedup();
     Ok(Operator::Pm(Phrases { source, lower, ac }))
 }

@@ -989,6 +989,24 @@ struct Groups {
     bytes: Vec<u8>,
 }
 
+/// A literal of at most `MAX_LITERAL` bytes as a number that sorts as the bytes do: the bytes
+/// from the top, then the length (`ab` before `ab\0`).
+fn literal_key(l: &[u8]) -> u128 {
+    const _: () = assert!(MAX_LITERAL <= 15);
+    let mut k = 0u128;
+    for (i, &b) in l.iter().enumerate() {
+        k |= u128::from(b) << (120 - 8 * i);
+    }
+    k | l.len() as u128
+}
+
+/// The literal [`literal_key`] made `k` from.
+fn literal_of_key(k: u128) -> Vec<u8> {
+    (0..(k & 0xff) as usize)
+        .map(|i| (k >> (120 - 8 * i)) as u8)
+        .collect()
+}
+
 fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefilter> {
     let mut groups = Groups::default();
     /// A slot for `literals` in a group of node `node`, the one for rules reading headers when
@@ -1077,10 +1095,10 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
     }
     // Each group becomes the filter of the same index.
     let mut filters = Vec::new();
-    // (literal, global slot) pairs of every group.
-    let mut pairs: Vec<(std::ops::Range<u32>, u32)> = Vec::new();
+    // (literal as a sort key, global slot) pairs of every group.
+    let mut pairs: Vec<(u128, u32)> = Vec::new();
     let bytes = std::mem::take(&mut groups.bytes);
-    let text = |r: &std::ops::Range<u32>| &bytes[r.start as usize..r.end as usize];
+    let key = |r: &std::ops::Range<u32>| literal_key(&bytes[r.start as usize..r.end as usize]);
     let mut word = 0usize;
     for (
         node,
@@ -1104,7 +1122,7 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
         if (0..slots).any(|s| !second.contains(&s) && !lits.iter().any(|&(_, ls)| ls == s)) {
             min_len = 0;
         }
-        pairs.extend(lits.into_iter().map(|(l, s)| (l, base + s)));
+        pairs.extend(lits.iter().map(|(l, s)| (key(l), base + s)));
         let words = (slots as usize).div_ceil(64);
         filters.push(NodeFilter {
             min_len,
@@ -1117,17 +1135,16 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
         word += words;
     }
     // Distinct literal → the global slots of the rules it serves, in the literals' order.
-    pairs.sort_unstable_by(|a, b| text(&a.0).cmp(text(&b.0)).then(a.1.cmp(&b.1)));
+    pairs.sort_unstable();
+    pairs.dedup();
     let mut lits: Vec<(Vec<u8>, Vec<u32>)> = Vec::new();
-    for (l, slot) in &pairs {
+    let mut last = None;
+    for &(k, slot) in &pairs {
         match lits.last_mut() {
-            Some((last, slots)) if last.as_slice() == text(l) => {
-                if slots.last() != Some(slot) {
-                    slots.push(*slot);
-                }
-            }
-            _ => lits.push((text(l).to_vec(), vec![*slot])),
+            Some((_, slots)) if last == Some(k) => slots.push(slot),
+            _ => lits.push((literal_of_key(k), vec![slot])),
         }
+        last = Some(k);
     }
     let scan = lits::LitScan::new(&lits);
     /// A rule's (group, slot in the group) pairs made (filter, global slot): the slot offset

@@ -954,3 +954,29 @@ mod key_regex {
         }
     }
 }
+
+mod literal_keys {
+    use super::super::{literal_key, literal_of_key, MAX_LITERAL};
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_literal_sorts_before_itself_with_a_nul_after() {
+        assert!(literal_key(b"") < literal_key(b"\0"));
+        assert!(literal_key(b"ab") < literal_key(b"ab\0"));
+        assert!(literal_key(b"ab\0") < literal_key(b"ab\x01"));
+        assert_eq!(literal_of_key(literal_key(b"ab\0")), b"ab\0");
+    }
+
+    proptest! {
+        /// The prefilter merges literals by these keys: they must sort as the bytes do and
+        /// give the bytes back.
+        #[test]
+        fn keys_sort_as_the_literals_and_give_them_back(
+            a in proptest::collection::vec(any::<u8>(), 0..=MAX_LITERAL),
+            b in proptest::collection::vec(prop_oneof![Just(0u8), Just(b'a'), any::<u8>()], 0..=MAX_LITERAL),
+        ) {
+            prop_assert_eq!(literal_key(&a).cmp(&literal_key(&b)), a.cmp(&b));
+            prop_assert_eq!(literal_of_key(literal_key(&a)), a);
+        }
+    }
+}
