@@ -38,6 +38,21 @@ pub fn lex(file: &str, text: &str) -> Result<Vec<Directive>, LoadError> {
     let mut segs: Vec<(usize, usize)> = Vec::new();
     let mut lines = text.split('\n').enumerate();
     while let Some((first, mut line)) = lines.next() {
+        // A comment (with the lines it continues onto) or a blank line is passed over
+        // without a copy: they are most of CRS's lines.
+        let raw = line.strip_suffix('\r').unwrap_or(line);
+        let lead = raw.trim_start();
+        if lead.starts_with('#') {
+            let mut raw = raw;
+            while raw.ends_with('\\') {
+                let Some((_, l)) = lines.next() else { break };
+                raw = l.strip_suffix('\r').unwrap_or(l);
+            }
+            continue;
+        }
+        if lead.is_empty() {
+            continue;
+        }
         buf.clear();
         segs.clear();
         let mut n = first;
@@ -106,6 +121,11 @@ pub fn lex(file: &str, text: &str) -> Result<Vec<Directive>, LoadError> {
                 let mut closed = false;
                 let mut seg = p;
                 while p < bytes.len() {
+                    // Straight to the next quote or backslash.
+                    match memchr::memchr2(b'"', b'\\', &bytes[p..]) {
+                        Some(k) => p += k,
+                        None => break,
+                    }
                     if bytes[p] == b'\\' && p + 1 < bytes.len() && bytes[p + 1] == b'"' {
                         text.push_str(&buf[seg..p]);
                         text.push('"');
