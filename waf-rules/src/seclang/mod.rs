@@ -459,6 +459,17 @@ mod tests {
     }
 
     #[test]
+    fn a_comment_continues_onto_the_next_line_as_in_apache() {
+        // A trailing `\` joins the next line to a comment too (CRLF or not); a blank line
+        // ends nothing, and a line of blanks ending in `\` joins the next one to them.
+        let text = "# a \\\r\nSecRule ARGS x\n  #\\\n\\\nSecRule ARGS y\n\n \\\nSecMarker END\n";
+        let d = lex("f", text).expect("lexes");
+        let names: Vec<(&str, usize)> =
+            d.iter().map(|d| (d.name.as_str(), d.location.line)).collect();
+        assert_eq!(names, [("SecMarker", 8)]);
+    }
+
+    #[test]
     fn unterminated_quote_names_line_and_column() {
         let err = lex("x.conf", "\n  SecRule ARGS \"@rx a").expect_err("fails");
         let s = err.to_string();
