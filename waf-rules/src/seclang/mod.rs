@@ -464,8 +464,10 @@ mod tests {
         // ends nothing, and a line of blanks ending in `\` joins the next one to them.
         let text = "# a \\\r\nSecRule ARGS x\n  #\\\n\\\nSecRule ARGS y\n\n \\\nSecMarker END\n";
         let d = lex("f", text).expect("lexes");
-        let names: Vec<(&str, usize)> =
-            d.iter().map(|d| (d.name.as_str(), d.location.line)).collect();
+        let names: Vec<(&str, usize)> = d
+            .iter()
+            .map(|d| (d.name.as_str(), d.location.line))
+            .collect();
         assert_eq!(names, [("SecMarker", 8)]);
     }
 
