@@ -806,8 +806,10 @@ impl RuleSet {
 /// The prefilter's view of one transformation node while it is built.
 #[derive(Default)]
 struct Group {
-    /// (literal, rule slot) pairs; the literal as its range in `Groups::bytes`.
-    lits: Vec<(std::ops::Range<u32>, u32)>,
+    /// (literal, rule slot) pairs; the literal (lower-cased, cut to `MAX_LITERAL` bytes) as
+    /// its [`literal_key`]: CRS has 15 k of them, and the edge worker builds this on an
+    /// isolate's first request, so none is a `Vec` of its own.
+    lits: Vec<(u128, u32)>,
     /// The next free slot.
     slots: u32,
     /// The request variables of the rules that can be skipped as a whole.
@@ -983,10 +985,6 @@ struct Groups {
     of: std::collections::HashMap<(u32, bool), u32>,
     /// Per group: its node and what it holds so far.
     list: Vec<(u32, Group)>,
-    /// Every group's literals, lower-cased and cut to `MAX_LITERAL` bytes, one after another
-    /// (one buffer rather than a `Vec` per literal: CRS has 15 k of them, and the edge worker
-    /// builds this on an isolate's first request).
-    bytes: Vec<u8>,
 }
 
 /// A literal of at most `MAX_LITERAL` bytes as a number that sorts as the bytes do: the bytes
@@ -1000,9 +998,14 @@ fn literal_key(l: &[u8]) -> u128 {
     k | l.len() as u128
 }
 
+/// The length of the literal [`literal_key`] made `k` from.
+fn key_len(k: u128) -> usize {
+    (k & 0xff) as usize
+}
+
 /// The literal [`literal_key`] made `k` from.
 fn literal_of_key(k: u128) -> Vec<u8> {
-    (0..(k & 0xff) as usize)
+    (0..key_len(k))
         .map(|i| (k >> (120 - 8 * i)) as u8)
         .collect()
 }
@@ -1035,10 +1038,12 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
             // A literal's first `MAX_LITERAL` bytes stand for it (a value holding the literal
             // holds them): the `@pmFromFile` lists' long phrases would otherwise triple the
             // automaton's states for almost no rule skipped more.
-            let l = &l[..l.len().min(MAX_LITERAL)];
-            let start = groups.bytes.len() as u32;
-            groups.bytes.extend(l.iter().map(u8::to_ascii_lowercase));
-            g.lits.push((start..groups.bytes.len() as u32, slot));
+            let mut lower = [0u8; MAX_LITERAL];
+            let n = l.len().min(MAX_LITERAL);
+            for (d, b) in lower.iter_mut().zip(l) {
+                *d = b.to_ascii_lowercase();
+            }
+            g.lits.push((literal_key(&lower[..n]), slot));
         }
         for t in vars.unwrap_or_default() {
             if !g.vars.contains(&t.var) {
@@ -1095,10 +1100,8 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
     }
     // Each group becomes the filter of the same index.
     let mut filters = Vec::new();
-    // (literal as a sort key, global slot) pairs of every group.
+    // (literal key, global slot) pairs of every group.
     let mut pairs: Vec<(u128, u32)> = Vec::new();
-    let bytes = std::mem::take(&mut groups.bytes);
-    let key = |r: &std::ops::Range<u32>| literal_key(&bytes[r.start as usize..r.end as usize]);
     let mut word = 0usize;
     for (
         node,
@@ -1116,13 +1119,13 @@ fn build_prefilter(phases: &mut [Vec<Item>; 2], nodes: &[Node]) -> Option<Prefil
         let mut min_len = lits
             .iter()
             .filter(|(_, s)| !second.contains(s))
-            .map(|(l, _)| l.len())
+            .map(|&(k, _)| key_len(k))
             .min()
             .unwrap_or(0);
         if (0..slots).any(|s| !second.contains(&s) && !lits.iter().any(|&(_, ls)| ls == s)) {
             min_len = 0;
         }
-        pairs.extend(lits.iter().map(|(l, s)| (key(l), base + s)));
+        pairs.extend(lits.iter().map(|&(k, s)| (k, base + s)));
         let words = (slots as usize).div_ceil(64);
         filters.push(NodeFilter {
             min_len,
