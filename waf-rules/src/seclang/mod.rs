@@ -33,7 +33,7 @@ pub fn lex(file: &str, text: &str) -> Result<Vec<Directive>, LoadError> {
     let mut out = Vec::new();
     // The joined logical line, and where each of its raw lines starts in it: (offset, line
     // number). A location is worked out from these when a directive or argument needs one
-    // (CRS is mostly comments: the lexer is a third of an edge isolate's rule set load).
+    // (an edge isolate lexes CRS, mostly comments, on its first request).
     let mut buf = String::new();
     let mut segs: Vec<(usize, usize)> = Vec::new();
     let mut lines = text.split('\n').enumerate();
@@ -73,6 +73,7 @@ pub fn lex(file: &str, text: &str) -> Result<Vec<Directive>, LoadError> {
             }
         }
         let start_line = first + 1;
+        // Blanks continued onto a comment or onto nothing.
         let trimmed = buf.trim_start();
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
