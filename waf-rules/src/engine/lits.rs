@@ -90,6 +90,55 @@ const FLAGS: u32 = MATCH | SPARSE;
 /// No state (the end of a trie state's child list while the scanner is built).
 const NONE: u32 = u32::MAX;
 
+/// The literals' trie while the scanner is built: per state its first child, next sibling and
+/// the class of the byte that leads to it. (Lists through arrays: a `Vec` of children per state
+/// was a third of `LitScan::new`'s instructions, in allocations.)
+struct Trie {
+    first_child: Vec<u32>,
+    sibling: Vec<u32>,
+    label: Vec<u8>,
+}
+
+impl Default for Trie {
+    /// The root alone.
+    fn default() -> Trie {
+        Trie {
+            first_child: vec![NONE],
+            sibling: vec![NONE],
+            label: vec![0],
+        }
+    }
+}
+
+impl Trie {
+    /// State `s`'s child on class `c`.
+    fn child(&self, s: usize, c: u8) -> Option<usize> {
+        let mut t = self.first_child[s];
+        while t != NONE && self.label[t as usize] != c {
+            t = self.sibling[t as usize];
+        }
+        (t != NONE).then_some(t as usize)
+    }
+
+    /// Adds a child of `s` on class `c`; returns the new state.
+    fn add(&mut self, s: usize, c: u8) -> usize {
+        let n = self.label.len();
+        self.sibling.push(self.first_child[s]);
+        self.first_child[s] = n as u32;
+        self.first_child.push(NONE);
+        self.label.push(c);
+        n
+    }
+
+    /// State `s`'s children: (class, state).
+    fn children(&self, s: usize) -> impl Iterator<Item = (u8, u32)> + '_ {
+        std::iter::successors(Some(self.first_child[s]).filter(|&t| t != NONE), |&t| {
+            Some(self.sibling[t as usize]).filter(|&t| t != NONE)
+        })
+        .map(|t| (self.label[t as usize], t))
+    }
+}
+
 impl LitScan {
     /// Compiles `lits`: each literal (lower-cased) with the slots it serves. `None` when the
     /// ids would reach `SPARSE` (2^30; CRS needs 180 k).
@@ -111,21 +160,9 @@ impl LitScan {
             class[b as usize] = class[b.to_ascii_lowercase() as usize];
         }
         let stride = n_classes;
-        // The trie: per state its first child, next sibling and the class of the byte that
-        // leads to it (lists through two arrays: a `Vec` of children per state was a third of
-        // this function's instructions, in allocations). `own`: the slots of the literals that
-        // end at a state.
-        let mut first_child: Vec<u32> = vec![NONE];
-        let mut sibling: Vec<u32> = vec![NONE];
-        let mut label: Vec<u8> = vec![0];
+        // The trie, and `own`: the slots of the literals that end at a state.
+        let mut trie = Trie::default();
         let mut own: Vec<Vec<u32>> = vec![Vec::new()];
-        let child_of = |first_child: &[u32], sibling: &[u32], label: &[u8], s: usize, c: u8| {
-            let mut t = first_child[s];
-            while t != NONE && label[t as usize] != c {
-                t = sibling[t as usize];
-            }
-            (t != NONE).then_some(t as usize)
-        };
         let mut always = Vec::new();
         for (l, slots) in lits {
             if l.is_empty() {
@@ -135,28 +172,17 @@ impl LitScan {
             let mut s = 0usize;
             for &b in l {
                 let c = class[b.to_ascii_lowercase() as usize];
-                s = match child_of(&first_child, &sibling, &label, s, c) {
+                s = match trie.child(s, c) {
                     Some(child) => child,
                     None => {
-                        let n = own.len();
-                        sibling.push(first_child[s]);
-                        first_child[s] = n as u32;
-                        first_child.push(NONE);
-                        label.push(c);
                         own.push(Vec::new());
-                        n
+                        trie.add(s, c)
                     }
                 };
             }
             own[s].extend_from_slice(slots);
         }
         let n = own.len();
-        let children = |s: usize| {
-            std::iter::successors(Some(first_child[s]).filter(|&t| t != NONE), |&t| {
-                Some(sibling[t as usize]).filter(|&t| t != NONE)
-            })
-            .map(|t| (label[t as usize], t))
-        };
         // Breadth first: each state's depth and failure state (the longest proper suffix of
         // its path that is a path too), and its match list: its own literals and its failure
         // state's, which comes earlier in that order. A state with none of its own shares its
@@ -182,7 +208,7 @@ impl LitScan {
                 slots.extend_from_slice(&list);
                 (start, slots.len() as u32)
             };
-            for (c, child) in children(s) {
+            for (c, child) in trie.children(s) {
                 let child = child as usize;
                 depth[child] = depth[s].saturating_add(1);
                 fail[child] = if s == 0 {
@@ -190,7 +216,7 @@ impl LitScan {
                 } else {
                     let mut f = f;
                     loop {
-                        if let Some(t) = child_of(&first_child, &sibling, &label, f, c) {
+                        if let Some(t) = trie.child(f, c) {
                             break t;
                         }
                         if f == 0 {
@@ -244,7 +270,7 @@ impl LitScan {
                 let f = id[fail[s]] as usize;
                 trans.copy_within(f..f + stride, row);
             }
-            for (c, t) in children(s) {
+            for (c, t) in trie.children(s) {
                 trans[row + c as usize] = to(t as usize);
             }
         }
@@ -252,7 +278,7 @@ impl LitScan {
         let mut edges = Vec::new();
         for &s in &order[n_dense..] {
             let first = edges.len() as u32;
-            edges.extend(children(s).map(|(c, t)| (c, to(t as usize))));
+            edges.extend(trie.children(s).map(|(c, t)| (c, to(t as usize))));
             sparse.push(Sparse {
                 first,
                 end: edges.len() as u32,
