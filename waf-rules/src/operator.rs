@@ -591,6 +591,11 @@ impl Operator {
         }
     }
 
+    /// Whether this is `@rx ^.*$`, which matches every value whole (see [`Rx`]).
+    pub(crate) fn matches_every_value(&self) -> bool {
+        matches!(self, Operator::Rx(rx) if rx.whole)
+    }
+
     /// Whether the outcome on a value depends on that value alone, never on the transaction's
     /// state: every operator but those whose parameter expands a variable (`@within
     /// %{tx.allowed_methods}`). The evaluation remembers collection entries that no such

@@ -889,6 +889,7 @@ impl Rule {
             pf_steps: Vec::new(),
             link: 0,
             param_slot: super::NO_SLOT,
+            marker: None,
         }
     }
 }

@@ -1259,6 +1259,9 @@ struct Ev<'r> {
     /// The prefix's readers, for entries remembered as clean (`clean`).
     plan: Option<&'r clean::Plan>,
     clean: clean::Clean,
+    /// Whether heads compiled to a form of their own ([`Rule::marker`]) run so, rather than
+    /// through `run_rule` (the reference evaluation runs everything through it).
+    idioms: bool,
 }
 
 /// The state after phase 1's leading rules that read and write nothing but TX (CRS's
@@ -1540,6 +1543,7 @@ fn new_ev<'r>(
         clean: bufs.clean,
         setvar_bufs: bufs.setvar_bufs,
         hit_caps: Vec::new(),
+        idioms: true,
     }
 }
 
@@ -1549,6 +1553,7 @@ pub(super) fn evaluate(
     cfg: &WafConfig,
     prefix: Option<&Prefix>,
     plan: Option<&CleanPlan>,
+    idioms: bool,
 ) -> Verdict {
     if cfg.mode == Mode::Off {
         return Verdict {
@@ -1560,6 +1565,7 @@ pub(super) fn evaluate(
     let limits = &rs.config.limits;
     let mut ev = new_ev(rs, http, cfg, prefix);
     ev.plan = plan;
+    ev.idioms = idioms;
     ev.clean.on = rs.memo && plan.is_some();
     ev.clean_look_up(false);
     ev.run_phase_from(0, prefix.map_or(0, |p| p.resume), usize::MAX);
@@ -1705,6 +1711,12 @@ impl<'r> Ev<'r> {
                         e.1.extend_from_slice(v);
                     }
                     true
+                }
+                _ if r.marker.is_some()
+                    && self.idioms
+                    && self.st.removed_vars & r.targets[0].var.bit() == 0 =>
+                {
+                    self.run_marker(r)
                 }
                 _ if gated => self.run_rule(r, r),
                 _ => self.run_link(r, r),
@@ -2205,6 +2217,59 @@ impl<'r> Ev<'r> {
             return false;
         }
         self.run_rule(head, r)
+    }
+
+    /// Runs a head marked [`Rule::marker`] (CRS 920450) and its chain, with the effects
+    /// `run_rule` has on such a head: for every name of the collection (but those remembered
+    /// as clean for it) in order, `tx.<start><name>` set to `/<name>/`, the name lower-cased;
+    /// the last one as capture 0 and MATCHED_VAR; all of them as MATCHED_VARS. Without
+    /// `run_rule`'s per-value machinery (the transformation cache, the operator, the macro
+    /// expansions), which cost this one rule about a fifth of a typical request.
+    fn run_marker(&mut self, head: &'r Rule) -> bool {
+        let start = head.marker.as_deref().unwrap_or_default();
+        let var = head.targets[0].var;
+        let skip_clean = self.skips_clean(head);
+        let mut mv = std::mem::take(&mut self.st.spare_matched_vars);
+        mv.clear();
+        let (mut name, mut value) = std::mem::take(&mut self.setvar_bufs);
+        let Ev { req, st, clean, .. } = self;
+        if let Some((es, off, names, base)) = entries(req, var) {
+            let states = skip_clean.then(|| clean.states(base)).flatten();
+            for (idx, (k, _)) in es.iter().enumerate() {
+                if states.is_some_and(|s| clean::skips(s, off + idx, names, head.link)) {
+                    continue;
+                }
+                let e = mv.push_empty();
+                e.0.push_str(var.name());
+                e.0.push(':');
+                e.0.push_str(k);
+                e.1.extend_from_slice(k.as_bytes());
+                e.1.make_ascii_lowercase();
+                name.clear();
+                name.extend_from_slice(start.as_bytes());
+                name.extend_from_slice(&e.1);
+                value.clear();
+                value.push(b'/');
+                value.extend_from_slice(&e.1);
+                value.push(b'/');
+                // (A name is a `String` and stays one lower-cased.)
+                let n = std::str::from_utf8(&name).unwrap_or_default();
+                st.tx.set_at(NO_SLOT, n, &value);
+            }
+        }
+        self.setvar_bufs = (name, value);
+        let Some((n, v)) = mv.as_slice().last() else {
+            self.st.spare_matched_vars = mv;
+            return false;
+        };
+        self.st.rule_id = head.id;
+        self.st.tx.set_capture(0, v);
+        self.st.set_matched(n, v);
+        self.st.spare_matched_vars = std::mem::replace(&mut self.st.matched_vars, mv);
+        match &head.chain {
+            Some(next) => self.run_link(head, next),
+            None => true,
+        }
     }
 
     /// Runs one rule link past the prefilter (and its chain, through `run_link`). Returns

@@ -439,6 +439,11 @@ pub(crate) struct Rule {
     /// The TX slot of an operator parameter that is one TX value
     /// (`@within %{tx.restricted_headers_basic}`), `NO_SLOT` otherwise.
     param_slot: u32,
+    /// For a head that marks every name of a collection in TX, CRS 920450's idiom
+    /// (`REQUEST_HEADERS_NAMES "@rx ^.*$" "capture,t:none,t:lowercase,
+    /// setvar:'tx.header_name_920450_%{tx.0}=/%{tx.0}/',chain"`): the made names' literal
+    /// start. Such a head runs without the per-value machinery (`Ev::run_marker`).
+    marker: Option<Box<str>>,
 }
 
 /// The rules whose values pass through one transformation chain, as the prefilter sees them
@@ -660,6 +665,7 @@ impl RuleSet {
         let skip_to = [resolve_skips(&phases[0]), resolve_skips(&phases[1])];
         let prefilter = build_prefilter(&mut phases, &b.nodes);
         mark_excluded_vars(&mut phases);
+        mark_markers(&mut phases, &b.nodes);
         let links = number_links(&mut phases);
         let gates = [gates_of(&phases[0]), gates_of(&phases[1])];
         let tx_names = assign_tx_slots(&mut phases, config);
@@ -739,7 +745,14 @@ impl RuleSet {
 
     /// Evaluates one request. Never panics; cost grows with the request size.
     pub fn evaluate(&self, req: &crate::HttpRequest) -> Verdict {
-        eval::evaluate(self, req, &self.config, self.prefix(), self.clean_plan())
+        eval::evaluate(
+            self,
+            req,
+            &self.config,
+            self.prefix(),
+            self.clean_plan(),
+            true,
+        )
     }
 
     /// Evaluates with another configuration's mode, paranoia and TX overrides (same rules).
@@ -749,14 +762,15 @@ impl RuleSet {
         } else {
             (None, None)
         };
-        eval::evaluate(self, req, config, prefix, plan)
+        eval::evaluate(self, req, config, prefix, plan, true)
     }
 
     /// [`RuleSet::evaluate_with`] running every rule, including the leading TX-only ones whose
-    /// outcome the rule set otherwise keeps (for tests that compare the two).
+    /// outcome the rule set otherwise keeps, and every rule through the general evaluation
+    /// (none in a form of its own, see `Rule::marker`): for tests that compare the two.
     #[doc(hidden)]
     pub fn evaluate_every_rule(&self, req: &crate::HttpRequest, config: &WafConfig) -> Verdict {
-        eval::evaluate(self, req, config, None, None)
+        eval::evaluate(self, req, config, None, None, false)
     }
 
     /// Drops the literal prefilter: every rule then runs on every value it reads. For tests
@@ -945,6 +959,69 @@ fn mark_excluded_vars(phases: &mut [Vec<Item>; 2]) {
     for it in phases.iter_mut().flatten() {
         if let Item::Rule(r) = it {
             mark(r);
+        }
+    }
+}
+
+/// Fills in [`Rule::marker`] for the heads that mark every name of a collection in TX and do
+/// nothing else per value: one target (a collection's names, whole, without exclusions),
+/// `@rx ^.*$` with `capture`, `t:lowercase` alone, one `setvar` `tx.<start>%{tx.0}=/%{tx.0}/`,
+/// no `ctl`, no multiMatch, no prefilter. What follows the head (its chain, its actions) is
+/// left as it is.
+fn mark_markers(phases: &mut [Vec<Item>; 2], nodes: &[Node]) {
+    use crate::macros::Part;
+    fn tx0(p: &Part) -> bool {
+        matches!(p, Part::Var(n, Some(k)) if n == "TX" && k == "0")
+    }
+    fn start(r: &Rule, nodes: &[Node]) -> Option<Box<str>> {
+        let [t] = r.targets.as_slice() else {
+            return None;
+        };
+        let names = matches!(
+            t.var,
+            Var::HeadersNames
+                | Var::ArgsNames
+                | Var::ArgsGetNames
+                | Var::ArgsPostNames
+                | Var::CookiesNames
+                | Var::FilesNames
+        );
+        let node = nodes.get(r.tnode as usize)?;
+        let plain = names
+            && t.key.is_none()
+            && !t.count
+            && r.excludes.is_empty()
+            && !r.is_action
+            && r.op.matches_every_value()
+            && !r.negated
+            && r.capture
+            && !r.multi_match
+            && r.ctls.is_empty()
+            && r.pf.is_none()
+            && r.pf_steps.is_empty()
+            && r.tnode != 0
+            && node.parent == 0
+            && node.step == crate::transform::Transform::Lowercase;
+        let [sv] = r.setvars.as_slice() else {
+            return None;
+        };
+        let (true, SetOp::Set(value)) = (plain, &sv.op) else {
+            return None;
+        };
+        let start = match sv.name.parts.as_slice() {
+            [Part::Lit(l), v] if tx0(v) && !l.is_empty() => l,
+            _ => return None,
+        };
+        let slashed = match value.parts.as_slice() {
+            [Part::Lit(a), v, Part::Lit(b)] => a == "/" && tx0(v) && b == "/",
+            _ => false,
+        };
+        // (Names are lower-cased at load; a made name is lower-cased again when it is set.)
+        (slashed && !start.bytes().any(|b| b.is_ascii_uppercase())).then(|| start.as_str().into())
+    }
+    for it in phases.iter_mut().flatten() {
+        if let Item::Rule(r) = it {
+            r.marker = start(r, nodes);
         }
     }
 }

@@ -980,3 +980,65 @@ mod literal_keys {
         }
     }
 }
+
+/// CRS 920450's head runs in a form of its own (`Rule::marker`): its effects must be those of
+/// the general evaluation, which `evaluate_every_rule` uses. The rules after it read what the
+/// head leaves: the made TX names (by key regex and one by name), capture 0, MATCHED_VAR,
+/// MATCHED_VAR_NAME and, in the chain, MATCHED_VARS.
+#[test]
+fn a_marking_head_leaves_what_the_general_evaluation_leaves() {
+    let r = rs(r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:'tx.restricted=/proxy/ /x-bad/'"
+SecRule REQUEST_HEADERS_NAMES "@rx ^.*$" "id:10,phase:1,block,capture,t:none,t:lowercase,msg:'restricted (%{MATCHED_VAR})',logdata:'%{MATCHED_VAR_NAME}=%{TX.0}',setvar:'tx.hn_10_%{tx.0}=/%{tx.0}/',chain"
+    SecRule TX:/^hn_10_/ "@within %{tx.restricted}" "setvar:'tx.score=+5'"
+SecRule REQUEST_HEADERS_NAMES "@rx ^.*$" "id:11,phase:1,pass,capture,t:none,t:lowercase,setvar:'tx.hn_11_%{tx.0}=/%{tx.0}/',chain"
+    SecRule MATCHED_VARS "@rx ^x-" "t:none"
+SecRule TX:hn_10_x-bad "@streq /x-bad/" "id:20,phase:1,pass,msg:'seen %{MATCHED_VAR}'"
+SecRule TX:0 "@rx ." "id:21,phase:1,pass,msg:'capture %{TX.0}'"
+SecRule TX:score "@ge 10" "id:30,phase:1,deny,msg:'score %{TX.score}'"
+"#);
+    let marked = r.phases[0]
+        .iter()
+        .filter(|it| matches!(it, Item::Rule(rule) if rule.marker.is_some()))
+        .count();
+    assert_eq!(marked, 2, "both heads compile to the marking form");
+    let with = |headers: &[(&str, &str)]| HttpRequest {
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..get("/")
+    };
+    let requests = [
+        with(&[("Host", "x")]),
+        with(&[("Host", "x"), ("Proxy", "a")]),
+        with(&[("Proxy", "a"), ("X-Bad", "b"), ("Accept", "c")]),
+        with(&[
+            ("PROXY", "a"),
+            ("proxy", "b"),
+            ("X-Bad", "c"),
+            ("X-Bad", "d"),
+        ]),
+        with(&[("X-Ok", "a"), ("", "empty name"), ("Ünï", "non-ASCII name")]),
+        with(&[]),
+    ];
+    let mut blocked = 0;
+    for _ in 0..2 {
+        // (The second time the memo has seen the names.)
+        for req in &requests {
+            let v = r.evaluate(req);
+            assert_eq!(
+                v,
+                r.evaluate_every_rule(req, r.config()),
+                "{:?}",
+                req.headers
+            );
+            blocked += usize::from(v.action == Action::Block);
+        }
+    }
+    // Two restricted names (or one twice) reach the deny; the others do not.
+    assert_eq!(blocked, 4);
+    let v = r.evaluate(&requests[2]);
+    let ids: Vec<u32> = v.matches.iter().map(|m| m.id).collect();
+    assert_eq!(ids, [10, 11, 20, 21, 30], "{v:?}");
+}
