@@ -890,6 +890,7 @@ impl Rule {
             link: 0,
             param_slot: super::NO_SLOT,
             marker: None,
+            marker_within: false,
         }
     }
 }

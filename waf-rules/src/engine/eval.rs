@@ -2267,9 +2267,63 @@ impl<'r> Ev<'r> {
         self.st.set_matched(n, v);
         self.st.spare_matched_vars = std::mem::replace(&mut self.st.matched_vars, mv);
         match &head.chain {
+            Some(next) if head.marker_within && self.st.removed_vars & Var::Tx.bit() == 0 => {
+                self.run_marked_within(head, next)
+            }
             Some(next) => self.run_link(head, next),
             None => true,
         }
+    }
+
+    /// Runs the chain link `r` of a [`Rule::marker`] head when it is the plain `@within` check
+    /// of the marked names ([`Rule::marker_within`]), with `run_rule`'s effects: each TX value
+    /// its key selects, in key order, the operator run on it with the parameter expanded once
+    /// (nothing it reads changes before the matches' `setvar`s), the matches as MATCHED_VARS,
+    /// each as MATCHED_VAR in turn for the link's `setvar`s.
+    fn run_marked_within(&mut self, head: &'r Rule, r: &'r Rule) -> bool {
+        let mut mv = std::mem::take(&mut self.st.spare_matched_vars);
+        mv.clear();
+        {
+            let (req, st) = (&self.req, &self.st);
+            let res = |n: &str, k: Option<&str>| resolve(req, st, n, k);
+            let param: Cow<[u8]> = match r.op.param_macro() {
+                _ if r.param_slot != NO_SLOT => {
+                    Cow::Borrowed(st.tx.get_slot(r.param_slot).unwrap_or_default())
+                }
+                Some(m) => match single_tx_key(m) {
+                    Some(k) => Cow::Borrowed(st.tx.get(k).unwrap_or_default()),
+                    None => Cow::Owned(m.expand(&res)),
+                },
+                None => Cow::Borrowed(&[]),
+            };
+            let expand = |_: &Macro| Cow::Borrowed(param.as_ref());
+            for tr in tx_keyed(&st.tx, &r.targets[0]) {
+                let v = match tr {
+                    TxRef::Slot(s) => st.tx.get_slot(s).unwrap_or_default(),
+                    TxRef::Extra(i) => st.tx.extra_at(i).map(|(_, v)| v).unwrap_or_default(),
+                };
+                if r.op.run(v, false, &expand).is_some() {
+                    let e = mv.push_empty();
+                    e.0.push_str(Var::Tx.name());
+                    e.0.push(':');
+                    e.0.push_str(st.tx.key(tr));
+                    e.1.extend_from_slice(v);
+                }
+            }
+        }
+        if mv.len == 0 {
+            self.st.spare_matched_vars = mv;
+            return false;
+        }
+        self.st.rule_id = head.id;
+        for (name, v) in mv.as_slice() {
+            self.st.set_matched(name, v);
+            for sv in &r.setvars {
+                self.setvar(sv);
+            }
+        }
+        self.st.spare_matched_vars = std::mem::replace(&mut self.st.matched_vars, mv);
+        true
     }
 
     /// Runs one rule link past the prefilter (and its chain, through `run_link`). Returns

@@ -444,6 +444,12 @@ pub(crate) struct Rule {
     /// setvar:'tx.header_name_920450_%{tx.0}=/%{tx.0}/',chain"`): the made names' literal
     /// start. Such a head runs without the per-value machinery (`Ev::run_marker`).
     marker: Option<Box<str>>,
+    /// For a [`Rule::marker`] head: its chain is the plain check of those names, as CRS
+    /// 920450's (`TX:/^header_name_920450_/ "@within %{tx.restricted_headers_basic}"`): one
+    /// target, every TX name with the made names' start; `@within` one TX value; no
+    /// transformation, capture, `ctl`, exclusion or further chain. It then runs without the
+    /// per-value machinery too (`Ev::run_marked_within`).
+    marker_within: bool,
 }
 
 /// The rules whose values pass through one transformation chain, as the prefilter sees them
@@ -1019,9 +1025,36 @@ fn mark_markers(phases: &mut [Vec<Item>; 2], nodes: &[Node]) {
         // (Names are lower-cased at load; a made name is lower-cased again when it is set.)
         (slashed && !start.bytes().any(|b| b.is_ascii_uppercase())).then(|| start.as_str().into())
     }
+    fn within(c: &Rule, start: &str) -> bool {
+        let [t] = c.targets.as_slice() else {
+            return false;
+        };
+        let selects = matches!(
+            (&t.var, &t.key),
+            (Var::Tx, Some(KeySel::Regex(KeyRegex::Prefix(p))))
+                if p.eq_ignore_ascii_case(start.as_bytes())
+        );
+        selects
+            && !t.count
+            && c.excludes.is_empty()
+            && matches!(c.op, Operator::Within(_))
+            && !c.negated
+            && c.tnode == 0
+            && !c.capture
+            && !c.multi_match
+            && c.ctls.is_empty()
+            && c.chain.is_none()
+            && !c.is_action
+            && c.pf.is_none()
+            && c.pf_steps.is_empty()
+    }
     for it in phases.iter_mut().flatten() {
         if let Item::Rule(r) = it {
             r.marker = start(r, nodes);
+            r.marker_within = match (&r.marker, &r.chain) {
+                (Some(m), Some(c)) => within(c, m),
+                _ => false,
+            };
         }
     }
 }

@@ -981,8 +981,9 @@ mod literal_keys {
     }
 }
 
-/// CRS 920450's head runs in a form of its own (`Rule::marker`): its effects must be those of
-/// the general evaluation, which `evaluate_every_rule` uses. The rules after it read what the
+/// CRS 920450's head and its chain run in a form of their own (`Rule::marker`,
+/// `Rule::marker_within`): their effects must be those of the general evaluation, which
+/// `evaluate_every_rule` uses. The rules after it read what the
 /// head leaves: the made TX names (by key regex and one by name), capture 0, MATCHED_VAR,
 /// MATCHED_VAR_NAME and, in the chain, MATCHED_VARS.
 #[test]
@@ -1002,6 +1003,14 @@ SecRule TX:score "@ge 10" "id:30,phase:1,deny,msg:'score %{TX.score}'"
         .filter(|it| matches!(it, Item::Rule(rule) if rule.marker.is_some()))
         .count();
     assert_eq!(marked, 2, "both heads compile to the marking form");
+    let within = r.phases[0]
+        .iter()
+        .filter(|it| matches!(it, Item::Rule(rule) if rule.marker_within))
+        .count();
+    assert_eq!(
+        within, 1,
+        "rule 10's chain is the plain check (11's reads MATCHED_VARS)"
+    );
     let with = |headers: &[(&str, &str)]| HttpRequest {
         headers: headers
             .iter()
