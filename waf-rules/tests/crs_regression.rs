@@ -354,3 +354,72 @@ fn tuned_regexes_answer_as_the_regex_crate_on_every_crs_pattern() {
     // The values do reach the patterns: many match.
     assert!(matched > 500, "only {matched} matches");
 }
+
+/// CRS 920450 and, at PL2, 920451 (a TX name made for every header name, then a chain over
+/// those names) run in a form of their own. On any header names (restricted ones in any case,
+/// repeated, empty, non-ASCII, with the bytes HTTP forbids), CRS must decide as its general
+/// evaluation does, the first time a name is seen and once it is remembered.
+#[test]
+fn crs_header_name_rules_decide_as_the_general_evaluation_on_any_names() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let Some(crs) = crs_dir() else { return };
+    let cfg = waf_rules::WafConfig {
+        paranoia: 2,
+        ..Default::default()
+    };
+    let rs = waf_rules::crs::load_dir(&crs, &cfg).expect("CRS loads");
+    let pool = prop::sample::select(vec![
+        "Proxy",
+        "PROXY",
+        "proxy",
+        "Content-Encoding",
+        "Lock-Token",
+        "If",
+        "X-HTTP-Method-Override",
+        "Expect",
+        "Accept-Charset",
+        "Accept",
+        "User-Agent",
+        "Proxy-Authorization",
+        "x-proxy",
+    ]);
+    let name = prop_oneof![
+        pool.prop_map(str::to_string),
+        "[ -~]{0,12}",
+        "\\PC{0,6}",
+        "[a-z/ ]{0,8}",
+    ];
+    let headers = prop::collection::vec((name, "[ -~]{0,16}"), 0..8);
+    let mut runner = TestRunner::new(Config {
+        cases: 96,
+        ..Config::default()
+    });
+    let blocked = std::cell::Cell::new(0);
+    runner
+        .run(&headers, |hs| {
+            let mut req = waf_rules::HttpRequest {
+                method: "GET".into(),
+                uri: "/api/products/2".into(),
+                version: "HTTP/1.1".into(),
+                headers: vec![("Host".into(), "shop.example".into())],
+                ..Default::default()
+            };
+            req.headers.extend(hs);
+            for _ in 0..2 {
+                let fast = rs.evaluate(&req);
+                let full = rs.evaluate_every_rule(&req, &cfg);
+                prop_assert_eq!(&fast, &full, "{:?}", req.headers);
+                blocked
+                    .set(blocked.get() + usize::from(fast.matches.iter().any(|m| m.id == 920450)));
+            }
+            Ok(())
+        })
+        .expect("the two evaluations agree");
+    // The restricted names came up (each case is evaluated twice).
+    let blocked = blocked.get();
+    assert!(
+        blocked >= 10,
+        "920450 matched in only {blocked} evaluations"
+    );
+}
