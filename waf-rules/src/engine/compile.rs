@@ -790,6 +790,7 @@ fn parse_setvar(v: &str) -> Result<Option<SetVar>, String> {
         name: Macro::parse(&name.to_ascii_lowercase()),
         op,
         slot: NO_SLOT,
+        arg_slot: NO_SLOT,
     }))
 }
 
@@ -890,7 +891,6 @@ impl Rule {
             link: 0,
             param_slot: super::NO_SLOT,
             marker: None,
-            marker_within: false,
         }
     }
 }

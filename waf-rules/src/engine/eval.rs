@@ -1806,8 +1806,14 @@ impl<'r> Ev<'r> {
         };
         let int = |m: &Macro| match (m.literal(), single_tx_key(m)) {
             (Some(l), _) => crate::operator::to_int(l),
-            // A score increment by another TX value (`+%{tx.critical_anomaly_score}`).
-            (None, Some(k)) => st.tx.get(k).map(crate::operator::to_int).unwrap_or(0),
+            // A score increment by another TX value (`+%{tx.critical_anomaly_score}`), through
+            // its slot when it has one.
+            (None, Some(k)) => match sv.arg_slot {
+                NO_SLOT => st.tx.get(k),
+                s => st.tx.get_slot(s),
+            }
+            .map(crate::operator::to_int)
+            .unwrap_or(0),
             (None, None) => crate::operator::to_int(&m.expand(&res)),
         };
         let cur = || {
@@ -2226,7 +2232,10 @@ impl<'r> Ev<'r> {
     /// `run_rule`'s per-value machinery (the transformation cache, the operator, the macro
     /// expansions), which cost this one rule about a fifth of a typical request.
     fn run_marker(&mut self, head: &'r Rule) -> bool {
-        let start = head.marker.as_deref().unwrap_or_default();
+        let Some(marker) = head.marker.as_deref() else {
+            return self.run_link(head, head);
+        };
+        let start = &*marker.start;
         let var = head.targets[0].var;
         let skip_clean = self.skips_clean(head);
         let mut mv = std::mem::take(&mut self.st.spare_matched_vars);
@@ -2254,7 +2263,11 @@ impl<'r> Ev<'r> {
                 value.push(b'/');
                 // (A name is a `String` and stays one lower-cased.)
                 let n = std::str::from_utf8(&name).unwrap_or_default();
-                st.tx.set_at(NO_SLOT, n, &value);
+                if marker.slotless {
+                    st.tx.set_unslotted(n, &value);
+                } else {
+                    st.tx.set_at(NO_SLOT, n, &value);
+                }
             }
         }
         self.setvar_bufs = (name, value);
@@ -2267,7 +2280,7 @@ impl<'r> Ev<'r> {
         self.st.set_matched(n, v);
         self.st.spare_matched_vars = std::mem::replace(&mut self.st.matched_vars, mv);
         match &head.chain {
-            Some(next) if head.marker_within && self.st.removed_vars & Var::Tx.bit() == 0 => {
+            Some(next) if marker.within && self.st.removed_vars & Var::Tx.bit() == 0 => {
                 self.run_marked_within(head, next)
             }
             Some(next) => self.run_link(head, next),

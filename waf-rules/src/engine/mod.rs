@@ -365,6 +365,9 @@ pub(crate) struct SetVar {
     op: SetOp,
     /// The literal name's TX slot (`NO_SLOT` for a name made by macros).
     slot: u32,
+    /// For `+` and `-` by one TX value (`=+%{tx.critical_anomaly_score}`, every CRS score
+    /// increment): that value's slot, found at load (`NO_SLOT`: none, or a capture group).
+    arg_slot: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -441,15 +444,25 @@ pub(crate) struct Rule {
     param_slot: u32,
     /// For a head that marks every name of a collection in TX, CRS 920450's idiom
     /// (`REQUEST_HEADERS_NAMES "@rx ^.*$" "capture,t:none,t:lowercase,
-    /// setvar:'tx.header_name_920450_%{tx.0}=/%{tx.0}/',chain"`): the made names' literal
-    /// start. Such a head runs without the per-value machinery (`Ev::run_marker`).
-    marker: Option<Box<str>>,
-    /// For a [`Rule::marker`] head: its chain is the plain check of those names, as CRS
-    /// 920450's (`TX:/^header_name_920450_/ "@within %{tx.restricted_headers_basic}"`): one
-    /// target, every TX name with the made names' start; `@within` one TX value; no
-    /// transformation, capture, `ctl`, exclusion or further chain. It then runs without the
-    /// per-value machinery too (`Ev::run_marked_within`).
-    marker_within: bool,
+    /// setvar:'tx.header_name_920450_%{tx.0}=/%{tx.0}/',chain"`), compiled: such a head runs
+    /// without the per-value machinery (`Ev::run_marker`).
+    marker: Option<Box<Marker>>,
+}
+
+/// A head of CRS 920450's idiom, compiled (see [`Rule::marker`] and `mark_markers`).
+#[derive(Debug)]
+pub(crate) struct Marker {
+    /// The made TX names' literal start (`header_name_920450_`).
+    start: Box<str>,
+    /// The chain is the plain check of the marked names, as CRS 920450's
+    /// (`TX:/^header_name_920450_/ "@within %{tx.restricted_headers_basic}"`): one target,
+    /// every TX name with the made names' start; `@within`; no transformation, capture, `ctl`,
+    /// exclusion or further chain. It then runs without the per-value machinery too
+    /// (`Ev::run_marked_within`).
+    within: bool,
+    /// No TX name the rules spell out starts with `start`, so no made name has a slot: it goes
+    /// straight to the run-time names.
+    slotless: bool,
 }
 
 /// The rules whose values pass through one transformation chain, as the prefilter sees them
@@ -921,9 +934,18 @@ fn assign_tx_slots(phases: &mut [Vec<Item>; 2], config: &WafConfig) -> tx::TxNam
         if let Some(k) = r.op.param_macro().and_then(eval::single_tx_key) {
             r.param_slot = names.slot(k).unwrap_or(NO_SLOT);
         }
+        if let Some(m) = &mut r.marker {
+            m.slotless = names.slots_where(|k| k.starts_with(&*m.start)).is_empty();
+        }
         for sv in &mut r.setvars {
             if let Some(l) = sv.name.literal() {
                 sv.slot = names.slot(&String::from_utf8_lossy(l)).unwrap_or(NO_SLOT);
+            }
+            if let SetOp::Add(m) | SetOp::Sub(m) = &sv.op {
+                // (A one-digit key is a capture group, which has a slot of its own.)
+                if let Some(k) = eval::single_tx_key(m).filter(|k| k.len() > 1) {
+                    sv.arg_slot = names.slot(k).unwrap_or(NO_SLOT);
+                }
             }
         }
         if let Some(c) = &mut r.chain {
@@ -1050,11 +1072,15 @@ fn mark_markers(phases: &mut [Vec<Item>; 2], nodes: &[Node]) {
     }
     for it in phases.iter_mut().flatten() {
         if let Item::Rule(r) = it {
-            r.marker = start(r, nodes);
-            r.marker_within = match (&r.marker, &r.chain) {
-                (Some(m), Some(c)) => within(c, m),
-                _ => false,
-            };
+            r.marker = start(r, nodes).map(|start| {
+                let within = r.chain.as_deref().is_some_and(|c| within(c, &start));
+                Box::new(Marker {
+                    start,
+                    within,
+                    // (Known once TX names have slots: `assign_tx_slots`.)
+                    slotless: false,
+                })
+            });
         }
     }
 }

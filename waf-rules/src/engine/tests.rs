@@ -1005,12 +1005,23 @@ SecRule TX:score "@ge 10" "id:30,phase:1,deny,msg:'score %{TX.score}'"
     assert_eq!(marked, 2, "both heads compile to the marking form");
     let within = r.phases[0]
         .iter()
-        .filter(|it| matches!(it, Item::Rule(rule) if rule.marker_within))
+        .filter(
+            |it| matches!(it, Item::Rule(rule) if rule.marker.as_ref().is_some_and(|m| m.within)),
+        )
         .count();
     assert_eq!(
         within, 1,
         "rule 10's chain is the plain check (11's reads MATCHED_VARS)"
     );
+    // Rule 20 spells out one of rule 10's made names, which so has a slot; rule 11's made
+    // names have none and are set without looking for one.
+    let slotless = r.phases[0]
+        .iter()
+        .filter(
+            |it| matches!(it, Item::Rule(rule) if rule.marker.as_ref().is_some_and(|m| m.slotless)),
+        )
+        .count();
+    assert_eq!(slotless, 1);
     let with = |headers: &[(&str, &str)]| HttpRequest {
         headers: headers
             .iter()

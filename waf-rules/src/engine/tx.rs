@@ -355,6 +355,13 @@ impl<'n> Tx<'n> {
         self.set_at(NO_SLOT, key, value);
     }
 
+    /// Sets `key`, known to have no slot (not a capture group, and no TX name the rules spell
+    /// out): as [`Tx::set`] without looking for one.
+    pub(crate) fn set_unslotted(&mut self, key: &str, value: &[u8]) {
+        debug_assert!(self.slot_of(NO_SLOT, key).is_none());
+        self.extra.set(key, value);
+    }
+
     /// Sets capture group `d` (0..=9).
     pub(crate) fn set_capture(&mut self, d: usize, value: &[u8]) {
         let s = self.names.digits[d];
