@@ -982,7 +982,7 @@ mod literal_keys {
 }
 
 /// CRS 920450's head and its chain run in a form of their own (`Rule::marker`,
-/// `Rule::marker_within`): their effects must be those of the general evaluation, which
+/// `Marker::within`): their effects must be those of the general evaluation, which
 /// `evaluate_every_rule` uses. The rules after it read what the
 /// head leaves: the made TX names (by key regex and one by name), capture 0, MATCHED_VAR,
 /// MATCHED_VAR_NAME and, in the chain, MATCHED_VARS.
