@@ -1365,14 +1365,19 @@ impl Written {
     /// Whether rule `r` reads only TX variables nothing writes after the prefix, and has no
     /// effect but matching and its `setvar`s (no chain, `ctl` or capture).
     fn fixes(&self, r: &Rule) -> bool {
+        r.chain.is_none() && r.ctls.is_empty() && !r.capture && self.fixes_link(r)
+    }
+
+    /// Whether link `r` alone (its chain aside) matches the same for every request: it reads
+    /// only TX variables nothing writes after the prefix. A chained rule whose head is so and
+    /// never matches never matches at all (CRS 920360–920410 and 920250: `&TX:arg_length
+    /// "@eq 1"`, `TX:crs_validate_utf8_encoding "@eq 1"`, unset by default).
+    fn fixes_link(&self, r: &Rule) -> bool {
         let tx_frozen = |m: &Macro| {
             m.vars()
                 .all(|(n, k)| n == "TX" && k.is_some_and(|k| self.frozen(&k.to_ascii_lowercase())))
         };
         !r.is_action
-            && r.chain.is_none()
-            && r.ctls.is_empty()
-            && !r.capture
             && !r.targets.is_empty()
             && r.targets.iter().all(|t| match (t.var, &t.key) {
                 (Var::Tx, Some(KeySel::Name(n))) => self.frozen(n),
@@ -1472,6 +1477,21 @@ pub(super) fn run_prefix(rs: &RuleSet, cfg: &WafConfig) -> Option<Prefix> {
                             name.to_string(),
                             st.matched_vars.as_slice().to_vec(),
                         )))
+                    }
+                }
+                Item::Rule(r) if i >= from && r.chain.is_some() && written.fixes_link(r) => {
+                    // Only a head that never matches fixes the rule; one that matches leaves
+                    // the chain to decide, on each request. (`rule_id` is set to the head's
+                    // id once its first link matches.)
+                    ev.st = at_prefix.clone();
+                    ev.st.matched_vars.clear();
+                    ev.st.rule_id = 0;
+                    ev.run_rule(r, r);
+                    if ev.st.rule_id == r.id {
+                        Fixed::Run
+                    } else {
+                        any = true;
+                        Fixed::Never
                     }
                 }
                 _ => Fixed::Run,

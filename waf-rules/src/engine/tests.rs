@@ -430,6 +430,38 @@ SecRule TX:total "@ge 5" "id:6,phase:2,deny,log,msg:'total %{tx.total}, %{tx.see
 }
 
 #[test]
+fn a_chained_rule_whose_head_never_matches_is_fixed_and_one_whose_head_matches_is_not() {
+    // As CRS 920380/920400: the head counts a TX limit the prefix may set; unset, the rule
+    // can never match and its chain need not run. Set, the chain decides per request.
+    let text = r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.max_args=3"
+SecRule &TX:arg_length "@eq 1" "id:2,phase:2,deny,log,msg:'long',chain"
+    SecRule ARGS "@gt %{tx.arg_length}" "t:none,t:length"
+SecRule &TX:max_args "@eq 1" "id:3,phase:2,deny,log,msg:'many',chain"
+    SecRule &ARGS "@gt %{tx.max_args}" "t:none"
+SecRule TX:max_args "@lt 2" "id:4,phase:2,deny,log,msg:'low',chain"
+    SecRule ARGS "@rx ." "t:none"
+"#;
+    let r = rs(text);
+    assert_eq!(r.tx_prefix_len(), 1);
+    // Rules 2 and 4; not rule 3, whose head matches.
+    assert_eq!(r.fixed_rules(), 2);
+    for (uri, blocked) in [
+        ("/?a=1&b=2&c=3&d=4", true),
+        ("/?a=1&b=2", false),
+        ("/", false),
+    ] {
+        let req = get(uri);
+        let v = r.evaluate(&req);
+        assert_eq!(v.action == Action::Block, blocked, "{uri}: {:?}", v.matches);
+        if blocked {
+            assert_eq!(v.matches.iter().map(|m| m.id).collect::<Vec<_>>(), [3]);
+        }
+        assert_eq!(v, r.evaluate_every_rule(&req, r.config()), "{uri}");
+    }
+}
+
+#[test]
 fn unique_id_is_made_when_read_and_follows_the_request_line() {
     let r = rs(
         r#"SecRule UNIQUE_ID "@rx ^([0-9a-f]{20})$" "id:1,phase:1,pass,log,capture,msg:'%{tx.1}'""#,
