@@ -1839,17 +1839,18 @@ impl<'r> Ev<'r> {
                 }
             }
         };
-        let int = |m: &Macro| match (m.literal(), single_tx_key(m)) {
-            (Some(l), _) => crate::operator::to_int(l),
+        let int = |m: &Macro| {
             // A score increment by another TX value (`+%{tx.critical_anomaly_score}`), through
-            // its slot when it has one.
-            (None, Some(k)) => match sv.arg_slot {
-                NO_SLOT => st.tx.get(k),
+            // the slot found at load when it has one (CRS's every increment).
+            let by_key = match sv.arg_slot {
+                NO_SLOT => match (m.literal(), single_tx_key(m)) {
+                    (Some(l), _) => return crate::operator::to_int(l),
+                    (None, Some(k)) => st.tx.get(k),
+                    (None, None) => return crate::operator::to_int(&m.expand(&res)),
+                },
                 s => st.tx.get_slot(s),
-            }
-            .map(crate::operator::to_int)
-            .unwrap_or(0),
-            (None, None) => crate::operator::to_int(&m.expand(&res)),
+            };
+            by_key.map(crate::operator::to_int).unwrap_or(0)
         };
         let cur = || {
             st.tx
