@@ -2120,6 +2120,9 @@ impl<'r> Ev<'r> {
         }
     }
 
+    /// (Not inlined: `may_match`'s fast path then inlines where it is asked, without this
+    /// function's prologue; a bare `GET /` asks about 150 times.)
+    #[inline(never)]
     fn may_match_slow(&mut self, fi: u32, slot: u32, unmarked_only: bool) -> bool {
         let Some(pf) = self.rs.prefilter.as_ref() else {
             return true;
