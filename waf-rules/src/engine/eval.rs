@@ -2277,6 +2277,10 @@ impl<'r> Ev<'r> {
         let mut mv = std::mem::take(&mut self.st.spare_matched_vars);
         mv.clear();
         let (mut name, mut value) = std::mem::take(&mut self.setvar_bufs);
+        // The made names are built as a `String` in the name buffer (empty, so taking it as
+        // one checks nothing): a header name is one, and lower-casing keeps it one.
+        name.clear();
+        let mut made = String::from_utf8(name).unwrap_or_default();
         let Ev { req, st, clean, .. } = self;
         if let Some((es, off, names, base)) = entries(req, var) {
             let states = skip_clean.then(|| clean.states(base)).flatten();
@@ -2292,23 +2296,24 @@ impl<'r> Ev<'r> {
                 e.0.push_str(k);
                 e.1.extend_from_slice(k.as_bytes());
                 e.1.make_ascii_lowercase();
-                name.clear();
-                name.extend_from_slice(start.as_bytes());
-                name.extend_from_slice(&e.1);
+                made.clear();
+                made.push_str(start);
+                made.push_str(k);
+                if let Some(tail) = made.get_mut(start.len()..) {
+                    tail.make_ascii_lowercase();
+                }
                 value.clear();
                 value.push(b'/');
                 value.extend_from_slice(&e.1);
                 value.push(b'/');
-                // (A name is a `String` and stays one lower-cased.)
-                let n = std::str::from_utf8(&name).unwrap_or_default();
                 if marker.slotless {
-                    st.tx.set_unslotted(n, &value);
+                    st.tx.set_unslotted(&made, &value);
                 } else {
-                    st.tx.set_at(NO_SLOT, n, &value);
+                    st.tx.set_at(NO_SLOT, &made, &value);
                 }
             }
         }
-        self.setvar_bufs = (name, value);
+        self.setvar_bufs = (made.into_bytes(), value);
         let Some((n, v)) = mv.as_slice().last() else {
             self.st.spare_matched_vars = mv;
             return false;
