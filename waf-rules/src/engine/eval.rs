@@ -1370,8 +1370,9 @@ impl Written {
 
     /// Whether link `r` alone (its chain aside) matches the same for every request: it reads
     /// only TX variables nothing writes after the prefix. A chained rule whose head is so and
-    /// never matches never matches at all (CRS 920360–920410 and 920250: `&TX:arg_length
-    /// "@eq 1"`, `TX:crs_validate_utf8_encoding "@eq 1"`, unset by default).
+    /// never matches never matches at all (CRS 920360–920410, `&TX:arg_length "@eq 1"` with
+    /// the limit unset, and 901350, `TX:enforce_bodyproc_urlencoded "@eq 1"` with it 0, on
+    /// the default setup).
     fn fixes_link(&self, r: &Rule) -> bool {
         let tx_frozen = |m: &Macro| {
             m.vars()
