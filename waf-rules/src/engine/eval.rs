@@ -2295,17 +2295,16 @@ impl<'r> Ev<'r> {
                 e.0.push_str(var.name());
                 e.0.push(':');
                 e.0.push_str(k);
-                e.1.extend_from_slice(k.as_bytes());
-                e.1.make_ascii_lowercase();
+                // The name lower-cased once, in the made name; the match and the value copy it.
                 made.clear();
                 made.push_str(start);
                 made.push_str(k);
-                if let Some(tail) = made.get_mut(start.len()..) {
-                    tail.make_ascii_lowercase();
-                }
+                let lower = &mut made[start.len()..];
+                lower.make_ascii_lowercase();
+                e.1.extend_from_slice(lower.as_bytes());
                 value.clear();
                 value.push(b'/');
-                value.extend_from_slice(&e.1);
+                value.extend_from_slice(lower.as_bytes());
                 value.push(b'/');
                 if marker.slotless {
                     st.tx.set_unslotted(&made, &value);
